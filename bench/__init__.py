@@ -1,0 +1,1 @@
+"""sockbench's command line and benchmark suite (``bench``)."""

@@ -1,0 +1,184 @@
+"""asyncio backend: the stdlib event loop (or uvloop) with Protocol callbacks.
+
+Protocols rather than streams: ``data_received`` hands bytes straight to the core
+and ``transport.write`` queues the reply, with no coroutine per read. The transport's
+write buffer is the client's output buffer: in echo mode reading pauses while it is
+above the limit (asyncio's flow control); in broadcast a receiver whose buffer would
+pass ``max_output_buffer`` is aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+
+from servers import runtime
+from servers.config import ServerConfig
+from servers.protocol import (
+    ERR_LINE_TOO_LONG,
+    ERR_SERVER_FULL,
+    LineTooLong,
+    Mode,
+    Roster,
+    Session,
+    output_limit,
+)
+
+
+def check_config(config: ServerConfig) -> None:
+    """Fail before binding when ``--loop uvloop`` is asked for but not installed."""
+    if config.loop == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            raise runtime.StartupError("uvloop is not installed (pip install uvloop)") from None
+
+
+class _Room:
+    """Shared state of one server: config, roster, log."""
+
+    def __init__(self, config: ServerConfig, log: runtime.EventLog) -> None:
+        self.config = config
+        self.limits = config.limits
+        self.echo = config.mode is Mode.ECHO
+        self.mode = config.mode
+        self.output_limit = output_limit(config.limits, config.mode)
+        self.roster: Roster[LineProtocol] = Roster(config.limits.max_clients)
+        self.log = log
+
+
+class LineProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, room: _Room) -> None:
+        self.room = room
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.peer = "?"
+        self.reason = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = runtime.format_address(peer) if peer else "?"
+        room = self.room
+        if not room.roster.join(self):
+            transport.write(ERR_SERVER_FULL)
+            transport.close()
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Echo: pause reading once unsent replies pass the limit (pause_writing below).
+        transport.set_write_buffer_limits(high=room.output_limit)
+        self.session = Session(room.limits, time.monotonic())
+        room.log.connected(self.peer)
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        if session is None:
+            return  # rejected (server full); the transport is closing
+        try:
+            lines = session.feed(data, time.monotonic())
+        except LineTooLong:
+            self.fail(ERR_LINE_TOO_LONG, "line too long")
+            return
+        if not lines:
+            return
+        room = self.room
+        if room.echo:
+            self.transport.write(lines)  # type: ignore[union-attr]
+            return
+        for receiver in room.roster.recipients(self, room.mode):
+            receiver.deliver(lines)
+
+    def deliver(self, data: bytes) -> None:
+        """Queue a broadcast line; drop this receiver if it has fallen too far behind."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() + len(data) > self.room.output_limit:
+            self.reason = "slow consumer: output buffer full"
+            transport.abort()
+            return
+        transport.write(data)
+
+    def fail(self, err: bytes, reason: str) -> None:
+        """Send a protocol ERR line, then close once it is written."""
+        self.reason = reason
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(err)
+            transport.close()
+        self.session = None  # ignore whatever else arrives
+
+    def pause_writing(self) -> None:
+        if self.room.echo and self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.room.echo and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        room = self.room
+        if self.session is not None or self.reason:
+            room.roster.leave(self)
+            reason = self.reason or (f"error: {exc}" if exc else "")
+            room.log.disconnected(self.peer, reason)
+        self.session = None
+
+
+async def _sweep(room: _Room) -> None:
+    """Disconnect clients whose idle or line timeout has struck."""
+    limits = room.limits
+    while True:
+        await asyncio.sleep(limits.sweep_interval)
+        now = time.monotonic()
+        for client in room.roster:
+            session = client.session
+            if session is None:
+                continue
+            err = session.expired(limits, now)
+            if err is not None:
+                client.fail(err, err.decode().strip()[4:])
+
+
+async def _serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    room = _Room(config, log)
+    server = await loop.create_server(lambda: LineProtocol(room), sock=listener, backlog=1024)
+    runtime.announce_ready(listener)
+    sweeper = asyncio.ensure_future(_sweep(room))
+    try:
+        await stop.wait()
+    finally:
+        sweeper.cancel()
+        server.close()
+        for client in room.roster:
+            if client.transport is not None:
+                client.reason = client.reason or "server stopping"
+                client.transport.close()
+        # Give transports a moment to flush and close; never more than 1 s.
+        try:
+            await asyncio.wait_for(server.wait_closed(), timeout=1.0)
+        except (asyncio.TimeoutError, Exception):
+            pass
+
+
+def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) -> None:
+    """Serve on ``listener`` until SIGTERM or SIGINT, then close every client."""
+    if config.loop == "uvloop":
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    else:
+        runner = asyncio.Runner()
+    with runner:
+        runner.run(_serve(listener, config, log))

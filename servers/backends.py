@@ -1,0 +1,26 @@
+"""The registry of backends: name -> module, imported only when chosen."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+# name -> (module, one-line description). Modules are named *_server so none shadows
+# the stdlib or gevent (select, threading, gevent, asyncio).
+BACKENDS: dict[str, tuple[str, str]] = {
+    "blocking": ("servers.blocking_server", "one connection at a time; others wait in the backlog"),
+    "threading": ("servers.threading_server", "a thread per connection"),
+    "select": ("servers.select_server", "one thread, a readiness loop over non-blocking sockets"),
+    "gevent": ("servers.gevent_server", "a greenlet per connection on gevent's hub (flagship)"),
+    "asyncio": ("servers.asyncio_server", "the stdlib event loop (or uvloop), Protocol callbacks"),
+}
+
+
+def load(name: str) -> ModuleType:
+    """Import and return the backend module called ``name``.
+
+    Raises:
+        KeyError: no backend has that name.
+    """
+    module_name, _ = BACKENDS[name]
+    return importlib.import_module(module_name)
