@@ -270,7 +270,11 @@ class Roster(Generic[C]):
         return len(self._clients)
 
     def __iter__(self) -> Iterator[C]:
+        """Iterate over a snapshot, so clients may leave while it is walked."""
         return iter(list(self._clients))
+
+    def __contains__(self, client: object) -> bool:
+        return client in self._clients
 
     def join(self, client: C) -> bool:
         """Admit ``client``; False (admitting nothing) when the server is full."""
