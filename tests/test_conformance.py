@@ -1,0 +1,387 @@
+"""The conformance suite: every backend, as a real ``bench serve`` subprocess on port 0,
+must pass the same tests of the wire contract (issue 3).
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import (
+    BACKENDS,
+    LineReader,
+    bench_command,
+    connect,
+    nothing_arrives,
+    reset,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+ONE_AT_A_TIME = "the blocking backend serves one client at a time"
+SYNC = b"sync "  # prefix of the lines join_room uses; readers skip them
+
+
+def skip_blocking(backend: str) -> None:
+    if backend == "blocking":
+        pytest.skip(ONE_AT_A_TIME)
+
+
+def echoes(reader: LineReader, line: bytes) -> bool:
+    """Send ``line`` and return whether exactly it came back."""
+    reader.sock.sendall(line)
+    return reader.line() == line
+
+
+def join_room(address: tuple[str, int], n: int,
+              rcvbufs: dict[int, int] | None = None) -> list[LineReader]:
+    """Connect ``n`` clients to a broadcast server and prove each one has joined.
+
+    Client k > 0 sends ``sync k`` until client 0 receives it: a line is only routed
+    once its sender has joined, and only reaches receivers that have joined, so after
+    the loop every client is in the room. Every reader skips the sync lines.
+
+    Args:
+        rcvbufs: SO_RCVBUF per client index, for clients meant to fall behind.
+    """
+    rcvbufs = rcvbufs or {}
+    readers = [LineReader(connect(address, rcvbuf=rcvbufs.get(i))) for i in range(n)]
+    anchor = readers[0]
+    anchor.sock.settimeout(0.5)
+    for k in range(1, n):
+        want = SYNC + b"%d\n" % k
+        deadline = time.monotonic() + 10
+        while True:
+            readers[k].sock.sendall(want)
+            try:
+                while anchor.line() != want:
+                    pass
+                break
+            except socket.timeout:
+                # Only possible while client 0 itself has not joined yet: try again.
+                assert time.monotonic() < deadline, f"client {k} never reached client 0"
+    anchor.sock.settimeout(5.0)
+    for reader in readers:
+        reader.skip = SYNC
+    return readers
+
+
+def numbered_lines(sender: int, count: int, width: int = 40) -> list[bytes]:
+    """``count`` distinct lines from ``sender``: ``D sender seq xxxx...\\n``."""
+    return [(b"D %d %06d " % (sender, seq)).ljust(width, b"x") + b"\n" for seq in range(count)]
+
+
+def parse(line: bytes) -> tuple[int, int]:
+    """(sender, seq) of a line made by :func:`numbered_lines`."""
+    _, sender, seq, _ = line.split(b" ", 3)
+    return int(sender), int(seq)
+
+
+# --- echo -----------------------------------------------------------------------------
+
+def test_echo(serve, backend) -> None:
+    server = serve(backend)
+    reader = LineReader(connect(server.address))
+    assert echoes(reader, b"hello\n")
+    assert echoes(reader, b"hello again\r\n")
+    assert echoes(reader, b"\n")
+
+
+def test_echo_binary_bytes(serve, backend) -> None:
+    server = serve(backend)
+    reader = LineReader(connect(server.address))
+    payload = bytes(b for b in range(256) if b != 0x0A) + b"\r\n"
+    assert echoes(reader, payload)
+    assert echoes(reader, b"\x00\xff\x00\xfe\n")
+
+
+def test_line_split_across_several_writes(serve, backend) -> None:
+    server = serve(backend)
+    reader = LineReader(connect(server.address))
+    sock = reader.sock
+    sock.sendall(b"hel")
+    assert nothing_arrives(sock, 0.2), "an unfinished line must not be echoed"
+    sock.sendall(b"lo\r")
+    sock.sendall(b"\nsec")
+    assert reader.line() == b"hello\r\n"
+    sock.sendall(b"ond ")
+    sock.sendall(b"line\n")
+    assert reader.line() == b"second line\n"
+
+
+def test_many_lines_in_one_write(serve, backend) -> None:
+    server = serve(backend)
+    reader = LineReader(connect(server.address))
+    data = b"".join(numbered_lines(0, 2000))
+    reader.sock.sendall(data)
+    assert reader.exactly(len(data)) == data
+
+
+def test_echo_large_volume_with_back_pressure(serve, backend) -> None:
+    """4 MiB written while reading: echo mode slows the writer, never drops it."""
+    server = serve(backend)
+    reader = LineReader(connect(server.address))
+    data = b"".join(numbered_lines(0, 40000, width=100))
+    with ThreadPoolExecutor(1) as pool:
+        sending = pool.submit(reader.sock.sendall, data)
+        assert reader.exactly(len(data)) == data
+        sending.result()
+
+
+def test_fifty_concurrent_clients(serve, backend) -> None:
+    skip_blocking(backend)
+    server = serve(backend)
+    readers = [LineReader(connect(server.address)) for _ in range(50)]
+    for rnd in range(5):
+        for i, reader in enumerate(readers):
+            reader.sock.sendall(b"client %d round %d\n" % (i, rnd))
+        for i, reader in enumerate(readers):
+            assert reader.line() == b"client %d round %d\n" % (i, rnd)
+
+
+def test_blocking_serves_one_client_at_a_time(serve) -> None:
+    server = serve("blocking")
+    first = LineReader(connect(server.address))
+    assert echoes(first, b"first\n")
+    second = LineReader(connect(server.address))  # accepted into the backlog only
+    second.sock.sendall(b"second\n")
+    assert nothing_arrives(second.sock, 0.3), "second client was served while the first was connected"
+    assert echoes(first, b"first still served\n")
+    first.sock.close()
+    assert second.line() == b"second\n"
+
+
+# --- broadcast ------------------------------------------------------------------------
+
+def test_broadcast_lone_client_gets_nothing_back(serve, backend) -> None:
+    server = serve(backend, "--mode", "broadcast")
+    sock = connect(server.address)
+    sock.sendall(b"anyone there?\n")
+    assert nothing_arrives(sock, 0.3), "a sender must not receive its own line"
+
+
+def test_broadcast_fan_out_and_per_sender_order(serve, backend) -> None:
+    """5 clients, 3 of them sending 2000 lines each at once: every receiver gets every
+    other sender's lines, all of them, each sender's in order, and never its own."""
+    skip_blocking(backend)
+    server = serve(backend, "--mode", "broadcast")
+    readers = join_room(server.address, 5)
+    senders, per_sender = 3, 2000
+    sent = {i: numbered_lines(i, per_sender) for i in range(senders)}
+
+    def send(i: int) -> None:
+        lines = sent[i]
+        for start in range(0, per_sender, 100):  # many writes, so senders interleave
+            readers[i].sock.sendall(b"".join(lines[start:start + 100]))
+
+    def receive(j: int) -> dict[int, list[int]]:
+        expected = per_sender * (senders - (1 if j < senders else 0))
+        by_sender: dict[int, list[int]] = {}
+        for line in readers[j].lines(expected):
+            sender, seq = parse(line)
+            by_sender.setdefault(sender, []).append(seq)
+        return by_sender
+
+    with ThreadPoolExecutor(len(readers) + senders) as pool:
+        receiving = [pool.submit(receive, j) for j in range(len(readers))]
+        sending = [pool.submit(send, i) for i in range(senders)]
+        for future in sending:
+            future.result()
+        results = [future.result() for future in receiving]
+    for j, by_sender in enumerate(results):
+        assert j not in by_sender, f"client {j} received its own lines"
+        assert sorted(by_sender) == [i for i in range(senders) if i != j]
+        for i, seqs in by_sender.items():
+            assert seqs == list(range(per_sender)), f"client {j}: sender {i}'s lines lost or reordered"
+
+
+def test_slow_consumer_is_cut_while_a_reader_gets_everything(serve, backend) -> None:
+    """A client that never reads is dropped once 64 KiB are queued for it; a client that
+    keeps up receives every line. The sender waits for the reading client after each
+    16 KiB batch, so the reader is never far behind and the room never stalls."""
+    skip_blocking(backend)
+    server = serve(backend, "--mode", "broadcast", "--max-output-buffer", "65536")
+    sender, fast, slow = join_room(server.address, 3, rcvbufs={2: 4096})
+    # ~6 MB: past 64 KiB + the most the kernel may buffer (tcp_wmem max is 4 MiB here).
+    lines = numbered_lines(0, 6000, width=1000)
+    batch = 16
+    for start in range(0, len(lines), batch):
+        chunk = lines[start:start + batch]
+        sender.sock.sendall(b"".join(chunk))
+        assert fast.lines(len(chunk)) == chunk, "the reading client lost or reordered lines"
+    try:
+        got = slow.drain()  # ends at EOF or reset; a timeout means it was never cut
+    except socket.timeout:
+        pytest.fail("the client that never read was not disconnected")
+    got = b"".join(line for line in got.splitlines(keepends=True) if not line.startswith(SYNC))
+    data = b"".join(lines)
+    assert len(got) < len(data), "the client that never read was sent everything"
+    assert data.startswith(got), "the slow client received corrupted data before the cut"
+
+
+def test_client_reset_mid_broadcast_does_not_disturb_others(serve, backend) -> None:
+    skip_blocking(backend)
+    server = serve(backend, "--mode", "broadcast")
+    sender, resetter, *others = join_room(server.address, 5)
+    lines = numbered_lines(0, 2000, width=60)
+    with ThreadPoolExecutor(len(others)) as pool:
+        receiving = [pool.submit(r.lines, len(lines)) for r in others]
+        sender.sock.sendall(b"".join(lines[:1000]))
+        resetter.lines(100)
+        resetter.sock.sendall(b"half a li")  # it dies with an unfinished line, too
+        reset(resetter.sock)
+        sender.sock.sendall(b"".join(lines[1000:]))
+        for future in receiving:
+            assert future.result() == lines
+    # The room still works after the reset.
+    others[0].sock.sendall(b"after\n")
+    assert sender.line() == b"after\n"
+
+
+# --- limits ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("payload", [b"x" * 1024 + b"\n", b"x" * 1024],
+                         ids=["one-over-with-newline", "unterminated-at-limit"])
+def test_over_long_line_is_refused_and_others_unaffected(serve, backend, payload) -> None:
+    server = serve(backend, "--max-line", "1024")
+    offender = LineReader(connect(server.address))
+    assert echoes(offender, b"x" * 1023 + b"\n"), "a line of exactly --max-line must pass"
+    bystander = LineReader(connect(server.address))
+    if backend != "blocking":
+        assert echoes(bystander, b"before\n")
+    offender.sock.sendall(payload)
+    assert offender.line() == b"ERR line too long\n"
+    assert offender.at_eof(), "the server must close after ERR line too long"
+    # For blocking, the bystander is served only now that the offender is gone.
+    assert echoes(bystander, b"still here\n")
+
+
+def test_server_full_and_a_freed_slot(serve, backend) -> None:
+    skip_blocking(backend)
+    server = serve(backend, "--max-clients", "2")
+    first = LineReader(connect(server.address))
+    second = LineReader(connect(server.address))
+    assert echoes(first, b"one\n") and echoes(second, b"two\n")  # both admitted
+    third = LineReader(connect(server.address))
+    assert third.line() == b"ERR server full\n"
+    assert third.at_eof()
+    assert echoes(first, b"one still served\n")
+    first.sock.close()
+
+    # The server notices the close on its own time; retry until the slot is free.
+    def a_new_client_is_served() -> bool:
+        reader = LineReader(connect(server.address))
+        try:
+            reader.sock.sendall(b"four\n")
+            line = reader.line()
+        except (EOFError, ConnectionError):
+            line = b""
+        if line == b"four\n":
+            return True
+        reader.sock.close()
+        assert line in (b"ERR server full\n", b""), line
+        return False
+
+    assert wait_until(a_new_client_is_served, timeout=5.0), "a freed slot was never reused"
+    assert echoes(second, b"two still served\n")
+
+
+def test_idle_timeout(serve, backend) -> None:
+    server = serve(backend, "--idle-timeout", "0.5")
+    reader = LineReader(connect(server.address))
+    assert echoes(reader, b"ping\n")
+    last_input = time.monotonic()
+    assert reader.line() == b"ERR idle timeout\n"
+    waited = time.monotonic() - last_input
+    assert reader.at_eof()
+    assert 0.4 <= waited < 3.0, f"idle timeout of 0.5 s struck after {waited:.2f} s"
+
+
+def test_input_postpones_the_idle_timeout(serve, backend) -> None:
+    server = serve(backend, "--idle-timeout", "0.6")
+    reader = LineReader(connect(server.address))
+    for _ in range(3):  # 0.3 s apart: the client is never idle for 0.6 s
+        assert echoes(reader, b"ping\n")
+        assert nothing_arrives(reader.sock, 0.3)
+    last_input = time.monotonic()
+    assert echoes(reader, b"ping\n")
+    assert reader.line() == b"ERR idle timeout\n"
+    assert time.monotonic() - last_input >= 0.5
+
+
+def test_line_timeout(serve, backend) -> None:
+    server = serve(backend, "--line-timeout", "0.5")
+    reader = LineReader(connect(server.address))
+    start = time.monotonic()
+    reader.sock.sendall(b"never finished")
+    assert reader.line() == b"ERR line timeout\n"
+    assert reader.at_eof()
+    assert time.monotonic() - start >= 0.4
+
+
+# --- process lifecycle ----------------------------------------------------------------
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_exits_0_within_2s_with_clients_connected(serve, backend, sig) -> None:
+    server = serve(backend)
+    readers = [LineReader(connect(server.address)) for _ in range(3)]
+    assert echoes(readers[0], b"served\n")
+    if backend != "blocking":
+        for reader in readers[1:]:
+            assert echoes(reader, b"served\n")
+    readers[0].sock.sendall(b"unfinished")
+    start = time.monotonic()
+    server.proc.send_signal(sig)
+    try:
+        status = server.proc.wait(timeout=2.0)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running 2 s after {sig.name}")
+    assert status == 0, f"exit status {status} after {sig.name}; stderr:\n{server.stderr()}"
+    assert "Traceback" not in server.stderr()
+    assert readers[0].at_eof(), "a served client must see its connection closed"
+    assert time.monotonic() - start < 2.5
+
+
+def test_connect_and_disconnect_are_logged_unless_quiet(serve, backend) -> None:
+    server = serve(backend, quiet=False)
+    reader = LineReader(connect(server.address))
+    peer = "%s:%d" % reader.sock.getsockname()[:2]
+    assert echoes(reader, b"hi\n")
+    reader.sock.close()
+    assert wait_until(lambda: f"client {peer} disconnected" in server.stderr(), timeout=5.0), \
+        server.stderr()
+    assert f"client {peer} connected" in server.stderr()
+
+    quiet = serve(backend)
+    reader = LineReader(connect(quiet.address))
+    assert echoes(reader, b"hi\n")
+    reader.sock.close()
+    assert quiet.stop() == 0
+    assert quiet.stderr() == ""
+
+
+def test_busy_port_fails_with_one_line_naming_the_address(serve, backend) -> None:
+    first = serve(backend)
+    result = subprocess.run(bench_command("serve", backend, "--port", str(first.port), "--quiet"),
+                            stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode != 0
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert f"127.0.0.1:{first.port}" in lines[0]
+    assert result.stdout == b"", "a server that failed to bind must not print READY"
+    # The first server is untouched.
+    assert echoes(LineReader(connect(first.address)), b"still mine\n")
+
+
+def test_backends_list_matches_the_registry() -> None:
+    from servers.backends import BACKENDS as REGISTERED
+
+    assert sorted(BACKENDS) == sorted(REGISTERED)
