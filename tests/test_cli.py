@@ -1,0 +1,94 @@
+"""``bench client`` in piped mode, and the error paths of ``bench serve`` and ``bench client``."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+import pytest
+
+from conftest import bench_command
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def run_bench(*args: str, stdin: bytes = b"", timeout: float = 15) -> subprocess.CompletedProcess:
+    return subprocess.run(bench_command(*args), input=stdin, capture_output=True, timeout=timeout)
+
+
+def error_lines(stderr: bytes) -> list[str]:
+    """The lines of ``stderr`` that report an error (argparse adds a usage block)."""
+    return [line for line in stderr.decode(errors="replace").splitlines() if "error" in line]
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "gevent"])
+def test_client_piped_sends_lines_and_prints_echoes(serve, backend) -> None:
+    server = serve(backend)
+    lines = b"one\ntwo\r\n\x00\xff binary\n" + b"".join(b"line %d\n" % i for i in range(500))
+    result = run_bench("client", f"{server.host}:{server.port}", stdin=lines)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == lines
+    assert b"Traceback" not in result.stderr
+
+
+def test_client_piped_with_empty_stdin_exits_0(serve) -> None:
+    server = serve("asyncio")
+    result = run_bench("client", f"{server.host}:{server.port}", stdin=b"")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b""
+
+
+def test_client_refused_connection_is_one_clear_line() -> None:
+    # A bound but not listening socket: connecting to its port is refused, and no
+    # other process can take the port while we hold it.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        result = run_bench("client", f"127.0.0.1:{port}", stdin=b"hello\n")
+    assert result.returncode != 0
+    stderr = result.stderr.decode(errors="replace")
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert f"127.0.0.1:{port}" in stderr and "refused" in stderr.lower()
+    assert result.stdout == b""
+
+
+@pytest.mark.parametrize("target", ["localhost", "127.0.0.1:notaport", "127.0.0.1:70000"])
+def test_client_bad_target_is_a_usage_error(target: str) -> None:
+    result = run_bench("client", target)
+    assert result.returncode == 2
+    stderr = result.stderr.decode(errors="replace")
+    assert "Traceback" not in stderr
+    assert len(error_lines(result.stderr)) == 1, stderr
+
+
+@pytest.mark.parametrize("args, named", [
+    (["serve", "nosuchbackend"], "nosuchbackend"),
+    (["serve", "asyncio", "--max-line", "-5"], "--max-line"),
+    (["serve", "asyncio", "--max-line", "0"], "--max-line"),
+    (["serve", "asyncio", "--port", "abc"], "abc"),
+    (["serve", "asyncio", "--port", "70000"], "--port"),
+    (["serve", "asyncio", "--idle-timeout", "-1"], "--idle-timeout"),
+    (["serve", "asyncio", "--max-clients", "many"], "--max-clients"),
+    (["serve", "asyncio", "--mode", "shout"], "--mode"),
+    (["serve", "asyncio", "--no-such-flag"], "--no-such-flag"),
+    (["serve"], "BACKEND"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_serve_bad_flags_exit_2_with_one_error_line(args: list[str], named: str) -> None:
+    result = run_bench(*args, "--quiet", timeout=10)
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1, stderr
+    assert named in errors[0], stderr
+    assert result.stdout == b"", "nothing may reach stdout (no READY) on a usage error"
+
+
+def test_serve_unresolvable_host_is_one_line() -> None:
+    result = run_bench("serve", "asyncio", "--host", "no-such-host.invalid", "--port", "0", "--quiet")
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode != 0
+    assert "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert "no-such-host.invalid" in stderr
