@@ -288,7 +288,7 @@ def recommend(doc: Doc, mode: str, users: int) -> Recommendation:
     caution = ""
     if bound:
         unit = "deliveries/s" if mode == "broadcast" else "req/s"
-        names = [f"{r['backend']} (>= {fmt_rps(r['rps'])} {unit})" for r in bound]
+        names = [f"{r['backend']} (≥ {fmt_rps(r['rps'])} {unit})" for r in bound]
         caution = (f" Caution: {_join(names)} {'was' if len(names) == 1 else 'were'} "
                    "load-generator-bound here (the generator, not the server, was the limit), "
                    "so this ranking is not trustworthy.")
