@@ -181,7 +181,7 @@ padding:0 1rem;color:#222;line-height:1.45}
 h1{font-size:1.6rem}h2{margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
 table{border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:.88rem}
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right;white-space:nowrap}
-th{background:#f2f4f7}td:first-child,th:first-child,td.flags{text-align:left}
+th{background:#f2f4f7}td:first-child,th:first-child,th:last-child,td.flags{text-align:left}
 td.flags{white-space:normal;max-width:22rem}tr.users-start td{border-top:2px solid #888}
 .flag{display:inline-block;border-radius:3px;padding:0 .3rem;margin-right:.2rem;font-size:.8rem}
 .flag-best{background:#d9f2e3}.flag-tie{background:#e3e9f7}.flag-generator-bound{background:#fff0c2}
