@@ -47,6 +47,7 @@ class _Room:
         self.output_limit = output_limit(config.limits, config.mode)
         self.roster: Roster[LineProtocol] = Roster(config.limits.max_clients)
         self.log = log
+        self.backoff = runtime.AcceptBackoff(log)
 
 
 class LineProtocol(asyncio.Protocol):
@@ -65,6 +66,7 @@ class LineProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = runtime.format_address(peer) if peer else "?"
         room = self.room
+        room.backoff.succeeded()
         if not room.roster.join(self):
             transport.write(ERR_SERVER_FULL)
             transport.close()
@@ -147,12 +149,32 @@ async def _sweep(room: _Room) -> None:
                 client.fail(err, err.decode().strip()[4:])
 
 
+def _accept_error_handler(room: _Room):
+    """A loop exception handler that logs running out of descriptors once per burst.
+
+    asyncio itself pauses accepting for 1 s on EMFILE/ENFILE, but reports every failed
+    accept() through the exception handler, a traceback each; route those through
+    :class:`runtime.AcceptBackoff` (one line per burst) and leave the rest to the default.
+    """
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in runtime.RESOURCE_ERRNOS \
+                and "accept" in context.get("message", ""):
+            room.backoff.failed(exc)
+            return
+        loop.default_exception_handler(context)
+
+    return handler
+
+
 async def _serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     room = _Room(config, log)
+    loop.set_exception_handler(_accept_error_handler(room))
     server = await loop.create_server(lambda: LineProtocol(room), sock=listener, backlog=1024)
     runtime.announce_ready(listener)
     sweeper = asyncio.ensure_future(_sweep(room))
