@@ -1,0 +1,267 @@
+"""Child processes for ``bench ui`` and ``bench worker``: start, watch, stop.
+
+Each child runs in its own session (so its own process group): a Ctrl-C in the
+terminal reaches only ``bench``, which then stops every child in order, and anything
+a child started itself goes with it. On Linux a child also gets SIGTERM if ``bench``
+dies without cleaning up (``PR_SET_PDEATHSIG``), so a ``kill -9`` of ``bench`` leaves
+no load generator behind.
+
+Stopping is SIGTERM to the child's process group, a grace period, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence, TextIO
+
+import bench
+
+# The locustfile every Locust process here loads: the project's echo and broadcast users.
+LOCUSTFILE = str(Path(bench.__file__).with_name("locustfile.py"))
+# Seconds a child gets to exit after SIGTERM before SIGKILL. Locust's master tells its
+# workers to quit and prints its stats; a server closes its connections: ~0.5 s each.
+STOP_GRACE_S = 5.0
+# Seconds to wait for ``bench serve`` to print READY (startup is ~0.2 s).
+READY_TIMEOUT_S = 15.0
+# Seconds to wait for Locust's web UI to accept connections (imports take ~1.5 s;
+# on a loaded 2-core machine several Locust processes start at once).
+WEB_READY_TIMEOUT_S = 45.0
+# Lines of a child's output kept to explain why it failed.
+TAIL_LINES = 20
+
+_PR_SET_PDEATHSIG = 1
+
+
+def ignore_signals() -> None:
+    """Ignore SIGTERM and SIGINT from now on (while stopping the children)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's prctl, resolved now: the child may only call it, not look it up (after
+    fork, with relay threads in the parent, a lookup could wait on a lock forever)."""
+    if sys.platform != "linux":
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+class Stopped(BaseException):
+    """Raised in the main thread by SIGTERM/SIGINT: stop the children and exit 0."""
+
+
+def stop_on_signals() -> None:
+    """Make SIGTERM and SIGINT raise :class:`Stopped` once; later ones are ignored."""
+
+    def handler(signum: int, frame: object) -> None:
+        ignore_signals()
+        raise Stopped
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+def bench_command(*args: str) -> list[str]:
+    """``bench ARGS...`` with this interpreter, so PATH does not matter."""
+    return [sys.executable, "-m", "bench", *args]
+
+
+def locust_command(*args: str) -> list[str]:
+    """``locust -f <project locustfile> ARGS...`` with this interpreter."""
+    return [sys.executable, "-m", "locust", "-f", LOCUSTFILE, *args]
+
+
+class Child:
+    """One supervised subprocess whose merged stdout/stderr is relayed line by line.
+
+    Until :meth:`relay` is called, lines are only kept (the last :data:`TAIL_LINES`),
+    so a startup failure can be explained in one line instead of a screenful of logs.
+
+    Args:
+        name: what to call it in messages ("server", "Locust", "worker 2").
+        argv: the command.
+        out: where relayed lines go.
+        skip: lines containing any of these are never relayed (noise).
+        first_line: keep the first stdout line for :meth:`read_first_line` (``READY ...``)
+            instead of relaying it.
+    """
+
+    def __init__(self, name: str, argv: Sequence[str], out: TextIO = sys.stderr,
+                 skip: Iterable[str] = (), first_line: bool = False) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self._out = out
+        self._skip = tuple(skip)
+        self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self._relaying = False
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_die_with_parent if _PRCTL is not None else None,
+        )
+        self._thread = threading.Thread(target=self._pump, name=f"relay-{name}", daemon=True)
+        if not first_line:
+            self._thread.start()
+
+    def read_first_line(self, timeout: float = READY_TIMEOUT_S) -> str:
+        """The first stdout line ('' on EOF or timeout); then start relaying the rest.
+        Only for a child made with ``first_line=True``."""
+        try:
+            return _read_line(self.proc.stdout, timeout)
+        finally:
+            self._thread.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def relay(self) -> None:
+        """From now on, write the child's lines to ``out`` (after the ones kept so far)."""
+        with self._lock:
+            self._relaying = True
+            for line in self._tail:
+                self._write(line)
+
+    def tail(self) -> str:
+        """The last non-blank line the child printed ('' if none)."""
+        if self._thread.is_alive():
+            self._thread.join(timeout=1.0)  # let the pump read what a dead child left
+        with self._lock:
+            for line in reversed(self._tail):
+                if line.strip():
+                    return line.strip()
+        return ""
+
+    def _pump(self) -> None:
+        for raw in iter(self.proc.stdout.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\n")
+            with self._lock:
+                self._tail.append(line)
+                if self._relaying:
+                    self._write(line)
+        self.proc.stdout.close()
+
+    def _write(self, line: str) -> None:
+        if any(s in line for s in self._skip):
+            return
+        try:
+            self._out.write(line + "\n")
+            self._out.flush()
+        except (OSError, ValueError):
+            pass
+
+    def signal_group(self, sig: int) -> None:
+        """Send ``sig`` to the child's process group (it and anything it started)."""
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _read_line(stream, timeout: float) -> str:
+    """The first line on ``stream`` (a pipe), or '' on EOF or timeout."""
+    fd = stream.fileno()
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return ""
+        chunk = os.read(fd, 1)  # one byte at a time: the rest belongs to the relay
+        if not chunk:
+            return ""
+        data += chunk
+    return data.decode(errors="replace").rstrip("\n")
+
+
+def stop_all(children: Sequence[Child], grace: float = STOP_GRACE_S) -> None:
+    """SIGTERM every child's group (in the order given), wait up to ``grace`` seconds
+    for all of them, SIGKILL the groups of those still running, and reap them."""
+    for child in children:
+        if child.alive():
+            child.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children:
+        try:
+            child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for child in children:
+        # the leader may be gone while something it started still runs: kill the group anyway
+        child.signal_group(signal.SIGKILL)
+        if child.alive():
+            child.proc.wait()
+
+
+def wait_for_port(host: str, port: int, timeout: float, alive: Callable[[], bool]) -> bool:
+    """Poll until ``host:port`` accepts a TCP connection; False on timeout or once
+    ``alive()`` turns false."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def watch(children: Sequence[Child], interval: float = 0.2) -> Child:
+    """Block until one of ``children`` exits; return it. Signals interrupt the wait."""
+    while True:
+        for child in children:
+            if not child.alive():
+                return child
+        time.sleep(interval)
+
+
+def loopback(host: str) -> bool:
+    """True if ``host`` names only this machine."""
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+def connect_host(host: str) -> str:
+    """The address to connect to for a listener bound to ``host`` (wildcards -> loopback)."""
+    if host in ("", "0.0.0.0", "*"):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def url_host(host: str) -> str:
+    """``host`` as it goes in a URL (IPv6 in brackets)."""
+    return f"[{host}]" if ":" in host else host
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago (the kernel's pick)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,174 @@
+"""``bench ui``: Locust's web UI against a backend, with the project's TCP users.
+
+Starts ``bench serve BACKEND --port 0`` (or, with ``--target``, uses a server already
+running anywhere), then ``locust`` with the project's locustfile, the host filled in,
+both user classes in the class picker (the one for ``--mode`` preselected) and the
+custom arguments (message size, broadcast rate, request timeout) in the start form.
+With ``--workers N`` Locust runs as a master with N local worker processes; with
+``--master-bind-host`` other machines can join it (``bench worker --master HOST``).
+
+The Locust host is ``tcp://HOST:PORT``, the form :func:`bench.users.parse_host` reads.
+This process never imports Locust or :mod:`bench.users`: importing Locust
+monkey-patches the interpreter (signals, sleep, subprocess), which a supervisor of
+processes must not have.
+
+Prints the URL on stdout. Ctrl-C or SIGTERM stops the UI, the workers and the server
+it started (SIGTERM, then SIGKILL after a grace period) and exits 0. A busy port, a
+bad flag or a child that fails to start: one line on stderr, non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bench import supervise
+from bench.client import parse_target
+from servers import backends, runtime
+from servers.main import port_number
+
+EXIT_STARTUP = 1
+EXIT_USAGE = 2
+# The user class each mode preselects in the class picker (both stay selectable).
+USER_CLASS = {"echo": "EchoUser", "broadcast": "BroadcastUser"}
+DEFAULT_BACKEND = "gevent"  # the flagship
+DEFAULT_MASTER_PORT = 5557  # Locust's own default: what `bench worker` assumes
+# Locust's hint for an interactive terminal; stdin is not one here.
+LOCUST_NOISE = ("press enter to open your default browser",)
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``bench ui`` to the ``bench`` subcommands."""
+    p = sub.add_parser(
+        "ui", help="open Locust's web UI against a backend",
+        description="Start a backend (or use --target) and Locust's web UI with the echo and "
+        "broadcast users. Ctrl-C stops everything it started.")
+    p.add_argument("backend", nargs="?", choices=sorted(backends.BACKENDS), metavar="BACKEND",
+                   help=f"backend to start (default {DEFAULT_BACKEND}): " + ", ".join(backends.BACKENDS))
+    p.add_argument("--mode", choices=sorted(USER_CLASS), default="echo",
+                   help="the server's mode and the user class preselected in the UI (default echo)")
+    p.add_argument("--target", metavar="HOST:PORT",
+                   help="use a server already running there instead of starting one")
+    p.add_argument("--web-host", default="127.0.0.1",
+                   help="address the web UI listens on (default 127.0.0.1, this machine only)")
+    p.add_argument("--web-port", type=port_number, default=8089,
+                   help="web UI port (default 8089; 0 picks a free one)")
+    p.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
+                   help="run Locust as a master with N local worker processes (default 0: one process)")
+    p.add_argument("--master-bind-host", default=None, metavar="HOST",
+                   help="run as a master listening for workers on HOST (e.g. 0.0.0.0 for other "
+                   "machines); default 127.0.0.1 when --workers is given")
+    p.add_argument("--master-port", type=port_number, default=DEFAULT_MASTER_PORT,
+                   help=f"port workers connect to (default {DEFAULT_MASTER_PORT}; 0 picks a free one)")
+    p.set_defaults(func=run)
+
+
+def _fail(message: str, status: int = EXIT_STARTUP) -> int:
+    print(f"bench ui: error: {message}", file=sys.stderr)
+    return status
+
+
+def _check_free(host: str, port: int, what: str) -> int:
+    """Bind and release ``host:port``; return the port (the kernel's pick for 0).
+
+    Raises:
+        runtime.StartupError: busy or not bindable, naming ``what``.
+    """
+    if host == "*":
+        host = ""
+    try:
+        sock = runtime.bind_listener(host or "0.0.0.0", port)
+    except runtime.StartupError as exc:
+        raise runtime.StartupError(f"{what}: {exc}") from None
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until SIGTERM/SIGINT or until a child dies. Returns the exit status."""
+    if args.target and args.backend:
+        return _fail("give a BACKEND to start or --target HOST:PORT, not both", EXIT_USAGE)
+    if args.target:
+        try:
+            target_host, target_port = parse_target(args.target)
+        except ValueError as exc:
+            return _fail(f"--target: {exc}", EXIT_USAGE)
+    master = args.workers > 0 or args.master_bind_host is not None
+    bind_host = args.master_bind_host or "127.0.0.1"
+    try:
+        web_port = _check_free(args.web_host, args.web_port, "--web-port")
+        master_port = _check_free(bind_host, args.master_port, "--master-port") if master else 0
+    except runtime.StartupError as exc:
+        return _fail(str(exc))
+    if not supervise.loopback(args.web_host):
+        print(f"warning: the web UI listens on {args.web_host or 'all interfaces'}; anyone who can "
+              "reach it can start a load from this machine", file=sys.stderr)
+    if master and not supervise.loopback(bind_host):
+        print(f"warning: the Locust master listens on {bind_host}:{master_port}; any machine that "
+              "reaches it can join as a worker", file=sys.stderr)
+
+    children: list[supervise.Child] = []
+    supervise.stop_on_signals()
+    try:
+        if args.target:
+            address = f"{supervise.url_host(target_host)}:{target_port}"
+            what = f"server at {address}"
+        else:
+            backend = args.backend or DEFAULT_BACKEND
+            server = supervise.Child(
+                "server", supervise.bench_command("serve", backend, "--port", "0", "--mode", args.mode,
+                                                  "--quiet"), first_line=True)
+            children.append(server)
+            ready = server.read_first_line()
+            if not ready.startswith("READY "):
+                return _fail(f"`bench serve {backend}` did not start: "
+                             f"{server.tail() or ready or 'no READY line'}")
+            server.relay()
+            address = ready[len("READY "):]
+            what = f"{backend} backend ({args.mode}) at {address}"
+
+        locust_args = ["--host", f"tcp://{address}", "--web-host", args.web_host,
+                       "--web-port", str(web_port), "--class-picker", "--loglevel", "WARNING",
+                       USER_CLASS[args.mode]]
+        if master:
+            locust_args += ["--master", "--master-bind-host", bind_host,
+                            "--master-bind-port", str(master_port)]
+        ui = supervise.Child("Locust", supervise.locust_command(*locust_args), skip=LOCUST_NOISE)
+        children.insert(0, ui)
+        for n in range(args.workers):
+            children.append(supervise.Child(f"worker {n + 1}", supervise.locust_command(
+                "--worker", "--master-host", supervise.connect_host(bind_host),
+                "--master-port", str(master_port), "--loglevel", "WARNING")))
+
+        web = supervise.connect_host(args.web_host)
+        if not supervise.wait_for_port(web, web_port, supervise.WEB_READY_TIMEOUT_S, ui.alive):
+            return _fail(f"Locust's web UI did not start: {ui.tail() or 'no output'}")
+        for child in children:
+            child.relay()
+        workers = f", {args.workers} local workers" if args.workers else ""
+        joins = f"; workers join at {bind_host}:{master_port}" if master else ""
+        print(f"Locust web UI: http://{supervise.url_host(web)}:{web_port}/", flush=True)
+        print(f"target: {what}{workers}{joins}. Ctrl-C stops it all.", flush=True)
+
+        dead = supervise.watch(children)
+        return _fail(f"{dead.name} exited with status {dead.proc.returncode}: "
+                     f"{dead.tail() or 'no output'}")
+    except supervise.Stopped:
+        return 0
+    finally:
+        supervise.ignore_signals()  # a second Ctrl-C must not cut the cleanup short
+        # the load first (the master tells its workers to quit), then the server, so the
+        # users are not reset by a server going away under them
+        supervise.stop_all([c for c in children if c.name != "server"])
+        supervise.stop_all([c for c in children if c.name == "server"])

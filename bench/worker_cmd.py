@@ -1,0 +1,72 @@
+"""``bench worker --master HOST``: Locust worker processes that join a master elsewhere.
+
+The master (``bench ui --master-bind-host 0.0.0.0``, or any ``locust --master`` with
+the project's locustfile) decides users, spawn rate, host and the custom arguments;
+a worker only needs to know where the master is. Each worker records microsecond
+latencies and sends them with every report, so the master's histograms cover every
+machine.
+
+Runs until the master quits (the workers exit with it) or until Ctrl-C/SIGTERM,
+which stops every worker it started and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+from bench import supervise
+from servers.main import port_number, positive_int
+
+EXIT_STARTUP = 1
+DEFAULT_MASTER_PORT = 5557  # Locust's default master port
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``bench worker`` to the ``bench`` subcommands."""
+    p = sub.add_parser(
+        "worker", help="run Locust workers that join a master on another machine",
+        description="Run Locust worker processes with the project's users; they take their "
+        "orders from the master at --master.")
+    p.add_argument("--master", required=True, metavar="HOST",
+                   help="the machine running the Locust master (bench ui --master-bind-host ...)")
+    p.add_argument("--master-port", type=port_number, default=DEFAULT_MASTER_PORT,
+                   help=f"the master's port (default {DEFAULT_MASTER_PORT})")
+    p.add_argument("--processes", type=positive_int, default=1, metavar="N",
+                   help="worker processes to run here, about one per free core (default 1)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the workers until they exit or a signal arrives. Returns the exit status."""
+    try:
+        socket.getaddrinfo(args.master, args.master_port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        print(f"bench worker: error: cannot resolve master {args.master!r}: {exc.strerror}",
+              file=sys.stderr)
+        return EXIT_STARTUP
+    children: list[supervise.Child] = []
+    supervise.stop_on_signals()
+    try:
+        for n in range(args.processes):
+            child = supervise.Child(f"worker {n + 1}", supervise.locust_command(
+                "--worker", "--master-host", args.master, "--master-port", str(args.master_port),
+                "--loglevel", "WARNING"))
+            children.append(child)
+            child.relay()
+        print(f"{args.processes} worker process(es) joining the master at "
+              f"{supervise.url_host(args.master)}:{args.master_port}. Ctrl-C stops them.", flush=True)
+        status = 0
+        for child in children:  # all exit when the master quits
+            child.proc.wait()
+            if child.proc.returncode != 0:
+                status = EXIT_STARTUP
+                print(f"bench worker: error: {child.name} exited with status "
+                      f"{child.proc.returncode}: {child.tail() or 'no output'}", file=sys.stderr)
+        return status
+    except supervise.Stopped:
+        return 0
+    finally:
+        supervise.ignore_signals()
+        supervise.stop_all(children)
