@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Callable
 
-from bench import report_cmd, ui_cmd, worker_cmd
+from bench import compare_cmd, report_cmd, ui_cmd, worker_cmd
 from servers import main as serve_main
 
 
@@ -31,7 +31,7 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
 
 
 # One registrar per subcommand; each adds its parser and sets ``func``.
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_serve, _add_client, report_cmd.register, ui_cmd.register, worker_cmd.register]
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_serve, _add_client, report_cmd.register, compare_cmd.register, ui_cmd.register, worker_cmd.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 MODES = ("echo", "broadcast")
+# Option defaults shared by `bench compare` and the locustfile (kept here, in a module
+# that imports neither gevent nor Locust: importing Locust monkey-patches the process).
+DEFAULT_MESSAGE_BYTES = 64
+DEFAULT_BROADCAST_RATE = 10.0
+# Per-wait timeout: a closed-loop round trip on loopback takes microseconds to tens of
+# milliseconds even at 1,000 connections; 2 s means "not served". Short enough that
+# the blocking backend's queued users fail fast and are counted instead of stalling.
+DEFAULT_REQUEST_TIMEOUT = 2.0
 # Deliveries per second a broadcast stage may ask for: what one Locust process on one
 # core receives, times and reports with room to spare (~50 µs of Python per delivery).
 DEFAULT_DELIVERY_BUDGET = 20_000.0
@@ -69,7 +77,7 @@ class PlanOptions:
     duration_s: float = 5.0
     warmup_s: float = 2.0
     repeat: int = 1
-    broadcast_rate: float = 10.0
+    broadcast_rate: float = DEFAULT_BROADCAST_RATE
     delivery_budget: float = DEFAULT_DELIVERY_BUDGET
 
 

@@ -201,18 +201,20 @@ def run_group(group: Group, opts: RunnerOptions,
         deadline = time.monotonic() + OVERRUN_FACTOR * group.estimate_s() + OVERRUN_MARGIN_S
         seen = 0
         error = None
-        while locust.poll() is None:
-            sampler.sample()
-            seen = _read_events(events_path, seen, on_event)
-            if server.poll() is not None:
-                error = f"server exited with status {server.returncode} during the run"
-                break
-            if time.monotonic() > deadline:
-                error = "the load generator overran its time limit and was stopped"
-                break
-            time.sleep(SAMPLE_INTERVAL_S)
-        if locust.poll() is None:
-            stop_process(locust)
+        try:
+            while locust.poll() is None:
+                sampler.sample()
+                seen = _read_events(events_path, seen, on_event)
+                if server.poll() is not None:
+                    error = f"server exited with status {server.returncode} during the run"
+                    break
+                if time.monotonic() > deadline:
+                    error = "the load generator overran its time limit and was stopped"
+                    break
+                time.sleep(SAMPLE_INTERVAL_S)
+        finally:
+            if locust.poll() is None:
+                stop_process(locust)  # also on Ctrl-C: never leave a Locust behind
         _read_events(events_path, seen, on_event)
         if error is None and (locust.returncode != 0 or not out.exists()):
             tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]

@@ -36,16 +36,11 @@ from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from bench import latency
+from bench.plan import DEFAULT_BROADCAST_RATE, DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
 from servers.runtime import raise_open_files_limit
 
 log = logging.getLogger("sockbench")
 
-DEFAULT_MESSAGE_BYTES = 64
-DEFAULT_BROADCAST_RATE = 10.0
-# Per-wait timeout: a closed-loop round trip on loopback takes microseconds to tens of
-# milliseconds even at 1,000 connections; 2 s means "not served". Short enough that
-# the blocking backend's queued users fail fast and are counted instead of stalling.
-DEFAULT_REQUEST_TIMEOUT = 2.0
 # Longest wait for the runner to reach a stage's user count before warming up anyway.
 RAMP_LIMIT_S = 30.0
 # Locust workers report every 3 s (WORKER_REPORT_INTERVAL); wait that plus a margin.

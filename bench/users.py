@@ -29,7 +29,8 @@ from gevent.event import Event
 from locust import User, task
 
 from bench import latency
-from bench.stages import DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT, PHASE
+from bench.plan import DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
+from bench.stages import PHASE
 
 RECV_SIZE = 65536
 # After a refused or reset connection, wait this long before connecting again, so a

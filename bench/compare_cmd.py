@@ -1,0 +1,281 @@
+"""``bench compare``: drive every backend with Locust and write a report.
+
+For each backend x mode, one ``bench serve`` process and one headless Locust process
+step through the user counts (see :mod:`bench.plan`, :mod:`bench.runner`). The
+figures go to ``reports/<run-id>/results.json`` (:mod:`bench.results`, schema 1),
+from which :mod:`bench.report` draws the charts and writes report.md/report.html.
+
+Usage errors print one line and exit 2; a backend that fails to start is reported
+with its stderr and recorded as errored runs; the rest of the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import plan as plan_mod
+from bench import results
+from bench.plan import DEFAULT_BROADCAST_RATE, DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
+from servers import backends
+from servers.runtime import raise_open_files_limit
+
+EXIT_USAGE = 2
+# --quick: every backend and mode, two user counts, short windows: under a minute.
+QUICK = {"users": (10, 100), "duration": 1.0, "warmup": 0.5}
+DEFAULTS = {"users": (1, 10, 100, 1000), "duration": 5.0, "warmup": 2.0}
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class UsageError(Exception):
+    """A bad flag value; the message is the one line printed."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="benchmark the backends with Locust and write a report",
+                       description="Run every backend x mode x user count with Locust (headless), "
+                       "write reports/<run-id>/results.json and a report.")
+    p.add_argument("--backends", default=",".join(backends.BACKENDS), metavar="LIST",
+                   help="comma-separated backends (default: all: %(default)s)")
+    p.add_argument("--modes", default="echo,broadcast", metavar="LIST", help="echo,broadcast (default both)")
+    p.add_argument("--users", default=None, metavar="LIST",
+                   help="comma-separated concurrent users (default 1,10,100,1000; --quick: 10,100)")
+    p.add_argument("--duration", default=None, metavar="S", help="measured seconds per point (default 5; --quick 1)")
+    p.add_argument("--warmup", default=None, metavar="S",
+                   help="unmeasured seconds before each point (default 2; --quick 0.5)")
+    p.add_argument("--repeat", default="1", metavar="N", help="run everything N times; rps is the median (default 1)")
+    p.add_argument("--message-bytes", default=str(DEFAULT_MESSAGE_BYTES), metavar="B",
+                   help=f"bytes per line, newline included (default {DEFAULT_MESSAGE_BYTES})")
+    p.add_argument("--broadcast-rate", default=f"{DEFAULT_BROADCAST_RATE:g}", metavar="R",
+                   help="broadcast lines/s per user, capped so a point asks for at most "
+                   f"{plan_mod.DEFAULT_DELIVERY_BUDGET:,.0f} deliveries/s (default %(default)s)")
+    p.add_argument("--request-timeout", default=f"{DEFAULT_REQUEST_TIMEOUT:g}", metavar="S",
+                   help="seconds one wait may take before it counts as a timeout (default %(default)s)")
+    p.add_argument("--cpus", default="auto", metavar="SERVER:LOADGEN",
+                   help="pin the server and Locust, e.g. 0:1 or 0:1-3; 'none' to not pin "
+                   "(default auto: server on the first CPU, Locust on the rest)")
+    p.add_argument("--out", default="reports", metavar="DIR", help="where run folders go (default reports/)")
+    p.add_argument("--quick", action="store_true", help="a smoke run in under a minute")
+    p.set_defaults(func=run)
+
+
+def _list(text: str, flag: str, convert: Any = str) -> tuple:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise UsageError(f"{flag} needs at least one value")
+    try:
+        return tuple(convert(t) for t in items)
+    except ValueError:
+        raise UsageError(f"{flag}: cannot read {text!r}") from None
+
+
+def _number(text: str, flag: str, convert: Any = float, minimum: float = 0.0, strict: bool = True) -> Any:
+    try:
+        value = convert(text)
+    except ValueError:
+        raise UsageError(f"{flag} expects a number, got {text!r}") from None
+    if value < minimum or (strict and value == minimum) or value != value:
+        raise UsageError(f"{flag} must be {'above' if strict else 'at least'} {minimum:g}, got {text}")
+    return value
+
+
+def _cpu_set(text: str) -> tuple[int, ...]:
+    cpus: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return tuple(cpus)
+
+
+def parse_pinning(text: str) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """``auto`` / ``none`` / ``SERVER:LOADGEN`` (each a list like ``0`` or ``1-3,5``)."""
+    if text == "none":
+        return None
+    if text == "auto":
+        from bench import runner
+
+        return runner.default_pinning(os.cpu_count() or 1)
+    server, sep, loadgen = text.partition(":")
+    try:
+        pinning = (_cpu_set(server), _cpu_set(loadgen)) if sep else None
+    except ValueError:
+        pinning = None
+    if not pinning:
+        raise UsageError(f"--cpus expects SERVER:LOADGEN such as 0:1, 'auto' or 'none', got {text!r}")
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    bad = sorted(set(pinning[0] + pinning[1]) - set(allowed))
+    if bad:
+        raise UsageError(f"--cpus: CPU {bad[0]} is not available here (have {sorted(allowed)})")
+    return pinning
+
+
+def options_from_args(args: argparse.Namespace) -> tuple[plan_mod.PlanOptions, dict[str, Any]]:
+    """Validate the flags. Returns the plan options and the run-level extras."""
+    preset = QUICK if args.quick else DEFAULTS
+    chosen = _list(args.backends, "--backends")
+    unknown = [b for b in chosen if b not in backends.BACKENDS]
+    if unknown:
+        raise UsageError(f"--backends: unknown backend {unknown[0]!r} (choose from {', '.join(backends.BACKENDS)})")
+    modes = _list(args.modes, "--modes")
+    if any(m not in plan_mod.MODES for m in modes):
+        raise UsageError(f"--modes: choose from echo, broadcast (got {args.modes!r})")
+    users = _list(args.users, "--users", int) if args.users else preset["users"]
+    if any(u < 1 for u in users):
+        raise UsageError("--users: every user count must be at least 1")
+    options = plan_mod.PlanOptions(
+        backends=tuple(dict.fromkeys(chosen)), modes=tuple(dict.fromkeys(modes)), users=users,
+        duration_s=_number(args.duration, "--duration") if args.duration else preset["duration"],
+        warmup_s=_number(args.warmup, "--warmup", strict=False) if args.warmup else preset["warmup"],
+        repeat=_number(args.repeat, "--repeat", int),
+        broadcast_rate=_number(args.broadcast_rate, "--broadcast-rate"),
+    )
+    extras = {
+        "message_bytes": _number(args.message_bytes, "--message-bytes", int),
+        "request_timeout": _number(args.request_timeout, "--request-timeout"),
+        "pinning": parse_pinning(args.cpus),
+    }
+    return options, extras
+
+
+def environment() -> dict[str, Any]:
+    """The machine and software a run was measured on."""
+    import psutil
+
+    cpu_model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("gevent", "locust", "matplotlib", "psutil", "hdrhistogram", "rich", "greenlet", "uvloop"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                                text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "cpu_model": cpu_model, "cpu_count": os.cpu_count(), "ram_bytes": psutil.virtual_memory().total,
+        "os": platform.platform(), "python": platform.python_version(), "versions": versions,
+        "open_files_limit": list(raise_open_files_limit()), "git_commit": commit,
+    }
+
+
+def new_run_dir(out: Path) -> tuple[str, Path]:
+    """A fresh ``out/<run-id>`` (UTC timestamp; suffixed if taken)."""
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    candidate, n = run_id, 1
+    while (out / candidate).exists():
+        n += 1
+        candidate = f"{run_id}-{n}"
+    (out / candidate).mkdir(parents=True)
+    return candidate, out / candidate
+
+
+def run(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `bench serve` shares this CLI and should start light
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from bench import report, runner
+
+    try:
+        options, extras = options_from_args(args)
+    except UsageError as exc:
+        print(f"bench compare: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    console = Console()
+    groups = plan_mod.build_plan(options)
+    if not groups:
+        print("bench compare: error: nothing to run (broadcast needs at least 2 users)", file=sys.stderr)
+        return EXIT_USAGE
+    env = environment()  # raises the open-files limit here; Locust inherits it and raises its own
+    run_id, run_dir = new_run_dir(Path(args.out))
+    pinning = extras["pinning"]
+    ropts = runner.RunnerOptions(
+        workdir=run_dir / "logs", message_bytes=extras["message_bytes"],
+        request_timeout=extras["request_timeout"],
+        server_cpus=pinning[0] if pinning else None, loadgen_cpus=pinning[1] if pinning else None)
+    points = sum(len(g.stages) for g in groups)
+    console.print(f"bench compare: {points} points in {len(groups)} server runs, about "
+                  f"{plan_mod.estimate_s(groups) / 60:.1f} min; open-files limit {env['open_files_limit'][0]} "
+                  f"(raised to the hard limit for the load generator); "
+                  + (f"server on CPU {list(pinning[0])}, Locust on CPU {list(pinning[1])}" if pinning
+                     else "CPUs not pinned"))
+    raws: list[dict[str, Any]] = []
+    with Progress(TextColumn("{task.description:<34}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+                  transient=False) as progress:
+        task = progress.add_task("starting", total=plan_mod.estimate_s(groups))
+        for group in groups:
+            label = f"{group.backend} {group.mode}" + (f" #{group.repeat + 1}" if options.repeat > 1 else "")
+
+            def on_event(index: int, event: str, group: plan_mod.Group = group, label: str = label) -> None:
+                if index < len(group.stages):
+                    stage = group.stages[index]
+                    progress.update(task, description=f"{label}, {stage.users} users: {event}")
+                    if event == "measured":
+                        progress.advance(task, plan_mod.RAMP_ESTIMATE_S + stage.warmup_s + stage.duration_s)
+
+            progress.update(task, description=f"{label}: starting")
+            try:
+                stage_raws = runner.run_group(group, ropts, on_event)
+            except runner.ServerStartError as exc:
+                progress.console.print(f"[red]error:[/red] {exc}")
+                stage_raws = [runner.raw_stage(group, i, error=str(exc)) for i in range(len(group.stages))]
+            for raw in stage_raws:
+                if raw["error"] and raw is stage_raws[0] and "failed to start" not in raw["error"]:
+                    progress.console.print(f"[red]error:[/red] {group.backend} {group.mode}: {raw['error']}")
+            raws.extend(stage_raws)
+            progress.advance(task, plan_mod.GROUP_OVERHEAD_S)
+        progress.update(task, description="done", completed=plan_mod.estimate_s(groups))
+    doc = build_document(run_id, env, options, extras, raws)
+    results_path = run_dir / "results.json"
+    results.save(doc, results_path)
+    report.render_report(doc, run_dir)
+    report.print_summary(doc, console)
+    console.print(f"report: {run_dir / 'report.html'}  (results: {results_path})")
+    return 0
+
+
+def build_document(run_id: str, env: dict[str, Any], options: plan_mod.PlanOptions,
+                   extras: dict[str, Any], raws: list[dict[str, Any]]) -> dict[str, Any]:
+    """The results.json document: one run per (backend, mode, users), repeats folded in."""
+    from bench import runner
+
+    grouped: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for raw in raws:
+        grouped.setdefault((raw["backend"], raw["mode"], raw["users"]), []).append(raw)
+    runs = [runner.combine(items, extras["message_bytes"]) for items in grouped.values()]
+    pinning = extras["pinning"]
+    return {
+        "schema": results.SCHEMA_VERSION,
+        "run_id": run_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "environment": env,
+        "config": {
+            "backends": list(options.backends), "modes": list(options.modes), "users": sorted(set(options.users)),
+            "duration_s": options.duration_s, "warmup_s": options.warmup_s, "repeat": options.repeat,
+            "message_bytes": extras["message_bytes"], "broadcast_rate": options.broadcast_rate,
+            "workers": 0,
+            "cpu_pinning": {"server": list(pinning[0]), "loadgen": list(pinning[1])} if pinning else None,
+            # optional keys (see bench/results.py)
+            "request_timeout_s": extras["request_timeout"],
+            "delivery_budget": options.delivery_budget,
+        },
+        "loadgen_ceiling": None,
+        "runs": runs,
+    }
