@@ -48,6 +48,7 @@ class _Room:
         self.roster: Roster[LineProtocol] = Roster(config.limits.max_clients)
         self.log = log
         self.backoff = runtime.AcceptBackoff(log)
+        self.accept_failed_at = float("-inf")  # loop.time() of the last EMFILE on accept
 
 
 class LineProtocol(asyncio.Protocol):
@@ -66,7 +67,10 @@ class LineProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = runtime.format_address(peer) if peer else "?"
         room = self.room
-        room.backoff.succeeded()
+        # Connections accepted in the same pass as a failure arrive here just after it;
+        # only one accepted by asyncio's retry (1 s later) ends the burst.
+        if room.accept_failed_at and time.monotonic() - room.accept_failed_at > 0.5:
+            room.backoff.succeeded()
         if not room.roster.join(self):
             transport.write(ERR_SERVER_FULL)
             transport.close()
@@ -161,6 +165,7 @@ def _accept_error_handler(room: _Room):
         exc = context.get("exception")
         if isinstance(exc, OSError) and exc.errno in runtime.RESOURCE_ERRNOS \
                 and "accept" in context.get("message", ""):
+            room.accept_failed_at = time.monotonic()
             room.backoff.failed(exc)
             return
         loop.default_exception_handler(context)
