@@ -1,0 +1,296 @@
+"""The harness shared by the fault tests and ``bench reliability``: start a real
+``bench serve`` subprocess on port 0, talk to it with timed sockets, and model what the
+wire contract says a server must answer.
+
+No pytest here: a scenario signals failure with ``AssertionError`` and a case that a
+concurrency model cannot run with :class:`NotApplicable` (the tests turn it into a skip,
+the command into "n/a" in its table).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+# Seconds to wait for the READY line (startup is ~0.2 s; this covers a loaded machine).
+READY_TIMEOUT = 10.0
+# Seconds any one operation on a test socket may take before the scenario fails.
+SOCKET_TIMEOUT = 5.0
+# The contract: SIGTERM/SIGINT end the server within 2 s.
+STOP_DEADLINE = 2.0
+
+ONE_AT_A_TIME = "the blocking backend serves one client at a time (others wait in the backlog)"
+
+
+class NotApplicable(Exception):
+    """This case cannot apply to this concurrency model; the message says why."""
+
+
+def raise_own_open_files_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (the scenarios hold
+    thousands of client sockets); return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+@dataclass
+class Server:
+    """A running ``bench serve`` subprocess and the address from its READY line."""
+
+    proc: subprocess.Popen
+    stderr_path: str
+    host: str
+    port: int
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stderr(self) -> str:
+        with open(self.stderr_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
+        """Send ``sig``, wait up to ``timeout``; return the exit status (None: killed)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                return None
+        return self.proc.returncode
+
+    def close(self) -> None:
+        """Kill if still running and release the pipe and the stderr file."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        try:
+            os.unlink(self.stderr_path)
+        except OSError:
+            pass
+
+
+def _limit_open_files(nofile: int) -> Callable[[], None]:
+    def preexec() -> None:
+        # Soft and hard: `bench serve` raises its soft limit to the hard one at start.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    return preexec
+
+
+def _first_line(proc: subprocess.Popen, timeout: float) -> str:
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return ""
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return ""
+        data += chunk
+    return data.split(b"\n", 1)[0].decode(errors="replace")
+
+
+def serve_command(*args: str) -> list[str]:
+    """``bench ARGS...`` with this interpreter (an argument list, never a shell string)."""
+    return [sys.executable, "-m", "bench", *args]
+
+
+def start_server(backend: str, *flags: str, quiet: bool = True, nofile: int | None = None,
+                 port: int = 0) -> Server:
+    """Start ``bench serve BACKEND --port 0 FLAGS...`` and wait for READY.
+
+    Args:
+        nofile: if given, the server's open-files limit (soft and hard).
+
+    Raises:
+        AssertionError: READY did not come (the message carries the server's stderr).
+    """
+    args = ["serve", backend, "--port", str(port), *flags] + (["--quiet"] if quiet else [])
+    fd, path = tempfile.mkstemp(prefix=f"sockbench-{backend}-", suffix=".stderr")
+    with os.fdopen(fd, "wb") as err:
+        proc = subprocess.Popen(serve_command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=err, preexec_fn=_limit_open_files(nofile) if nofile else None)
+    line = _first_line(proc, READY_TIMEOUT)
+    server = Server(proc, path, "", 0, args)
+    if not line.startswith("READY "):
+        text = server.stderr()
+        server.close()
+        raise AssertionError(f"`bench {' '.join(args)}` printed {line!r}, not READY; stderr:\n{text}")
+    host, _, port_text = line[len("READY "):].rpartition(":")
+    server.host, server.port = host.strip("[]"), int(port_text)
+    return server
+
+
+# A factory with start_server's signature; tests pass one that also cleans up.
+StartFn = Callable[..., Server]
+
+
+def connect(address: tuple[str, int], timeout: float = SOCKET_TIMEOUT) -> socket.socket:
+    """A TCP connection with ``timeout`` on every operation."""
+    sock = socket.create_connection(address, timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with SO_LINGER 0: the peer gets an RST, and no TIME_WAIT is left behind."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    except OSError:
+        pass
+    sock.close()
+
+
+def read_until_eof(sock: socket.socket, limit: int = 1 << 22) -> tuple[bytes, str]:
+    """Everything until the peer closes; returns (data, how): ``eof`` or ``reset``.
+
+    Raises:
+        AssertionError: the peer neither closed within the socket timeout nor sent
+            fewer than ``limit`` bytes.
+    """
+    chunks = []
+    size = 0
+    while size < limit:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            return b"".join(chunks), "reset"
+        except socket.timeout:
+            raise AssertionError(f"no EOF within {sock.gettimeout()} s; got {b''.join(chunks)[-80:]!r}")
+        if not data:
+            return b"".join(chunks), "eof"
+        chunks.append(data)
+        size += len(data)
+    raise AssertionError(f"more than {limit} bytes and no EOF")
+
+
+def read_exactly(sock: socket.socket, n: int) -> bytes:
+    """Exactly ``n`` bytes, or AssertionError on EOF or timeout."""
+    buf = bytearray()
+    while len(buf) < n:
+        try:
+            data = sock.recv(n - len(buf))
+        except socket.timeout:
+            raise AssertionError(f"timed out after {len(buf)} of {n} bytes: {bytes(buf[-80:])!r}")
+        if not data:
+            raise AssertionError(f"EOF after {len(buf)} of {n} bytes: {bytes(buf[-80:])!r}")
+        buf += data
+    return bytes(buf)
+
+
+def echoes(address: tuple[str, int], line: bytes = b"still serving\n", tries: float = 5.0) -> None:
+    """A fresh connection gets ``line`` echoed; retries connecting for ``tries`` seconds."""
+    deadline = time.monotonic() + tries
+    while True:
+        try:
+            sock = connect(address, timeout=max(0.5, deadline - time.monotonic()))
+            try:
+                sock.sendall(line)
+                got = read_exactly(sock, len(line))
+            finally:
+                reset(sock)
+            assert got == line, f"echo returned {got!r}"
+            return
+        except (OSError, AssertionError):
+            if time.monotonic() >= deadline:
+                raise
+
+
+def assert_no_traceback(server: Server) -> None:
+    text = server.stderr()
+    assert "Traceback" not in text, f"traceback on the server's stderr:\n{text[-3000:]}"
+
+
+# -- the framing model -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FramingExpectation:
+    """What an echo server with ``max_line`` must answer to a byte stream.
+
+    Attributes:
+        send: the bytes worth sending (cut where the line limit is certainly broken,
+            so the server never closes with unread input, which would turn its FIN
+            into an RST and could destroy the ERR line in flight).
+        lines: the complete lines before any violation, each to be echoed.
+        too_long: the stream breaks the limit: the answer is a prefix of ``lines``
+            (whole lines; those in the same read as the violation may be dropped),
+            then ``ERR line too long``, then EOF.
+    """
+
+    send: bytes
+    lines: tuple[bytes, ...]
+    too_long: bool
+
+
+def expect_framing(payload: bytes, max_line: int) -> FramingExpectation:
+    """Apply the contract to ``payload``: lines of at most ``max_line`` bytes,
+    terminator included; an unterminated run of ``max_line`` bytes already breaks it."""
+    lines = []
+    start = 0
+    while True:
+        end = payload.find(b"\n", start)
+        run_end = len(payload) if end < 0 else end  # bytes before the terminator
+        if run_end - start >= max_line:
+            return FramingExpectation(payload[: start + max_line], tuple(lines), True)
+        if end < 0:
+            return FramingExpectation(payload, tuple(lines), False)
+        lines.append(payload[start: end + 1])
+        start = end + 1
+
+
+def check_framing(address: tuple[str, int], payload: bytes, cuts: list[int], max_line: int,
+                  err_line: bytes = b"ERR line too long\n") -> None:
+    """Send ``payload`` split at ``cuts`` (offsets), half-close, check the answer.
+
+    Raises:
+        AssertionError: the server's answer breaks the contract.
+    """
+    want = expect_framing(payload, max_line)
+    data = want.send
+    bounds = sorted({c for c in cuts if 0 < c < len(data)}) + [len(data)]
+    sock = connect(address)
+    try:
+        prev = 0
+        try:
+            for b in bounds:
+                sock.sendall(data[prev:b])
+                prev = b
+            sock.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            assert want.too_long, "server closed a connection that broke no limit"
+        got, how = read_until_eof(sock)
+    finally:
+        reset(sock)
+    echoed = b"".join(want.lines)
+    if not want.too_long:
+        assert got == echoed, f"echo mismatch: sent {len(data)} B, want {echoed[:120]!r}, got {got[:120]!r}"
+        assert how == "eof", "half-closed client was reset instead of closed"
+        return
+    assert got.endswith(err_line), f"over-long line: no {err_line!r} at the end of {got[-120:]!r} ({how})"
+    prefix = got[: -len(err_line)]
+    assert echoed.startswith(prefix), f"echo before the ERR is not a prefix of the lines: {prefix[:120]!r}"
+    assert not prefix or prefix.endswith(b"\n"), "echo before the ERR ends mid-line"
