@@ -2,7 +2,8 @@
 
 Starts ``bench serve BACKEND --port 0`` (or, with ``--target``, uses a server already
 running anywhere), then ``locust`` with the project's locustfile, the host filled in,
-both user classes in the class picker (the one for ``--mode`` preselected) and the
+both user classes in the class picker (Locust ticks both; untick the one that does not
+match the server's mode) and the
 custom arguments (message size, broadcast rate, request timeout) in the start form.
 With ``--workers N`` Locust runs as a master with N local worker processes; with
 ``--master-bind-host`` other machines can join it (``bench worker --master HOST``).
@@ -29,7 +30,7 @@ from servers.main import port_number
 
 EXIT_STARTUP = 1
 EXIT_USAGE = 2
-# The user class each mode preselects in the class picker (both stay selectable).
+# The user class that matches each server mode (the class picker offers both).
 USER_CLASS = {"echo": "EchoUser", "broadcast": "BroadcastUser"}
 DEFAULT_BACKEND = "gevent"  # the flagship
 DEFAULT_MASTER_PORT = 5557  # Locust's own default: what `bench worker` assumes
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("backend", nargs="?", choices=sorted(backends.BACKENDS), metavar="BACKEND",
                    help=f"backend to start (default {DEFAULT_BACKEND}): " + ", ".join(backends.BACKENDS))
     p.add_argument("--mode", choices=sorted(USER_CLASS), default="echo",
-                   help="the server's mode and the user class preselected in the UI (default echo)")
+                   help="the server's mode: echo (EchoUser) or broadcast (BroadcastUser) (default echo)")
     p.add_argument("--target", metavar="HOST:PORT",
                    help="use a server already running there instead of starting one")
     p.add_argument("--web-host", default="127.0.0.1",
@@ -139,8 +140,7 @@ def run(args: argparse.Namespace) -> int:
             what = f"{backend} backend ({args.mode}) at {address}"
 
         locust_args = ["--host", f"tcp://{address}", "--web-host", args.web_host,
-                       "--web-port", str(web_port), "--class-picker", "--loglevel", "WARNING",
-                       USER_CLASS[args.mode]]
+                       "--web-port", str(web_port), "--class-picker", "--loglevel", "WARNING"]
         if master:
             locust_args += ["--master", "--master-bind-host", bind_host,
                             "--master-bind-port", str(master_port)]
@@ -160,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
         joins = f"; workers join at {bind_host}:{master_port}" if master else ""
         print(f"Locust web UI: http://{supervise.url_host(web)}:{web_port}/", flush=True)
         print(f"target: {what}{workers}{joins}. Ctrl-C stops it all.", flush=True)
+        if not args.target:
+            other = next(c for m, c in USER_CLASS.items() if m != args.mode)
+            print(f"In the start form, untick {other}: the server is in {args.mode} mode.", flush=True)
 
         dead = supervise.watch(children)
         return _fail(f"{dead.name} exited with status {dead.proc.returncode}: "
