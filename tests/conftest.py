@@ -152,6 +152,18 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+# Sockets made by connect() during the current test; closed when it ends.
+_test_sockets: list[socket.socket] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_test_sockets() -> Iterator[None]:
+    """Close every socket a test opened with :func:`connect`, pass or fail."""
+    yield
+    while _test_sockets:
+        _test_sockets.pop().close()
+
+
 def connect(address: tuple[str, int], timeout: float = SOCKET_TIMEOUT,
             rcvbuf: int | None = None) -> socket.socket:
     """A TCP connection to ``address`` with ``timeout`` on every operation.
@@ -160,6 +172,7 @@ def connect(address: tuple[str, int], timeout: float = SOCKET_TIMEOUT,
         rcvbuf: if given, SO_RCVBUF set before connecting (shrinks the TCP window).
     """
     sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+    _test_sockets.append(sock)
     sock.settimeout(timeout)
     if rcvbuf is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import bench_command
+from conftest import BACKENDS, bench_command
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -21,7 +21,7 @@ def error_lines(stderr: bytes) -> list[str]:
     return [line for line in stderr.decode(errors="replace").splitlines() if "error" in line]
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "gevent"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_client_piped_sends_lines_and_prints_echoes(serve, backend) -> None:
     server = serve(backend)
     lines = b"one\ntwo\r\n\x00\xff binary\n" + b"".join(b"line %d\n" % i for i in range(500))
