@@ -1,0 +1,57 @@
+"""The adversarial suite (issue 6): every fault case against every backend, each a real
+``bench serve`` subprocess on port 0. The cases live in :mod:`bench.fault_cases`, shared
+with ``bench reliability``; a case a model cannot take part in is skipped with the reason
+(the blocking loop serves one client at a time).
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from bench.fault_cases import CASES
+from conftest import BACKENDS
+from faults_helpers import run_or_skip, start  # noqa: F401  (fixture)
+from servers import runtime
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", list(CASES.values()), ids=[f.__name__ for f in CASES.values()])
+def test_fault_case(start, case, backend) -> None:  # noqa: F811
+    run_or_skip(case, start, backend)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "10.1.2.3", "example.org"])
+def test_binding_beyond_loopback_warns(host: str) -> None:
+    err = io.StringIO()
+    runtime.warn_if_public(host, err)
+    assert err.getvalue().startswith("warning: listening on ")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_loopback_does_not_warn(host: str) -> None:
+    err = io.StringIO()
+    runtime.warn_if_public(host, err)
+    assert err.getvalue() == ""
+
+
+def test_default_host_is_loopback() -> None:
+    from bench.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "select"])
+    assert args.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_serving_on_all_interfaces_prints_the_warning(start, host) -> None:  # noqa: F811
+    try:
+        server = start("select", "--host", host)
+    except AssertionError as exc:
+        if "cannot" in str(exc):
+            pytest.skip(f"{host} not bindable here: {exc}")
+        raise
+    first = server.stderr().splitlines()[:1]
+    assert first and first[0].startswith("warning: listening on"), server.stderr()
