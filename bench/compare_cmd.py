@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpus", default="auto", metavar="SERVER:LOADGEN",
                    help="pin the server and Locust, e.g. 0:1 or 0:1-3; 'none' to not pin "
                    "(default auto: server on the first CPU, Locust on the rest)")
+    p.add_argument("--workers", default="0", metavar="N",
+                   help="run Locust as a master with N local worker processes (pinned with Locust's "
+                   "CPUs; their µs histograms are merged) (default 0: one Locust process)")
     p.add_argument("--out", default="reports", metavar="DIR", help="where run folders go (default reports/)")
     p.add_argument("--quick", action="store_true", help="a smoke run in under a minute")
     p.set_defaults(func=run)
@@ -140,6 +143,7 @@ def options_from_args(args: argparse.Namespace) -> tuple[plan_mod.PlanOptions, d
         "message_bytes": _number(args.message_bytes, "--message-bytes", int),
         "request_timeout": _number(args.request_timeout, "--request-timeout"),
         "pinning": parse_pinning(args.cpus),
+        "workers": _number(args.workers, "--workers", int, strict=False),
     }
     return options, extras
 
@@ -208,7 +212,8 @@ def run(args: argparse.Namespace) -> int:
     ropts = runner.RunnerOptions(
         workdir=run_dir / "logs", message_bytes=extras["message_bytes"],
         request_timeout=extras["request_timeout"],
-        server_cpus=pinning[0] if pinning else None, loadgen_cpus=pinning[1] if pinning else None)
+        server_cpus=pinning[0] if pinning else None, loadgen_cpus=pinning[1] if pinning else None,
+        workers=extras["workers"])
     points = sum(len(g.stages) for g in groups)
     console.print(f"bench compare: {points} points in {len(groups)} server runs, about "
                   f"{plan_mod.estimate_s(groups) / 60:.1f} min; open-files limit {env['open_files_limit'][0]} "
@@ -259,7 +264,8 @@ def build_document(run_id: str, env: dict[str, Any], options: plan_mod.PlanOptio
     grouped: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for raw in raws:
         grouped.setdefault((raw["backend"], raw["mode"], raw["users"]), []).append(raw)
-    runs = [runner.combine(items, extras["message_bytes"]) for items in grouped.values()]
+    runs = [runner.combine(items, extras["message_bytes"], max(1, extras.get("workers", 0)))
+            for items in grouped.values()]
     pinning = extras["pinning"]
     return {
         "schema": results.SCHEMA_VERSION,
@@ -270,7 +276,7 @@ def build_document(run_id: str, env: dict[str, Any], options: plan_mod.PlanOptio
             "backends": list(options.backends), "modes": list(options.modes), "users": sorted(set(options.users)),
             "duration_s": options.duration_s, "warmup_s": options.warmup_s, "repeat": options.repeat,
             "message_bytes": extras["message_bytes"], "broadcast_rate": options.broadcast_rate,
-            "workers": 0,
+            "workers": extras.get("workers", 0),
             "cpu_pinning": {"server": list(pinning[0]), "loadgen": list(pinning[1])} if pinning else None,
             # optional keys (see bench/results.py)
             "request_timeout_s": extras["request_timeout"],

@@ -8,7 +8,9 @@ Processes, each its own interpreter (gevent and Locust monkey-patch theirs):
   stdout line is ``READY HOST:PORT``. Stopped with SIGTERM (then SIGKILL after 5 s).
 * the load generator: ``python -m locust -f bench/locustfile.py --headless`` with
   ``--sockbench-stages``; it writes phase events and its tallies to files here
-  (see :mod:`bench.stages`).
+  (see :mod:`bench.stages`). With ``workers`` > 0 it is a master on loopback and that
+  many ``locust --worker`` processes generate the load; their microsecond tallies
+  are merged into the master's result, and loadgen CPU % sums them all.
 
 Each is pinned with ``os.sched_setaffinity`` to its own CPUs when asked (on 2 cores:
 server on CPU 0, Locust on CPU 1), so the figures do not depend on the scheduler
@@ -21,6 +23,7 @@ import json
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -58,6 +61,15 @@ class RunnerOptions:
     spawn_rate: float = 1000.0
     server_cpus: tuple[int, ...] | None = None
     loadgen_cpus: tuple[int, ...] | None = None
+    workers: int = 0  # > 0: Locust master + this many local worker processes
+
+
+def loadgen_cores(opts: RunnerOptions) -> int:
+    """Cores the load generator can use: what its CPU % is a percentage of."""
+    if opts.workers < 1:
+        return 1
+    cpus = len(opts.loadgen_cpus) if opts.loadgen_cpus else (os.cpu_count() or 1)
+    return max(1, min(opts.workers, cpus))
 
 
 def default_pinning(cpu_count: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
@@ -130,18 +142,22 @@ def _cpu_seconds(proc: psutil.Process) -> float:
 
 
 class _Sampler:
-    """(time, server CPU s, loadgen CPU s, server RSS) every :data:`SAMPLE_INTERVAL_S`."""
+    """(time, server CPU s, loadgen CPU s, server RSS) every :data:`SAMPLE_INTERVAL_S`.
 
-    def __init__(self, server_pid: int, loadgen_pid: int) -> None:
+    Loadgen CPU is summed over its processes and divided by ``cores``, so 100 means
+    every core the load generator may use is busy."""
+
+    def __init__(self, server_pid: int, loadgen_pids: list[int], cores: int = 1) -> None:
         self.server = psutil.Process(server_pid)
-        self.loadgen = psutil.Process(loadgen_pid)
+        self.loadgen = [psutil.Process(pid) for pid in loadgen_pids]
+        self.cores = cores
         self.samples: list[tuple[float, float, float, int]] = []
 
     def sample(self) -> None:
         try:
             with self.server.oneshot():
                 s_cpu, rss = _cpu_seconds(self.server), self.server.memory_info().rss
-            l_cpu = _cpu_seconds(self.loadgen)
+            l_cpu = sum(_cpu_seconds(p) for p in self.loadgen)
         except psutil.Error:
             return
         self.samples.append((time.time(), s_cpu, l_cpu, rss))
@@ -158,13 +174,16 @@ class _Sampler:
         span = last[0] - first[0]
         return {
             "server_cpu": 100.0 * (last[1] - first[1]) / span,
-            "loadgen_cpu": 100.0 * (last[2] - first[2]) / span,
+            "loadgen_cpu": 100.0 * (last[2] - first[2]) / span / self.cores,
             "rss_peak": max(s[3] for s in (inside or [first, last])),
         }
 
 
-def locust_command(group: Group, address: str, opts: RunnerOptions, out: Path) -> list[str]:
+def locust_command(group: Group, address: str, opts: RunnerOptions, out: Path,
+                   master_port: int = 0) -> list[str]:
     user_class = "EchoUser" if group.mode == "echo" else "BroadcastUser"
+    master = ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
+              "--expect-workers", str(opts.workers), "--expect-workers-max-wait", "30"] if opts.workers else []
     return [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", address,
         "-u", str(group.stages[0].users), "-r", f"{opts.spawn_rate:g}", "--exit-code-on-error", "0",
@@ -172,8 +191,19 @@ def locust_command(group: Group, address: str, opts: RunnerOptions, out: Path) -
         "--message-bytes", str(opts.message_bytes), "--request-timeout", f"{opts.request_timeout:g}",
         "--broadcast-rate", f"{group.stages[0].broadcast_rate:g}",
         "--sockbench-stages", json.dumps([s.to_locust() for s in group.stages]),
-        "--sockbench-out", str(out), user_class,
+        "--sockbench-out", str(out), *master, user_class,
     ]
+
+
+def worker_command(master_port: int) -> list[str]:
+    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", "127.0.0.1",
+            "--master-port", str(master_port), "--loglevel", "ERROR"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run_group(group: Group, opts: RunnerOptions,
@@ -193,11 +223,15 @@ def run_group(group: Group, opts: RunnerOptions,
         out = opts.workdir / f"{name}.locust.json"
         events_path = Path(str(out) + ".events")
         log_path = opts.workdir / f"{name}.locust.log"
+        master_port = _free_port() if opts.workers else 0
         with open(log_path, "wb") as log:
-            locust = subprocess.Popen(locust_command(group, address, opts, out), stdout=log,
+            locust = subprocess.Popen(locust_command(group, address, opts, out, master_port), stdout=log,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        _pin(locust.pid, opts.loadgen_cpus)
-        sampler = _Sampler(server.pid, locust.pid)
+            workers = [subprocess.Popen(worker_command(master_port), stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL) for _ in range(opts.workers)]
+        for proc in (locust, *workers):
+            _pin(proc.pid, opts.loadgen_cpus)
+        sampler = _Sampler(server.pid, [p.pid for p in (locust, *workers)], loadgen_cores(opts))
         deadline = time.monotonic() + OVERRUN_FACTOR * group.estimate_s() + OVERRUN_MARGIN_S
         seen = 0
         error = None
@@ -215,6 +249,8 @@ def run_group(group: Group, opts: RunnerOptions,
         finally:
             if locust.poll() is None:
                 stop_process(locust)  # also on Ctrl-C: never leave a Locust behind
+            for worker in workers:  # they quit with their master; this is the backstop
+                stop_process(worker)
         _read_events(events_path, seen, on_event)
         if error is None and (locust.returncode != 0 or not out.exists()):
             tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
