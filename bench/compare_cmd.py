@@ -252,6 +252,11 @@ def run(args: argparse.Namespace) -> int:
     results.save(doc, results_path)
     report.render_report(doc, run_dir)
     report.print_summary(doc, console)
+    busy = [r for r in doc["runs"] if r.get("other_cpu_percent", 0) > runner.BUSY_MACHINE_PERCENT]
+    if busy:
+        worst = max(r["other_cpu_percent"] for r in busy)
+        console.print(f"[yellow]warning:[/yellow] other processes used up to {worst:.0f}% of a core during "
+                      f"{len(busy)} of {len(doc['runs'])} points; those figures are suspect (rerun on a quiet machine)")
     console.print(f"report: {run_dir / 'report.html'}  (results: {results_path})")
     return 0
 

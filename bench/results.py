@@ -43,6 +43,25 @@ Schema 1::
 
 In broadcast runs ``requests``, ``rps`` and ``latency_us`` count deliveries: one
 request per line received by one user, timed from send to receipt.
+
+Optional keys (written by ``bench compare``; readers must not require them)::
+
+    config:  "request_timeout_s": float     # one wait longer than this is a timeout failure
+             "delivery_budget": float       # broadcast: deliveries/s a point may ask for
+    runs[]:  "broadcast_rate": float | null # broadcast: the per-user line rate actually used,
+                                            # min(config.broadcast_rate, budget / (N*(N-1)))
+             "sent": int | null             # broadcast: lines sent in the measured windows
+             "out_of_order": int | null     # broadcast: lines older than one already received
+             "users_reached": int           # users Locust had running when the window opened
+             "server_rss_baseline_bytes": int  # server RSS before any client connected;
+                                            # rss_per_conn_bytes = (rss_bytes - this) / users
+             "other_cpu_percent": float     # CPU (% of one core) used on the machine by
+                                            # anything but the server and Locust during the
+                                            # window; above ~20 the figures are suspect
+
+``latency_us`` is measured by the load generator in whole microseconds (HDR
+histogram, 3 significant digits), not Locust's millisecond-rounded figures; a
+window is measured only after its ramp-up and warm-up.
 """
 
 from __future__ import annotations

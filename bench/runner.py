@@ -44,6 +44,9 @@ OVERRUN_FACTOR = 2.0
 OVERRUN_MARGIN_S = 30.0
 # "The load generator is the limit": Locust at >= this % of its core, server below it.
 SATURATED_PERCENT = 90.0
+# Other processes using more than this % of a core during a window make it suspect:
+# the measured pair waited for CPU, and neither CPU % nor the saturation flag shows it.
+BUSY_MACHINE_PERCENT = 20.0
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
 
@@ -151,7 +154,8 @@ class _Sampler:
         self.server = psutil.Process(server_pid)
         self.loadgen = [psutil.Process(pid) for pid in loadgen_pids]
         self.cores = cores
-        self.samples: list[tuple[float, float, float, int]] = []
+        # (time, server CPU s, loadgen CPU s, server RSS, the whole machine's busy CPU s)
+        self.samples: list[tuple[float, float, float, int, float]] = []
 
     def sample(self) -> None:
         try:
@@ -160,7 +164,9 @@ class _Sampler:
             l_cpu = sum(_cpu_seconds(p) for p in self.loadgen)
         except psutil.Error:
             return
-        self.samples.append((time.time(), s_cpu, l_cpu, rss))
+        machine = psutil.cpu_times()
+        busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+        self.samples.append((time.time(), s_cpu, l_cpu, rss, busy))
 
     def window(self, t_start: float, t_end: float) -> dict[str, float]:
         """CPU % of server and loadgen, and the server's peak RSS, over a window."""
@@ -170,11 +176,16 @@ class _Sampler:
         first = inside[0] if inside else (before[-1] if before else None)
         last = inside[-1] if len(inside) > 1 else (after[0] if after else None)
         if first is None or last is None or last[0] <= first[0]:
-            return {"server_cpu": 0.0, "loadgen_cpu": 0.0, "rss_peak": max((s[3] for s in inside), default=0)}
+            return {"server_cpu": 0.0, "loadgen_cpu": 0.0, "other_cpu": 0.0,
+                    "rss_peak": max((s[3] for s in inside), default=0)}
         span = last[0] - first[0]
+        server, loadgen = (last[1] - first[1]) / span, (last[2] - first[2]) / span
         return {
-            "server_cpu": 100.0 * (last[1] - first[1]) / span,
-            "loadgen_cpu": 100.0 * (last[2] - first[2]) / span / self.cores,
+            "server_cpu": 100.0 * server,
+            "loadgen_cpu": 100.0 * loadgen / self.cores,
+            # everything else on the machine (this process included): what competed with
+            # the measured pair for CPU; neither CPU % nor the saturation flag shows that
+            "other_cpu": max(0.0, 100.0 * ((last[4] - first[4]) / span - server - loadgen)),
             "rss_peak": max(s[3] for s in (inside or [first, last])),
         }
 
@@ -287,7 +298,7 @@ def raw_stage(group: Group, index: int, locust_stage: dict[str, Any] | None = No
     if locust_stage is None or window is None:
         return {"backend": group.backend, "mode": group.mode, "users": stage.users,
                 "broadcast_rate": stage.broadcast_rate, "error": error, "tally": StageTally().to_wire(),
-                "window_s": 0.0, "server_cpu": 0.0, "loadgen_cpu": 0.0, "rss_peak": 0,
+                "window_s": 0.0, "server_cpu": 0.0, "loadgen_cpu": 0.0, "other_cpu": 0.0, "rss_peak": 0,
                 "baseline_rss": 0, "users_reached": 0}
     return {"backend": group.backend, "mode": group.mode, "users": stage.users,
             "broadcast_rate": stage.broadcast_rate, "error": error, "tally": locust_stage["tally"],
@@ -342,6 +353,7 @@ def combine(raws: list[dict[str, Any]], message_bytes: int, processes: int = 1) 
         "out_of_order": summary["out_of_order"] if broadcast else None,
         "users_reached": min((r["users_reached"] for r in good), default=0),
         "server_rss_baseline_bytes": int(baseline),
+        "other_cpu_percent": round(sum(r["other_cpu"] for r in good) / len(good), 1) if good else 0.0,
     }
 
 
