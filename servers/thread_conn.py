@@ -1,8 +1,8 @@
 """One connection served by one OS thread with blocking calls: the shared half of the
 ``blocking`` and ``threading`` backends (they differ only in how many such threads run).
 
-Reading: the thread blocks in ``recv`` with a socket timeout set to the client's next
-deadline (idle or unfinished line), so no sweeper thread is needed.
+Reading: the thread blocks in ``poll`` until the socket is readable or the client's
+next deadline (idle or unfinished line) passes, so no sweeper thread is needed.
 
 Writing: an echo reply is sent by the client's own thread with ``sendall``: if the
 client does not read, its own thread waits (back-pressure). A broadcast line is given to
@@ -122,18 +122,21 @@ def serve_client(
     session = client.session
     limits = config.limits
     echo = config.mode is Mode.ECHO
+    readable = select.poll()
+    readable.register(sock.fileno(), select.POLLIN)
     reason = ""
     try:
         while True:
             deadline = session.next_deadline(limits)
-            sock.settimeout(None if deadline is None else max(0.001, deadline - time.monotonic()))
-            try:
-                data = sock.recv(RECV_SIZE)
-            except socket.timeout:
+            if not readable.poll(_poll_ms(deadline)):
                 err = session.expired(limits, time.monotonic())
                 if err is not None:
                     reason = _send_err(sock, err)
                     return
+                continue
+            try:
+                data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
                 continue
             if not data:
                 return
@@ -145,8 +148,7 @@ def serve_client(
             if not lines:
                 continue
             if echo:
-                sock.settimeout(limits.idle_timeout or None)
-                sock.sendall(lines)
+                _send_all(sock, lines, limits.idle_timeout)
             else:
                 with roster_lock:
                     receivers = roster.recipients(client, config.mode)
@@ -167,11 +169,42 @@ def serve_client(
         log.disconnected(client.peer, "" if reason == "closed" else reason)
 
 
+def _poll_ms(deadline: float | None) -> int:
+    """poll() timeout in ms until ``deadline`` (monotonic), -1 (forever) for None."""
+    if deadline is None:
+        return -1
+    return max(1, int((deadline - time.monotonic()) * 1000) + 1)
+
+
+def _send_all(sock: socket.socket, data: bytes, timeout: float) -> None:
+    """Send all of ``data`` from this thread, waiting up to ``timeout`` s (0 = forever)
+    each time the socket is full.
+
+    Sockets here never get a Python-level timeout (``settimeout``), because with one,
+    CPython waits for writability even when ``MSG_DONTWAIT`` is passed, and
+    :meth:`ThreadClient.deliver` must never wait. Waits are explicit polls instead.
+
+    Raises:
+        socket.timeout: the client took nothing for ``timeout`` seconds.
+    """
+    view = memoryview(data)
+    writable = select.poll()
+    writable.register(sock.fileno(), select.POLLOUT)
+    wait_ms = int(timeout * 1000) if timeout else -1
+    while view:
+        try:
+            sent = sock.send(view, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            if not writable.poll(wait_ms):
+                raise socket.timeout("send timed out") from None
+            continue
+        view = view[sent:]
+
+
 def _send_err(sock: socket.socket, err: bytes) -> str:
-    """Send a protocol ERR line (best effort); return it as a log reason."""
+    """Send a protocol ERR line (best effort, waiting at most 1 s); return the log reason."""
     try:
-        sock.settimeout(1.0)
-        sock.sendall(err)
+        _send_all(sock, err, 1.0)
     except OSError:
         pass
     return err.decode().strip().removeprefix("ERR ")
