@@ -36,9 +36,9 @@ REGISTRARS.append(__import__("bench.reliability_cmd", fromlist=["register"]).reg
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description="sockbench: compare Python "
-                                     "concurrency models for a TCP line server.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = serve_main.UsageParser(prog="bench", description="sockbench: compare Python "
+                                    "concurrency models for a TCP line server.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=serve_main.UsageParser)
     sub.required = True
     for register in REGISTRARS:
         register(sub)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from servers import backends, runtime
 from servers.config import ServerConfig
@@ -23,6 +24,14 @@ from servers.protocol import (
 
 EXIT_USAGE = 2
 EXIT_STARTUP = 1
+
+
+class UsageParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit 2), not the
+    usage block followed by the error."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def positive_int(text: str) -> int:
@@ -138,6 +147,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m servers BACKEND ...``: the same as ``bench serve``."""
-    parser = argparse.ArgumentParser(prog="bench serve", description=__doc__)
+    parser = UsageParser(prog="bench serve", description=__doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv))
