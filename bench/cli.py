@@ -33,6 +33,7 @@ def _add_client(sub: argparse._SubParsersAction) -> None:
 # One registrar per subcommand; each adds its parser and sets ``func``.
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_serve, _add_client, report_cmd.register, compare_cmd.register, ui_cmd.register, worker_cmd.register]
 REGISTRARS.append(__import__("bench.reliability_cmd", fromlist=["register"]).register)
+REGISTRARS.append(__import__("bench.perf_cmd", fromlist=["register"]).register)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,109 @@
+"""``bench perf``: the performance table of issue 7 (echo vs the C ceiling, 1k/10k
+connections with memory per connection, broadcast fan-out, the load generator's own
+ceiling). A benchmark: it prints figures and asserts nothing.
+
+Writes ``reports/perf-<UTC time>.json`` and ``.md`` (never overwriting a result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench import perf
+from bench.perf_table import plain, render
+from servers.runtime import raise_open_files_limit
+
+# (echo seconds, rounds, scale connection counts, scale seconds, broadcast seconds, rounds)
+FULL = {"seconds": 3.0, "rounds": 3, "conns": (1000, 10000), "scale_seconds": 3.0,
+        "fan_seconds": 3.0, "fan_rounds": 2, "loadgen_seconds": 5.0}
+QUICK = {"seconds": 1.0, "rounds": 1, "conns": (1000,), "scale_seconds": 1.0,
+         "fan_seconds": 1.0, "fan_rounds": 1, "loadgen_seconds": 3.0}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("perf", help="echo/broadcast throughput vs the C ceiling (benchmark)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tools", type=Path, default=perf.DEFAULT_TOOLS, metavar="DIR",
+                   help=f"directory of the C tools ceiling/echoload/fanload (default {perf.DEFAULT_TOOLS})")
+    p.add_argument("--quick", action="store_true",
+                   help="one short round, 1,000 connections only: a smoke run of a minute or two")
+    p.add_argument("--conns", type=int, nargs="+", metavar="N",
+                   help="connection counts of the scale table (default 1000 10000)")
+    p.add_argument("--skip", nargs="+", default=[], choices=["echo", "scale", "broadcast", "loadgen"],
+                   help="parts to leave out")
+    p.add_argument("--out", type=Path, default=perf.PROJECT_ROOT / "reports", metavar="DIR",
+                   help="where perf-<time>.json/.md go (default reports/)")
+    p.set_defaults(func=run)
+
+
+def _machine() -> str:
+    cpu = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=perf.PROJECT_ROOT).stdout.strip()
+    except OSError:
+        commit = ""
+    return (f"{cpu or platform.processor()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
+            f"Python {platform.python_version()}, commit {commit or '?'}; server on CPU "
+            f"{perf.SERVER_CPU}, clients on CPU {perf.CLIENT_CPU}")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        tools = perf.find_tools(args.tools.resolve())
+    except perf.ToolsMissing as exc:
+        print(f"bench perf: error: {exc}", file=sys.stderr)
+        return 1
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.conns:
+        cfg["conns"] = tuple(args.conns)
+    # The C clients inherit this process's limit: 10,000 client sockets need it raised too
+    # (each server raises its own in servers.main).
+    soft, hard = raise_open_files_limit()
+    nofile = f"soft {soft}, hard {hard} (soft raised to the hard limit for the clients and servers)"
+    print(f"open-files limit: {nofile}", flush=True)
+    if max(cfg["conns"]) + 100 > soft > 0:
+        print(f"warning: {max(cfg['conns'])} connections need more than the open-files limit {soft}",
+              file=sys.stderr)
+
+    def log(msg: str) -> None:
+        print(f"  {msg}", file=sys.stderr, flush=True)
+
+    result: dict = {"schema": "sockbench-perf/1", "machine": _machine(), "nofile": nofile,
+                    "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "quick": args.quick, "size": 64, "echo_conns": 100, "fan_conns": 100,
+                    "fan_senders": 10}
+    if "echo" not in args.skip:
+        result["echo"] = perf.echo_rounds(tools, perf.ECHO_SERVERS, 100, 64, cfg["seconds"],
+                                          cfg["rounds"], log)
+    if "scale" not in args.skip:
+        result["scale"] = {name: {str(n): perf.scale_run(tools, name, n, 64, cfg["scale_seconds"], log)
+                                  for n in cfg["conns"]} for name in perf.SCALE_SERVERS}
+    if "broadcast" not in args.skip:
+        result["broadcast"] = perf.broadcast_rounds(tools, perf.BROADCAST_SERVERS, 100, 10, 64,
+                                                    cfg["fan_seconds"], cfg["fan_rounds"], log)
+    if "loadgen" not in args.skip and perf.locust_available():
+        result["loadgen"] = perf.loadgen_ceiling(tools, "gevent", 100, cfg["loadgen_seconds"], log)
+
+    print(render(result, table=plain))
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    base = args.out / f"perf-{stamp}"
+    (base.with_suffix(".json")).write_text(json.dumps(result, indent=1) + "\n")
+    (base.with_suffix(".md")).write_text(render(result))
+    print(f"wrote {base}.json and {base}.md")
+    return 0
