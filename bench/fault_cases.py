@@ -410,6 +410,36 @@ def sigint_under_load(start: StartFn, backend: str) -> str:
     return _signal_under_load(start, backend, signal.SIGINT)
 
 
+def never_reads(start: StartFn, backend: str, seconds: float = 2.0) -> str:
+    """A client floods echo requests and never reads the replies: the server's memory
+    stays bounded (RSS grows under 16 MiB while the client sends megabytes), others are
+    served meanwhile, and SIGTERM still ends the server within 2 s."""
+    server = start(backend, "--idle-timeout", "0")
+    proc = psutil.Process(server.pid)
+    rss0 = proc.memory_info().rss
+    flood = connect(server.address)
+    flood.setblocking(False)
+    block = (b"n" * 1023 + b"\n") * 64
+    offered = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        try:
+            offered += flood.send(block)
+        except BlockingIOError:
+            time.sleep(0.01)
+    grew = (proc.memory_info().rss - rss0) / 2**20
+    if backend != "blocking":
+        echoes(server.address)
+    t0 = time.monotonic()
+    status = server.stop(signal.SIGTERM, timeout=STOP_DEADLINE + 3)
+    took = time.monotonic() - t0
+    reset(flood)
+    assert grew < 16, f"server RSS grew {grew:.1f} MiB while a client did not read"
+    assert status == 0 and took <= STOP_DEADLINE, f"SIGTERM: exit {status} after {took:.2f} s"
+    assert_no_traceback(server)
+    return f"{offered / 2**20:.1f} MiB sent, replies never read; RSS +{grew:.1f} MiB; exit 0 in {took:.2f} s"
+
+
 BAD_COMMAND_LINES = [
     (["nosuchbackend"], "unknown backend"),
     (["{b}", "--max-clients", "-1"], "negative --max-clients"),
@@ -453,6 +483,7 @@ CASES: dict[str, Callable[[StartFn, str], str]] = {
     "1,000 connects and disconnects": connect_burst,
     "flood past --max-clients": max_clients_flood,
     "out of file descriptors": fd_exhaustion,
+    "client that never reads (bounded memory)": never_reads,
     "SIGTERM under load": sigterm_under_load,
     "SIGINT under load": sigint_under_load,
     "bad command lines, busy port": bad_command_lines,
