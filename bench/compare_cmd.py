@@ -56,8 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--broadcast-rate", default=f"{DEFAULT_BROADCAST_RATE:g}", metavar="R",
                    help="broadcast lines/s per user, capped so a point asks for at most "
                    f"{plan_mod.DEFAULT_DELIVERY_BUDGET:,.0f} deliveries/s (default %(default)s)")
-    p.add_argument("--request-timeout", default=f"{DEFAULT_REQUEST_TIMEOUT:g}", metavar="S",
-                   help="seconds one wait may take before it counts as a timeout (default %(default)s)")
+    p.add_argument("--request-timeout", default=None, metavar="S",
+                   help="seconds one wait may take before it counts as a timeout (default "
+                   f"{DEFAULT_REQUEST_TIMEOUT:g}, or half of --duration if shorter, so a user that "
+                   "is never served shows up as failures inside every window)")
     p.add_argument("--cpus", default="auto", metavar="SERVER:LOADGEN",
                    help="pin the server and Locust, e.g. 0:1 or 0:1-3; 'none' to not pin "
                    "(default auto: server on the first CPU, Locust on the rest)")
@@ -141,7 +143,8 @@ def options_from_args(args: argparse.Namespace) -> tuple[plan_mod.PlanOptions, d
     )
     extras = {
         "message_bytes": _number(args.message_bytes, "--message-bytes", int),
-        "request_timeout": _number(args.request_timeout, "--request-timeout"),
+        "request_timeout": (_number(args.request_timeout, "--request-timeout") if args.request_timeout
+                            else min(DEFAULT_REQUEST_TIMEOUT, options.duration_s / 2)),
         "pinning": parse_pinning(args.cpus),
         "workers": _number(args.workers, "--workers", int, strict=False),
     }
