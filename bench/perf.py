@@ -243,7 +243,19 @@ def locust_rps(port: int, users: int, seconds: float, processes: int, pin: bool)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 90, cwd="/tmp",
                           preexec_fn=pinned(CLIENT_CPU) if pin else None)
     try:
-        stats = json.loads(proc.stdout)
+        # With --processes every worker prints its own (empty) array before the
+        # master's: take the document holding the most requests.
+        docs, text, i = [], proc.stdout, 0
+        decoder = json.JSONDecoder()
+        while (i := text.find("[", i)) >= 0:
+            try:
+                doc, i = decoder.raw_decode(text, i)
+            except ValueError:  # a '[' in the summary table, not a document
+                i += 1
+                continue
+            if isinstance(doc, list) and all(isinstance(s, dict) for s in doc):
+                docs.append(doc)
+        stats = max(docs, key=lambda d: sum(s["num_requests"] for s in d))
         total = sum(s["num_requests"] for s in stats)
         window = max(s["last_request_timestamp"] for s in stats) - min(s["start_time"] for s in stats)
         return {"rps": total / window if window > 0 else None}
