@@ -13,6 +13,10 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "select": ("servers.select_server", "one thread, a readiness loop over non-blocking sockets"),
     "gevent": ("servers.gevent_server", "a greenlet per connection on gevent's hub (flagship)"),
     "asyncio": ("servers.asyncio_server", "the stdlib event loop (or uvloop), Protocol callbacks"),
+    # Not one of the five models: the gevent hub without a greenlet per connection, for
+    # comparison with uvloop (issue 7). See the module docstring.
+    "gevent-callback": ("servers.gevent_callback_server",
+                        "gevent's hub calling io-watcher callbacks, no greenlet per connection"),
 }
 
 

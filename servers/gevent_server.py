@@ -177,7 +177,6 @@ class GeventServer:
         listener = self.listener
         listener.setblocking(False)
         readable = self.loop.io(listener.fileno(), READ)
-        spawn = self.pool.spawn
         try:
             while True:
                 self.hub.wait(readable)
@@ -194,28 +193,43 @@ class GeventServer:
                             continue
                         raise
                     self.backoff.succeeded()
-                    spawn(self.handle_client, sock, address)
+                    self.start_client(sock, address)
         finally:
             readable.close()
 
     # -- one connection ------------------------------------------------------------------
 
-    def handle_client(self, sock: socket.socket, address: tuple) -> None:
-        """The greenlet of one connection. Closes ``sock`` when it returns."""
+    def start_client(self, sock: socket.socket, address: tuple) -> None:
+        """A greenlet per connection, bounded by the pool."""
+        self.pool.spawn(self.handle_client, sock, address)
+
+    def drain(self, timeout: float) -> None:
+        """After every client was told to go: wait (at most ``timeout``) until they have."""
+        self.pool.join(timeout=timeout)
+
+    def admit(self, sock: socket.socket, address: tuple) -> _Client | None:
+        """Set up a new connection and join it to the roster; None (and the socket
+        closed, after ``ERR server full`` when it applies) when it cannot stay."""
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             runtime.close_quietly(sock)  # reset before we got to it
-            return
-        peer = runtime.format_address(address)
-        client = _Client(sock, peer, Session(self.limits, time.monotonic()), self.loop,
-                         self.output_limit)
+            return None
+        client = _Client(sock, runtime.format_address(address),
+                         Session(self.limits, time.monotonic()), self.loop, self.output_limit)
         if not self.roster.join(client):
             client.send_err(ERR_SERVER_FULL)
             self._close(client)
+            return None
+        self.log.connected(client.peer)
+        return client
+
+    def handle_client(self, sock: socket.socket, address: tuple) -> None:
+        """The greenlet of one connection. Closes ``sock`` when it returns."""
+        client = self.admit(sock, address)
+        if client is None:
             return
-        self.log.connected(peer)
         reason = ""
         try:
             self._serve(client)
@@ -225,11 +239,15 @@ class GeventServer:
         except OSError as exc:
             reason = f"error: {exc.strerror or exc}"
         finally:
-            self.roster.leave(client)
-            # A reason also tells a pending flush() that the socket is gone.
-            client.reason = client.reason or reason or "closed"
-            self._close(client)
-            self.log.disconnected(peer, "" if client.reason == "closed" else client.reason)
+            self.finish(client, reason)
+
+    def finish(self, client: _Client, reason: str) -> None:
+        """Forget a connection, release its watchers and socket, log why it ended."""
+        self.roster.leave(client)
+        # A reason also tells a pending flush() that the socket is gone.
+        client.reason = client.reason or reason or "closed"
+        self._close(client)
+        self.log.disconnected(client.peer, "" if client.reason == "closed" else client.reason)
 
     def _serve(self, client: _Client) -> None:
         """Relay lines until EOF. Raises LineTooLong or OSError to end the connection."""
@@ -239,7 +257,7 @@ class GeventServer:
         wait = self.hub.switch  # park this greenlet; the read watcher switches back
         readable = client.readable
         readable.start(getcurrent().switch)
-        echo, roster, to_flush = self.echo, self.roster, self.to_flush
+        echo = self.echo
         while True:
             wait()
             try:
@@ -260,11 +278,16 @@ class GeventServer:
                 if sent < len(lines):
                     self._send_rest(client, memoryview(lines)[sent:])
                 continue
-            for receiver in roster.recipients(client, Mode.BROADCAST):
-                if receiver.deliver(lines):
-                    if not to_flush:
-                        self.loop.run_callback(self._flush_queued)
-                    to_flush.append(receiver)
+            self.route(client, lines)
+
+    def route(self, sender: _Client, lines: bytes) -> None:
+        """Broadcast: queue ``lines`` for every other client; flush once per hub pass."""
+        to_flush = self.to_flush
+        for receiver in self.roster.recipients(sender, Mode.BROADCAST):
+            if receiver.deliver(lines):
+                if not to_flush:
+                    self.loop.run_callback(self._flush_queued)
+                to_flush.append(receiver)
 
     def _send_rest(self, client: _Client, rest: memoryview) -> None:
         """Echo back-pressure: stop reading and wait until the client takes the reply."""
@@ -315,9 +338,10 @@ class GeventServer:
                     client.kill(err.decode().strip().removeprefix("ERR "))
 
 
-def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) -> None:
+def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog,
+          server_class: type[GeventServer] = GeventServer) -> None:
     """Serve on ``listener`` until SIGTERM or SIGINT, then disconnect every client."""
-    server = GeventServer(listener, config, log)
+    server = server_class(listener, config, log)
     stop = gevent.event.Event()
     handlers = [gevent.signal_handler(signum, stop.set) for signum in (signal.SIGTERM, signal.SIGINT)]
     acceptor = gevent.spawn(server.accept_forever)
@@ -332,4 +356,4 @@ def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) 
         acceptor.kill()  # stop accepting; clients are ours to end
         for client in server.roster:
             client.kill("server stopping")
-        server.pool.join(timeout=SHUTDOWN_GRACE)
+        server.drain(SHUTDOWN_GRACE)

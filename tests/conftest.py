@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import pytest
 
 # Every backend must pass the same conformance suite.
-BACKENDS = ["blocking", "threading", "select", "gevent", "asyncio"]
+BACKENDS = ["blocking", "threading", "select", "gevent", "asyncio", "gevent-callback"]
 
 # Seconds to wait for the READY line. Startup is ~0.1 s; this covers a loaded machine.
 READY_TIMEOUT = 10.0
