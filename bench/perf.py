@@ -40,10 +40,11 @@ SERVERS: dict[str, list[str]] = {
     "gevent": ["gevent"],
     "asyncio": ["asyncio"],
     "asyncio+uvloop": ["asyncio", "--loop", "uvloop"],
+    "gevent-callback": ["gevent-callback"],
 }
-ECHO_SERVERS = ["ceiling", "threading", "select", "gevent", "asyncio", "asyncio+uvloop"]
-SCALE_SERVERS = ["threading", "select", "gevent", "asyncio", "asyncio+uvloop"]
-BROADCAST_SERVERS = ["threading", "select", "gevent", "asyncio"]
+ECHO_SERVERS = ["ceiling", "threading", "select", "gevent", "gevent-callback", "asyncio", "asyncio+uvloop"]
+SCALE_SERVERS = ["threading", "select", "gevent", "gevent-callback", "asyncio", "asyncio+uvloop"]
+BROADCAST_SERVERS = ["threading", "select", "gevent", "gevent-callback", "asyncio"]
 
 
 class ToolsMissing(Exception):
