@@ -74,8 +74,8 @@ class PlanOptions:
     backends: tuple[str, ...]
     modes: tuple[str, ...] = MODES
     users: tuple[int, ...] = (1, 10, 100, 1000)
-    duration_s: float = 5.0
-    warmup_s: float = 2.0
+    duration_s: float = 4.0
+    warmup_s: float = 1.5
     repeat: int = 1
     broadcast_rate: float = DEFAULT_BROADCAST_RATE
     delivery_budget: float = DEFAULT_DELIVERY_BUDGET

@@ -55,6 +55,11 @@ Optional keys (written by ``bench compare``; readers must not require them)::
              "users_reached": int           # users Locust had running when the window opened
              "server_rss_baseline_bytes": int  # server RSS before any client connected;
                                             # rss_per_conn_bytes = (rss_bytes - this) / users
+             "server": {"core_busy_percent": float | null}   # how busy the server's pinned
+             "loadgen": {"core_busy_percent": float | null}  # / Locust's pinned cores were,
+                                            # whoever used them (null when not pinned);
+                                            # loadgen.saturated is also set when Locust's
+                                            # cores were >= 90% busy and the server's were not
              "other_cpu_percent": float     # CPU (% of one core) used on the machine by
                                             # anything but the server and Locust during the
                                             # window; above ~20 the figures are suspect

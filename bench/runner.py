@@ -150,12 +150,15 @@ class _Sampler:
     Loadgen CPU is summed over its processes and divided by ``cores``, so 100 means
     every core the load generator may use is busy."""
 
-    def __init__(self, server_pid: int, loadgen_pids: list[int], cores: int = 1) -> None:
+    def __init__(self, server_pid: int, loadgen_pids: list[int], cores: int = 1,
+                 server_cpus: tuple[int, ...] | None = None, loadgen_cpus: tuple[int, ...] | None = None) -> None:
         self.server = psutil.Process(server_pid)
         self.loadgen = [psutil.Process(pid) for pid in loadgen_pids]
         self.cores = cores
-        # (time, server CPU s, loadgen CPU s, server RSS, the whole machine's busy CPU s)
-        self.samples: list[tuple[float, float, float, int, float]] = []
+        self.server_cpus, self.loadgen_cpus = server_cpus, loadgen_cpus
+        # (time, server CPU s, loadgen CPU s, server RSS, the whole machine's busy CPU s,
+        #  busy CPU s of the server's pinned cores, of the load generator's pinned cores)
+        self.samples: list[tuple[float, float, float, int, float, float, float]] = []
 
     def sample(self) -> None:
         try:
@@ -166,7 +169,12 @@ class _Sampler:
             return
         machine = psutil.cpu_times()
         busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
-        self.samples.append((time.time(), s_cpu, l_cpu, rss, busy))
+        s_core = l_core = 0.0
+        if self.server_cpus and self.loadgen_cpus:
+            per_cpu = [sum(t) - t.idle - getattr(t, "iowait", 0.0) for t in psutil.cpu_times(percpu=True)]
+            s_core = sum(per_cpu[i] for i in self.server_cpus if i < len(per_cpu))
+            l_core = sum(per_cpu[i] for i in self.loadgen_cpus if i < len(per_cpu))
+        self.samples.append((time.time(), s_cpu, l_cpu, rss, busy, s_core, l_core))
 
     def window(self, t_start: float, t_end: float) -> dict[str, float]:
         """CPU % of server and loadgen, and the server's peak RSS, over a window."""
@@ -176,8 +184,8 @@ class _Sampler:
         first = inside[0] if inside else (before[-1] if before else None)
         last = inside[-1] if len(inside) > 1 else (after[0] if after else None)
         if first is None or last is None or last[0] <= first[0]:
-            return {"server_cpu": 0.0, "loadgen_cpu": 0.0, "other_cpu": 0.0,
-                    "rss_peak": max((s[3] for s in inside), default=0)}
+            return {"server_cpu": 0.0, "loadgen_cpu": 0.0, "other_cpu": 0.0, "server_core_busy": None,
+                    "loadgen_core_busy": None, "rss_peak": max((s[3] for s in inside), default=0)}
         span = last[0] - first[0]
         server, loadgen = (last[1] - first[1]) / span, (last[2] - first[2]) / span
         return {
@@ -187,6 +195,11 @@ class _Sampler:
             # the measured pair for CPU; neither CPU % nor the saturation flag shows that
             "other_cpu": max(0.0, 100.0 * ((last[4] - first[4]) / span - server - loadgen)),
             "rss_peak": max(s[3] for s in (inside or [first, last])),
+            # how busy the pinned cores were, whoever used them (None when not pinned)
+            "server_core_busy": (100.0 * (last[5] - first[5]) / span / len(self.server_cpus)
+                                 if self.server_cpus and self.loadgen_cpus else None),
+            "loadgen_core_busy": (100.0 * (last[6] - first[6]) / span / len(self.loadgen_cpus)
+                                  if self.server_cpus and self.loadgen_cpus else None),
         }
 
 
@@ -242,7 +255,8 @@ def run_group(group: Group, opts: RunnerOptions,
                                         stdin=subprocess.DEVNULL) for _ in range(opts.workers)]
         for proc in (locust, *workers):
             _pin(proc.pid, opts.loadgen_cpus)
-        sampler = _Sampler(server.pid, [p.pid for p in (locust, *workers)], loadgen_cores(opts))
+        sampler = _Sampler(server.pid, [p.pid for p in (locust, *workers)], loadgen_cores(opts),
+                           opts.server_cpus, opts.loadgen_cpus)
         deadline = time.monotonic() + OVERRUN_FACTOR * group.estimate_s() + OVERRUN_MARGIN_S
         seen = 0
         error = None
@@ -299,6 +313,7 @@ def raw_stage(group: Group, index: int, locust_stage: dict[str, Any] | None = No
         return {"backend": group.backend, "mode": group.mode, "users": stage.users,
                 "broadcast_rate": stage.broadcast_rate, "error": error, "tally": StageTally().to_wire(),
                 "window_s": 0.0, "server_cpu": 0.0, "loadgen_cpu": 0.0, "other_cpu": 0.0, "rss_peak": 0,
+                "server_core_busy": None, "loadgen_core_busy": None,
                 "baseline_rss": 0, "users_reached": 0}
     return {"backend": group.backend, "mode": group.mode, "users": stage.users,
             "broadcast_rate": stage.broadcast_rate, "error": error, "tally": locust_stage["tally"],
@@ -330,6 +345,7 @@ def combine(raws: list[dict[str, Any]], message_bytes: int, processes: int = 1) 
     server_cpu = sum(r["server_cpu"] for r in good) / len(good) if good else 0.0
     loadgen_cpu = sum(r["loadgen_cpu"] for r in good) / len(good) if good else 0.0
     rss = max((r["rss_peak"] for r in good), default=0)
+    loadgen_core, server_core = _mean_or_none(good, "loadgen_core_busy"), _mean_or_none(good, "server_core_busy")
     baseline = min((r["baseline_rss"] for r in good), default=0)
     broadcast = first["mode"] == "broadcast"
     rps = _median(samples) if samples else 0.0
@@ -341,9 +357,11 @@ def combine(raws: list[dict[str, Any]], message_bytes: int, processes: int = 1) 
         "rps": rps, "rps_samples": samples,
         "latency_us": summary["latency_us"] if good else percentiles_us(StageTally().hist),
         "server": {"cpu_percent": round(server_cpu, 1), "rss_bytes": int(rss),
-                   "rss_per_conn_bytes": (rss - baseline) / users if good and users else None},
+                   "rss_per_conn_bytes": (rss - baseline) / users if good and users else None,
+                   "core_busy_percent": server_core},
         "loadgen": {"cpu_percent": round(loadgen_cpu, 1), "processes": processes,
-                    "saturated": bool(good) and loadgen_cpu >= SATURATED_PERCENT and server_cpu < SATURATED_PERCENT},
+                    "saturated": bool(good) and generator_bound(loadgen_cpu, server_cpu, loadgen_core, server_core),
+                    "core_busy_percent": loadgen_core},
         "deliveries_per_s": rps if broadcast else None,
         "lost": summary["lost"] if broadcast else None,
         "error": next((r["error"] for r in raws if r["error"]), None) if not good else None,
@@ -355,6 +373,28 @@ def combine(raws: list[dict[str, Any]], message_bytes: int, processes: int = 1) 
         "server_rss_baseline_bytes": int(baseline),
         "other_cpu_percent": round(sum(r["other_cpu"] for r in good) / len(good), 1) if good else 0.0,
     }
+
+
+def generator_bound(loadgen_cpu: float, server_cpu: float, loadgen_core: float | None,
+                    server_core: float | None) -> bool:
+    """Was the load generator, not the server, the limit?
+
+    Yes when Locust used >= 90% of its core while the server used less. When both are
+    pinned, also when Locust's core(s) were >= 90% busy, whoever used them (another
+    process preempting Locust caps the load just the same), while the server's core
+    was not: CPU % of the process alone cannot see that.
+    """
+    if server_cpu >= SATURATED_PERCENT:
+        return False
+    if loadgen_cpu >= SATURATED_PERCENT:
+        return True
+    return (loadgen_core is not None and server_core is not None
+            and loadgen_core >= SATURATED_PERCENT and server_core < SATURATED_PERCENT)
+
+
+def _mean_or_none(raws: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in raws if r.get(key) is not None]
+    return round(sum(values) / len(values), 1) if values else None
 
 
 def _stage_rps(raw: dict[str, Any]) -> float:
