@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from bench.perf_table import parse_tool_output
+from bench.perf_table import UVLOOP_REFERENCE, parse_tool_output
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOOLS = PROJECT_ROOT.parent / "shared" / "tools"
@@ -42,7 +42,8 @@ SERVERS: dict[str, list[str]] = {
     "asyncio+uvloop": ["asyncio", "--loop", "uvloop"],
     "gevent-callback": ["gevent-callback"],
 }
-ECHO_SERVERS = ["ceiling", "threading", "select", "gevent", "gevent-callback", "asyncio", "asyncio+uvloop"]
+# A bare uvloop Protocol echo server (bench/uvloop_echo.py): the stretch target.
+ECHO_SERVERS = ["ceiling", UVLOOP_REFERENCE, "threading", "select", "gevent", "gevent-callback", "asyncio", "asyncio+uvloop"]
 SCALE_SERVERS = ["threading", "select", "gevent", "gevent-callback", "asyncio", "asyncio+uvloop"]
 BROADCAST_SERVERS = ["threading", "select", "gevent", "gevent-callback", "asyncio"]
 
@@ -101,6 +102,8 @@ def server(name: str, tools: dict[str, Path], extra: list[str] = ()) -> Iterator
     if name == "ceiling":
         port = free_port()
         cmd = [str(tools["ceiling"]), str(port)]
+    elif name == UVLOOP_REFERENCE:
+        cmd = [sys.executable, "-m", "bench.uvloop_echo"]
     else:
         cmd = [sys.executable, "-m", "servers", *SERVERS[name], "--port", "0", "--quiet", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

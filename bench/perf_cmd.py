@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="connection counts of the scale table (default 1000 10000)")
     p.add_argument("--skip", nargs="+", default=[], choices=["echo", "scale", "broadcast", "loadgen"],
                    help="parts to leave out")
+    p.add_argument("--only", nargs="+", metavar="SERVER",
+                   help="measure only these servers (names as in the tables; the references "
+                   "ceiling and the bare uvloop server are kept in the echo table)")
     p.add_argument("--out", type=Path, default=perf.PROJECT_ROOT / "reports", metavar="DIR",
                    help="where perf-<time>.json/.md go (default reports/)")
     p.set_defaults(func=run)
@@ -87,15 +90,18 @@ def run(args: argparse.Namespace) -> int:
                     "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "quick": args.quick, "size": 64, "echo_conns": 100, "fan_conns": 100,
                     "fan_senders": 10}
+    def chosen(names: list[str], keep: tuple[str, ...] = ()) -> list[str]:
+        return [n for n in names if not args.only or n in args.only or n in keep]
+
     if "echo" not in args.skip:
-        result["echo"] = perf.echo_rounds(tools, perf.ECHO_SERVERS, 100, 64, cfg["seconds"],
-                                          cfg["rounds"], log)
+        result["echo"] = perf.echo_rounds(tools, chosen(perf.ECHO_SERVERS, ("ceiling", perf.UVLOOP_REFERENCE)),
+                                          100, 64, cfg["seconds"], cfg["rounds"], log)
     if "scale" not in args.skip:
         result["scale"] = {name: {str(n): perf.scale_run(tools, name, n, 64, cfg["scale_seconds"], log)
-                                  for n in cfg["conns"]} for name in perf.SCALE_SERVERS}
+                                  for n in cfg["conns"]} for name in chosen(perf.SCALE_SERVERS)}
     if "broadcast" not in args.skip:
-        result["broadcast"] = perf.broadcast_rounds(tools, perf.BROADCAST_SERVERS, 100, 10, 64,
-                                                    cfg["fan_seconds"], cfg["fan_rounds"], log)
+        result["broadcast"] = perf.broadcast_rounds(tools, chosen(perf.BROADCAST_SERVERS, ("threading",)),
+                                                    100, 10, 64, cfg["fan_seconds"], cfg["fan_rounds"], log)
     if "loadgen" not in args.skip and perf.locust_available():
         result["loadgen"] = perf.loadgen_ceiling(tools, "gevent", 100, cfg["loadgen_seconds"], log)
 
