@@ -58,6 +58,26 @@ class _Room:
         self.log = log
         self.backoff = runtime.AcceptBackoff(log)
         self.accept_failed_at = float("-inf")  # loop.time() of the last EMFILE on accept
+        # Broadcast receivers with lines pending in this loop pass (see flush_pending).
+        self.to_flush: list[LineProtocol] = []
+
+    def queue(self, receiver: LineProtocol) -> None:
+        """Flush ``receiver`` at the end of this pass, with every other queued one.
+
+        ``call_soon`` runs after all the callbacks of the events already selected in
+        this pass: every sender woken together has routed its lines by then, so each
+        receiver gets one ``write`` (one system call) for all of them, as in the select
+        backend, instead of one per line.
+        """
+        if not self.to_flush:
+            asyncio.get_running_loop().call_soon(self.flush_pending)
+        self.to_flush.append(receiver)
+
+    def flush_pending(self) -> None:
+        queued = self.to_flush
+        self.to_flush = []
+        for receiver in queued:
+            receiver.flush()
 
 
 class LineProtocol(asyncio.Protocol):
@@ -69,6 +89,8 @@ class LineProtocol(asyncio.Protocol):
         self.session: Session | None = None
         self.peer = "?"
         self.reason = ""
+        self.pending: list[bytes] = []  # broadcast lines not yet handed to the transport
+        self.pending_size = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # No isinstance check: uvloop's transports do not subclass asyncio.Transport.
@@ -111,15 +133,33 @@ class LineProtocol(asyncio.Protocol):
             receiver.deliver(lines)
 
     def deliver(self, data: bytes) -> None:
-        """Queue a broadcast line; drop this receiver if it has fallen too far behind."""
+        """Queue a broadcast line; drop this receiver if it has fallen too far behind.
+
+        Lines wait in ``pending`` until the room flushes at the end of the loop pass;
+        the limit counts them together with the transport's own unsent bytes.
+        """
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if transport.get_write_buffer_size() + len(data) > self.room.output_limit:
+        size = self.pending_size + len(data)
+        if transport.get_write_buffer_size() + size > self.room.output_limit:
             self.reason = "slow consumer: output buffer full"
+            self.pending.clear()
+            self.pending_size = 0
             transport.abort()
             return
-        transport.write(data)
+        if not self.pending:
+            self.room.queue(self)
+        self.pending.append(data)
+        self.pending_size = size
+
+    def flush(self) -> None:
+        """Hand the pending broadcast lines to the transport in one write."""
+        pending, transport = self.pending, self.transport
+        if pending and transport is not None and not transport.is_closing():
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        pending.clear()
+        self.pending_size = 0
 
     def fail(self, err: bytes, reason: str) -> None:
         """Send a protocol ERR line, then close once it is written."""
