@@ -55,9 +55,10 @@ class Phase:
     stage: int | None = None          # index being measured, None outside windows
     users: int = 0                    # the stage's target user count
     rate: float = DEFAULT_BROADCAST_RATE  # broadcast lines/s per user for this stage
+    controlled: bool = False          # a stage controller sets these (else: the options)
 
     def apply(self, stage: int | None, users: int, rate: float) -> None:
-        self.stage, self.users, self.rate = stage, users, rate
+        self.stage, self.users, self.rate, self.controlled = stage, users, rate, True
         latency.BOOK.current = stage
 
 

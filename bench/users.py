@@ -168,6 +168,19 @@ class BroadcastUser(LineUser):
             self.reader.kill(block=False)
         super().on_stop()
 
+    def rate(self) -> float:
+        """Lines/s this user sends: the stage's (bench compare) or the option's (web UI form)."""
+        if PHASE.controlled:
+            return PHASE.rate
+        return float(getattr(self.environment.parsed_options, "broadcast_rate", PHASE.rate))
+
+    def room_size(self) -> int:
+        """Users in the room: the stage's target, or what this runner has running."""
+        if PHASE.controlled:
+            return PHASE.users
+        runner = self.environment.runner
+        return runner.user_count if runner is not None else 0
+
     def line(self) -> bytes:
         self.seq += 1
         head = b"%s %d %d " % (self.sender_id, self.seq, time.time_ns() // 1000)
@@ -187,7 +200,7 @@ class BroadcastUser(LineUser):
             self.broken.clear()
             self.reader = gevent.spawn(self.read_forever, sock)
             # a random phase, so users that start together do not send together
-            self.broken.wait(random.random() / max(PHASE.rate, 1e-3))
+            self.broken.wait(random.random() / max(self.rate(), 1e-3))
             next_send = time.monotonic()
             while not self.broken.is_set():
                 started = time.perf_counter()
@@ -198,7 +211,7 @@ class BroadcastUser(LineUser):
                     self.failed("broadcast", exc, started)
                     break
                 latency.BOOK.sent_line()
-                interval = 1.0 / max(PHASE.rate, 1e-3)
+                interval = 1.0 / max(self.rate(), 1e-3)
                 next_send = max(next_send + interval, time.monotonic())
                 self.broken.wait(max(0.0, next_send - time.monotonic()))
             self.reader.kill(block=True)
@@ -210,7 +223,8 @@ class BroadcastUser(LineUser):
         fire, book, last_seq = self._fire, latency.BOOK, self.last_seq
         pending = b""
         while True:
-            expected = max(PHASE.users - 1, 1) * PHASE.rate  # lines/s reaching this user
+            others = self.room_size() - 1
+            expected = max(others, 1) * self.rate()  # lines/s reaching this user
             sock.settimeout(max(self.timeout, SILENT_INTERVALS / max(expected, 1e-3)))
             started = time.perf_counter()
             try:
@@ -218,6 +232,8 @@ class BroadcastUser(LineUser):
                 if not data:
                     raise ConnectionResetError("server closed the connection")
             except TimeoutError as exc:
+                if others < 1:
+                    continue  # alone in the room: silence is right
                 book.fail("timeout")  # a silent room: count it, keep listening
                 fire(request_type="tcp", name="broadcast", response_time=(time.perf_counter() - started) * 1000,
                      response_length=0, exception=exc, context={})
