@@ -29,7 +29,7 @@ from servers.runtime import raise_open_files_limit
 
 EXIT_USAGE = 2
 # --quick: every backend and mode, two user counts, short windows: under a minute.
-QUICK = {"users": (10, 100), "duration": 1.0, "warmup": 0.5}
+QUICK = {"users": (10, 100), "duration": 0.8, "warmup": 0.3}
 # Defaults: 6 backends x (4 echo + 3 broadcast points) x 5.5 s + ~2 s per server run is
 # about 4.5 minutes, inside the 6-minute budget on a 2-core machine.
 DEFAULTS = {"users": (1, 10, 100, 1000), "duration": 4.0, "warmup": 1.5}
@@ -49,9 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modes", default="echo,broadcast", metavar="LIST", help="echo,broadcast (default both)")
     p.add_argument("--users", default=None, metavar="LIST",
                    help="comma-separated concurrent users (default 1,10,100,1000; --quick: 10,100)")
-    p.add_argument("--duration", default=None, metavar="S", help="measured seconds per point (default 4; --quick 1)")
+    p.add_argument("--duration", default=None, metavar="S", help="measured seconds per point (default 4; --quick 0.8)")
     p.add_argument("--warmup", default=None, metavar="S",
-                   help="unmeasured seconds before each point (default 1.5; --quick 0.5)")
+                   help="unmeasured seconds before each point (default 1.5; --quick 0.3)")
     p.add_argument("--repeat", default="1", metavar="N", help="run everything N times; rps is the median (default 1)")
     p.add_argument("--message-bytes", default=str(DEFAULT_MESSAGE_BYTES), metavar="B",
                    help=f"bytes per line, newline included (default {DEFAULT_MESSAGE_BYTES})")
