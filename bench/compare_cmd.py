@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -194,6 +195,10 @@ def new_run_dir(out: Path) -> tuple[str, Path]:
     return candidate, out / candidate
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     # imported here, not at the top: `bench serve` shares this CLI and should start light
     from rich.console import Console
@@ -211,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
     if not groups:
         print("bench compare: error: nothing to run (broadcast needs at least 2 users)", file=sys.stderr)
         return EXIT_USAGE
+    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: stop Locust and the server, then exit
     env = environment()  # raises the open-files limit here; Locust inherits it and raises its own
     run_id, run_dir = new_run_dir(Path(args.out))
     pinning = extras["pinning"]
