@@ -194,6 +194,22 @@ def fmt_us(us: float | None) -> str:
     return f"{us / 1_000_000:.1f} s"
 
 
+def observed_loadgen_ceiling(doc: Doc) -> dict[str, Any] | None:
+    """The highest echo throughput of a generator-bound point: what the load generator,
+    flat out, could drive in this run. None when no echo point was generator-bound.
+
+    Returns:
+        ``{"rps", "backend", "users", "processes"}`` of that point.
+    """
+    bound = [r for r in doc["runs"] if r["mode"] == "echo" and is_generator_bound(r)
+             and not has_error(r) and r.get("rps")]
+    if not bound:
+        return None
+    top = max(bound, key=lambda r: r["rps"])
+    processes = (top.get("loadgen") or {}).get("processes") or 1
+    return {"rps": top["rps"], "backend": top["backend"], "users": top["users"], "processes": processes}
+
+
 def fmt_rps(rps: float | None) -> str:
     """``12,345``; one decimal below 10 (broadcast at low load)."""
     if rps is None:
@@ -339,6 +355,12 @@ def caveats(doc: Doc) -> list[str]:
         out.append(f"Load generator ceiling measured in this run: Locust ~{fmt_rps(ceiling['locust_rps'])} "
                    f"req/s, C client ~{fmt_rps(ceiling.get('c_client_rps'))} req/s against "
                    f"{ceiling.get('backend', '?')}.")
+    observed = observed_loadgen_ceiling(doc)
+    if observed is not None:
+        out.append(f"Load generator ceiling: saturated, Locust reached at most {fmt_rps(observed['rps'])} echo "
+                   f"req/s in this run ({observed['backend']} at {observed['users']} users, "
+                   f"{observed['processes']} Locust process(es)). Echo figures near it measure Locust, not "
+                   "the server; `bench perf` compares Locust with a C client against the same server.")
     failing = [r for r in doc["runs"] if not has_error(r) and is_failing(r)]
     if failing:
         points = ", ".join(f"{r['backend']} {r['mode']} @ {r['users']} ({failure_rate(r):.0%})" for r in failing)

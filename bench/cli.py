@@ -10,8 +10,9 @@ import argparse
 import sys
 from typing import Callable
 
-from bench import compare_cmd, report_cmd, ui_cmd, worker_cmd
+from bench import client, compare_cmd, perf_cmd, reliability_cmd, report_cmd, ui_cmd, worker_cmd
 from servers import main as serve_main
+from servers.argtypes import UsageParser
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -22,24 +23,31 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_client(sub: argparse._SubParsersAction) -> None:
-    from bench import client
-
     p = sub.add_parser("client", help="talk to a server like telnet",
                        description="Send lines from stdin, print what arrives.")
     client.add_arguments(p)
     p.set_defaults(func=client.run)
 
 
-# One registrar per subcommand; each adds its parser and sets ``func``.
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_serve, _add_client, report_cmd.register, compare_cmd.register, ui_cmd.register, worker_cmd.register]
-REGISTRARS.append(__import__("bench.reliability_cmd", fromlist=["register"]).register)
-REGISTRARS.append(__import__("bench.perf_cmd", fromlist=["register"]).register)
+# One registrar per subcommand, in --help order; each adds its parser and sets ``func``.
+# Subcommand modules import their heavy dependencies (Locust, matplotlib) inside their
+# run functions, so `bench serve` never loads Locust's monkey-patching.
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_serve,
+    _add_client,
+    compare_cmd.register,
+    report_cmd.register,
+    ui_cmd.register,
+    worker_cmd.register,
+    perf_cmd.register,
+    reliability_cmd.register,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = serve_main.UsageParser(prog="bench", description="sockbench: compare Python "
-                                    "concurrency models for a TCP line server.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=serve_main.UsageParser)
+    parser = UsageParser(prog="bench", description="sockbench: compare Python "
+                         "concurrency models for a TCP line server.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=UsageParser)
     sub.required = True
     for register in REGISTRARS:
         register(sub)

@@ -201,7 +201,6 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # imported here, not at the top: `bench serve` shares this CLI and should start light
-    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from bench import report, runner
@@ -211,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"bench compare: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    console = Console()
+    console = report.summary_console()
     groups = plan_mod.build_plan(options)
     if not groups:
         print("bench compare: error: nothing to run (broadcast needs at least 2 users)", file=sys.stderr)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import resource
-import select
 import signal
 import socket
 import subprocess
@@ -20,6 +19,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable
+
+from bench.ready import read_first_line
 
 # Seconds to wait for the READY line (startup is ~0.2 s; this covers a loaded machine).
 READY_TIMEOUT = 10.0
@@ -98,21 +99,6 @@ def _limit_open_files(nofile: int) -> Callable[[], None]:
     return preexec
 
 
-def _first_line(proc: subprocess.Popen, timeout: float) -> str:
-    fd = proc.stdout.fileno()
-    deadline = time.monotonic() + timeout
-    data = b""
-    while b"\n" not in data:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return ""
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            return ""
-        data += chunk
-    return data.split(b"\n", 1)[0].decode(errors="replace")
-
-
 def serve_command(*args: str) -> list[str]:
     """``bench ARGS...`` with this interpreter (an argument list, never a shell string)."""
     return [sys.executable, "-m", "bench", *args]
@@ -133,7 +119,7 @@ def start_server(backend: str, *flags: str, quiet: bool = True, nofile: int | No
     with os.fdopen(fd, "wb") as err:
         proc = subprocess.Popen(serve_command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=err, preexec_fn=_limit_open_files(nofile) if nofile else None)
-    line = _first_line(proc, READY_TIMEOUT)
+    line = read_first_line(proc.stdout, READY_TIMEOUT)
     server = Server(proc, path, "", 0, args)
     if not line.startswith("READY "):
         text = server.stderr()

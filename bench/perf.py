@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from bench.ready import parse_ready, read_first_line
 from bench.perf_table import UVLOOP_REFERENCE, parse_tool_output
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -121,15 +122,12 @@ def server(name: str, tools: dict[str, Path], extra: list[str] = ()) -> Iterator
 
 
 def _read_ready(proc: subprocess.Popen) -> str:
-    result: list[str] = []
-    reader = threading.Thread(target=lambda: result.append(proc.stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(READY_TIMEOUT)
-    if not result or not result[0].startswith("READY"):
+    line = read_first_line(proc.stdout, READY_TIMEOUT)
+    if parse_ready(line) is None:
         proc.kill()
         err = proc.stderr.read() if proc.poll() is not None else ""
         raise RuntimeError(f"server did not print READY: {err.strip()[-300:]}")
-    return result[0].strip()
+    return line
 
 
 def run_tool(tool: Path, args: list[Any], pid: int, timeout: float) -> dict[str, Any]:

@@ -11,29 +11,11 @@ import shlex
 import sys
 from pathlib import Path
 
+from servers.argtypes import positive_float, positive_int
+
 # Full-size figures (the numbers) and the --quick ones.
 FULL = {"soak_clients": 200, "soak_seconds": 60.0, "leak_connections": 1000}
 QUICK = {"soak_clients": 50, "soak_seconds": 5.0, "leak_connections": 300}
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,13 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "outcome as a Markdown table.")
     p.add_argument("--backends", nargs="+", choices=list(BACKENDS), default=list(BACKENDS),
                    metavar="BACKEND", help="which backends (default: all five)")
-    p.add_argument("--soak-seconds", type=_positive_float, default=None, metavar="S",
+    p.add_argument("--soak-seconds", type=positive_float, default=None, metavar="S",
                    help=f"soak length (default {FULL['soak_seconds']:g}; --quick: {QUICK['soak_seconds']:g})")
-    p.add_argument("--soak-clients", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--soak-clients", type=positive_int, default=None, metavar="N",
                    help=f"soak clients (default {FULL['soak_clients']}; --quick: {QUICK['soak_clients']})")
-    p.add_argument("--soak-rate", type=_positive_float, default=None, metavar="LINES",
+    p.add_argument("--soak-rate", type=positive_float, default=None, metavar="LINES",
                    help="lines per second sent into the soak's room (default 200)")
-    p.add_argument("--leak-connections", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--leak-connections", type=positive_int, default=None, metavar="N",
                    help=f"connections per leak cycle (default {FULL['leak_connections']}; "
                    f"--quick: {QUICK['leak_connections']})")
     p.add_argument("--quick", action="store_true", help="small soak and leak check (about 2 minutes)")

@@ -272,6 +272,17 @@ def render_report(doc: Doc, out_dir: Path) -> dict[str, Path]:
     return {"report.md": md_path, "report.html": html_path, **chart_paths}
 
 
+# The summary table needs about this many columns; narrower consoles would fold every
+# cell into several lines, so the table is drawn this wide and the terminal wraps it.
+SUMMARY_WIDTH = 150
+
+
+def summary_console() -> Console:
+    """A console at least :data:`SUMMARY_WIDTH` columns wide, for :func:`print_summary`."""
+    probe = Console()
+    return Console(width=max(probe.width, SUMMARY_WIDTH))
+
+
 def print_summary(doc: Doc, console: Console) -> None:
     """The per-mode tables and the recommendations, on the terminal. Run strings are
     printed as plain text, never interpreted as rich markup."""

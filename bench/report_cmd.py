@@ -28,7 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `bench --help` does not pay for matplotlib.
-    from rich.console import Console
 
     from bench import report, results
 
@@ -49,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench report: error: {path} has values the renderer cannot read "
               f"({type(exc).__name__}: {exc})", file=sys.stderr)
         return EXIT_BAD_INPUT
-    console = Console()
+    console = report.summary_console()
     report.print_summary(doc, console)
     console.print(f"report: {paths['report.html']}", highlight=False, markup=False)
     console.print(f"        {paths['report.md']}", highlight=False, markup=False)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
 import socket
 import subprocess
@@ -35,6 +34,7 @@ import psutil
 
 from bench.latency import StageTally, percentiles_us, stage_summary
 from bench.plan import Group
+from bench.ready import parse_ready, read_first_line
 
 READY_TIMEOUT_S = 15.0
 SAMPLE_INTERVAL_S = 0.2
@@ -107,23 +107,13 @@ def start_server(backend: str, mode: str, max_users: int, opts: RunnerOptions,
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
     err.close()
     _pin(proc.pid, opts.server_cpus)
-    line = b""
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not line.endswith(b"\n") and time.monotonic() < deadline:
-            if sel.select(timeout=0.1):
-                chunk = os.read(proc.stdout.fileno(), 4096)
-                if not chunk:
-                    break
-                line += chunk
-    text = line.decode("utf-8", "replace").strip()
-    if not text.startswith("READY "):
+    text = read_first_line(proc.stdout, READY_TIMEOUT_S)
+    if parse_ready(text) is None:
         stop_process(proc)
         stderr = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
         why = stderr[-1] if stderr else f"no READY line within {READY_TIMEOUT_S:g} s"
         raise ServerStartError(f"bench serve {backend} --mode {mode} failed to start: {why}")
-    return proc, text.split(None, 1)[1].splitlines()[0]
+    return proc, text.split(None, 1)[1]
 
 
 def stop_process(proc: subprocess.Popen, grace_s: float = 5.0) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import ctypes
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence, TextIO
 
 import bench
+from bench.ready import read_first_line
 
 # The locustfile every Locust process here loads: the project's echo and broadcast users.
 LOCUSTFILE = str(Path(bench.__file__).with_name("locustfile.py"))
@@ -127,7 +127,7 @@ class Child:
         """The first stdout line ('' on EOF or timeout); then start relaying the rest.
         Only for a child made with ``first_line=True``."""
         try:
-            return _read_line(self.proc.stdout, timeout)
+            return read_first_line(self.proc.stdout, timeout)
         finally:
             self._thread.start()
 
@@ -179,22 +179,6 @@ class Child:
             os.killpg(self.proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
-
-
-def _read_line(stream, timeout: float) -> str:
-    """The first line on ``stream`` (a pipe), or '' on EOF or timeout."""
-    fd = stream.fileno()
-    deadline = time.monotonic() + timeout
-    data = b""
-    while b"\n" not in data:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return ""
-        chunk = os.read(fd, 1)  # one byte at a time: the rest belongs to the relay
-        if not chunk:
-            return ""
-        data += chunk
-    return data.decode(errors="replace").rstrip("\n")
 
 
 def stop_all(children: Sequence[Child], grace: float = STOP_GRACE_S) -> None:

@@ -26,7 +26,7 @@ import sys
 from bench import supervise
 from bench.client import parse_target
 from servers import backends, runtime
-from servers.main import port_number
+from servers.argtypes import non_negative_int, port_number
 
 EXIT_STARTUP = 1
 EXIT_USAGE = 2
@@ -36,16 +36,6 @@ DEFAULT_BACKEND = "gevent"  # the flagship
 DEFAULT_MASTER_PORT = 5557  # Locust's own default: what `bench worker` assumes
 # Locust's hint for an interactive terminal; stdin is not one here.
 LOCUST_NOISE = ("press enter to open your default browser",)
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -21,7 +21,6 @@ import itertools
 import os
 import random
 import time
-from typing import Any
 
 import gevent
 from gevent import socket

@@ -17,7 +17,7 @@ import socket
 import sys
 
 from bench import supervise
-from servers.main import port_number, positive_int
+from servers.argtypes import port_number, positive_int
 
 EXIT_STARTUP = 1
 DEFAULT_MASTER_PORT = 5557  # Locust's default master port

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
 
 from servers import backends, runtime
+from servers.argtypes import UsageParser, port_number, positive_int, seconds
 from servers.config import ServerConfig
 from servers.protocol import (
     DEFAULT_IDLE_TIMEOUT,
@@ -22,49 +22,7 @@ from servers.protocol import (
     Mode,
 )
 
-EXIT_USAGE = 2
 EXIT_STARTUP = 1
-
-
-class UsageParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line on stderr (exit 2), not the
-    usage block followed by the error."""
-
-    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def port_number(text: str) -> int:
-    """argparse type: a TCP port, 0-65535 (0 picks a free one)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {value}")
-    return value
-
-
-def seconds(text: str) -> float:
-    """argparse type: seconds >= 0 (0 turns a timeout off)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 (off) or a positive number of seconds, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,6 @@ server fails a test instead of hanging the run.
 
 from __future__ import annotations
 
-import os
 import select
 import signal
 import socket
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+
+from bench.ready import parse_ready, read_first_line
 
 # Every backend must pass the same conformance suite.
 BACKENDS = ["blocking", "threading", "select", "gevent", "asyncio", "gevent-callback"]
@@ -77,22 +78,6 @@ class Server:
         return self.proc.returncode
 
 
-def _read_first_line(proc: subprocess.Popen, timeout: float) -> str:
-    """The first stdout line of ``proc``, or '' on EOF or timeout."""
-    fd = proc.stdout.fileno()
-    deadline = time.monotonic() + timeout
-    data = b""
-    while b"\n" not in data:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return ""
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            return ""
-        data += chunk
-    return data.split(b"\n", 1)[0].decode(errors="replace")
-
-
 def start_server(backend: str, *flags: str, stderr_path: Path, quiet: bool = True,
                  port: int = 0) -> Server:
     """Start ``bench serve BACKEND --port PORT FLAGS...`` and wait for its READY line.
@@ -105,15 +90,15 @@ def start_server(backend: str, *flags: str, stderr_path: Path, quiet: bool = Tru
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(bench_command(*args), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=err)
-    line = _read_first_line(proc, READY_TIMEOUT)
+    line = read_first_line(proc.stdout, READY_TIMEOUT)
     if not line.startswith("READY "):
         proc.kill()
         proc.wait()
         proc.stdout.close()
         pytest.fail(f"`bench {' '.join(args)}` printed {line!r} instead of READY; "
                     f"stderr:\n{stderr_path.read_text(errors='replace')}")
-    host, _, port_text = line[len("READY "):].rpartition(":")
-    return Server(proc, stderr_path, host.strip("[]"), int(port_text))
+    host, port = parse_ready(line)
+    return Server(proc, stderr_path, host, port)
 
 
 @pytest.fixture

@@ -275,3 +275,19 @@ def test_caveats_name_generator_bound_points(doc) -> None:
     text = "\n".join(analysis.caveats(doc))
     assert "asyncio echo @ 100" in text
     assert "Loopback" in text and "coordinated omission" in text and "HDR histogram" in text
+
+
+def test_observed_loadgen_ceiling_is_the_fastest_generator_bound_echo_point(doc) -> None:
+    doc = copy.deepcopy(doc)  # the fixture is shared by the module
+    bound = [r for r in doc["runs"] if r["mode"] == "echo" and analysis.is_generator_bound(r)
+             and not analysis.has_error(r)]
+    assert bound, "the fixture has a generator-bound echo point"
+    top = max(bound, key=lambda r: r["rps"])
+    observed = analysis.observed_loadgen_ceiling(doc)
+    assert observed is not None
+    assert (observed["backend"], observed["users"], observed["rps"]) == (top["backend"], top["users"], top["rps"])
+    assert any("Load generator ceiling" in c and analysis.fmt_rps(top["rps"]) in c
+               for c in analysis.caveats(doc))
+    for run in doc["runs"]:
+        run["loadgen"]["saturated"] = False
+    assert analysis.observed_loadgen_ceiling(doc) is None
