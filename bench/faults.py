@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from bench.ready import read_first_line
+from bench.ready import parse_ready, read_first_line
 
 # Seconds to wait for the READY line (startup is ~0.2 s; this covers a loaded machine).
 READY_TIMEOUT = 10.0
@@ -62,6 +62,10 @@ class Server:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def __iter__(self):
+        """Unpack as ``host, port, proc``."""
+        return iter((self.host, self.port, self.proc))
 
     def stderr(self) -> str:
         with open(self.stderr_path, errors="replace") as f:
@@ -121,12 +125,11 @@ def start_server(backend: str, *flags: str, quiet: bool = True, nofile: int | No
                                 stderr=err, preexec_fn=_limit_open_files(nofile) if nofile else None)
     line = read_first_line(proc.stdout, READY_TIMEOUT)
     server = Server(proc, path, "", 0, args)
-    if not line.startswith("READY "):
+    if parse_ready(line) is None:
         text = server.stderr()
         server.close()
         raise AssertionError(f"`bench {' '.join(args)}` printed {line!r}, not READY; stderr:\n{text}")
-    host, _, port_text = line[len("READY "):].rpartition(":")
-    server.host, server.port = host.strip("[]"), int(port_text)
+    server.host, server.port = parse_ready(line)
     return server
 
 

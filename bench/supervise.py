@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TextIO
 
@@ -212,6 +214,25 @@ def wait_for_port(host: str, port: int, timeout: float, alive: Callable[[], bool
                 return True
         except OSError:
             time.sleep(0.1)
+    return False
+
+
+def wait_for_workers(web_url: str, count: int, timeout: float) -> bool:
+    """Poll a Locust master's web API until ``count`` workers have connected.
+
+    A swarm started before any worker has joined does not start at all (the master
+    refuses it, yet the web API reports success), so ``bench ui --workers N`` waits
+    for them before printing the URL. False on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(web_url + "stats/requests", timeout=2) as reply:
+                if json.load(reply).get("worker_count", 0) >= count:
+                    return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
     return False
 
 

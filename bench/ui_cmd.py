@@ -146,9 +146,12 @@ def run(args: argparse.Namespace) -> int:
             return _fail(f"Locust's web UI did not start: {ui.tail() or 'no output'}")
         for child in children:
             child.relay()
+        url = f"http://{supervise.url_host(web)}:{web_port}/"
+        if args.workers and not supervise.wait_for_workers(url, args.workers, supervise.WEB_READY_TIMEOUT_S):
+            return _fail(f"the {args.workers} local Locust workers did not join the master")
         workers = f", {args.workers} local workers" if args.workers else ""
         joins = f"; workers join at {bind_host}:{master_port}" if master else ""
-        print(f"Locust web UI: http://{supervise.url_host(web)}:{web_port}/", flush=True)
+        print(f"Locust web UI: {url}", flush=True)
         print(f"target: {what}{workers}{joins}. Ctrl-C stops it all.", flush=True)
         if not args.target:
             other = next(c for m, c in USER_CLASS.items() if m != args.mode)

@@ -8,127 +8,57 @@ server fails a test instead of hanging the run.
 from __future__ import annotations
 
 import select
-import signal
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-from bench.ready import parse_ready, read_first_line
+from bench.faults import Server, raise_own_open_files_limit, start_server
+from bench.faults import serve_command as bench_command  # noqa: F401  (used by tests)
 
 # Every backend must pass the same conformance suite.
 BACKENDS = ["blocking", "threading", "select", "gevent", "asyncio", "gevent-callback"]
 
-# Seconds to wait for the READY line. Startup is ~0.1 s; this covers a loaded machine.
-READY_TIMEOUT = 10.0
 # Seconds a test socket waits on any one operation before the test fails.
 SOCKET_TIMEOUT = 5.0
-# Seconds a server gets to exit after SIGTERM during teardown (the contract says 2).
-STOP_TIMEOUT = 5.0
-
-
-def bench_command(*args: str) -> list[str]:
-    """``bench ARGS...`` run with this interpreter, so PATH does not matter."""
-    return [sys.executable, "-m", "bench", *args]
-
-
-class Server:
-    """A running ``bench serve`` subprocess.
-
-    Attributes:
-        host, port: the address from its READY line.
-        proc: the process; stdout is a pipe (only READY is read), stderr a file.
-    """
-
-    def __init__(self, proc: subprocess.Popen, stderr_path: Path, host: str, port: int) -> None:
-        self.proc = proc
-        self.stderr_path = stderr_path
-        self.host = host
-        self.port = port
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.host, self.port)
-
-    def __iter__(self) -> Iterator:
-        """Unpack as ``host, port, proc``."""
-        return iter((self.host, self.port, self.proc))
-
-    def stderr(self) -> str:
-        """Everything the server wrote to stderr so far."""
-        return self.stderr_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
-        """Send ``sig`` and wait for the exit status; kill and fail after ``timeout``."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                pytest.fail(f"server did not exit within {timeout} s of signal {sig}; "
-                            f"stderr:\n{self.stderr()}")
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return self.proc.returncode
-
-
-def start_server(backend: str, *flags: str, stderr_path: Path, quiet: bool = True,
-                 port: int = 0) -> Server:
-    """Start ``bench serve BACKEND --port PORT FLAGS...`` and wait for its READY line.
-
-    Fails the test (showing the server's stderr) if READY does not come in time.
-    """
-    args = ["serve", backend, "--port", str(port), *flags]
-    if quiet:
-        args.append("--quiet")
-    with open(stderr_path, "wb") as err:
-        proc = subprocess.Popen(bench_command(*args), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=err)
-    line = read_first_line(proc.stdout, READY_TIMEOUT)
-    if not line.startswith("READY "):
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        pytest.fail(f"`bench {' '.join(args)}` printed {line!r} instead of READY; "
-                    f"stderr:\n{stderr_path.read_text(errors='replace')}")
-    host, port = parse_ready(line)
-    return Server(proc, stderr_path, host, port)
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """A factory: ``serve(backend, *flags, quiet=True)`` -> a running :class:`Server`.
+def serve() -> Iterator[Callable[..., Server]]:
+    """A factory: ``serve(backend, *flags, quiet=True, nofile=None)`` -> a running
+    :class:`bench.faults.Server` (``bench serve`` on port 0, READY read).
 
-    On teardown each server still running gets SIGTERM and must exit 0 with no
-    traceback on stderr.
+    On teardown each server still running gets SIGTERM and must exit 0, and no server's
+    stderr may hold a traceback.
     """
+    raise_own_open_files_limit()
     servers: list[Server] = []
 
-    def start(backend: str, *flags: str, quiet: bool = True, port: int = 0) -> Server:
-        path = tmp_path / f"server{len(servers)}.stderr"
-        server = start_server(backend, *flags, stderr_path=path, quiet=quiet, port=port)
+    def start(backend: str, *flags: str, **kw) -> Server:
+        server = start_server(backend, *flags, **kw)
         servers.append(server)
         return server
 
     yield start
     failures = []
     for server in servers:
-        if server.proc.poll() is not None:
-            if server.proc.stdout is not None:
-                server.proc.stdout.close()
-            continue  # the test stopped it (and checked how) itself
-        status = server.stop()
-        stderr = server.stderr()
-        if status != 0 or "Traceback" in stderr:
-            failures.append(f"server exited {status} on SIGTERM; stderr:\n{stderr}")
+        running = server.proc.poll() is None
+        status = server.stop() if running else server.proc.returncode
+        text = server.stderr()
+        if running and status != 0:
+            failures.append(f"server exited {status} on SIGTERM; stderr:\n{text[-2000:]}")
+        elif "Traceback" in text:
+            failures.append(f"traceback on the server's stderr:\n{text[-2000:]}")
+        server.close()
     if failures:
         pytest.fail("\n".join(failures))
+
+
+@pytest.fixture
+def start(serve: Callable[..., Server]) -> Callable[..., Server]:
+    """The fault suite's name for :func:`serve`."""
+    return serve
 
 
 @pytest.fixture(params=BACKENDS)

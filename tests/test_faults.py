@@ -12,7 +12,7 @@ import pytest
 
 from bench.fault_cases import CASES
 from conftest import BACKENDS
-from faults_helpers import run_or_skip, start  # noqa: F401  (fixture)
+from faults_helpers import run_or_skip
 from servers import runtime
 
 pytestmark = pytest.mark.timeout(60)
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", list(CASES.values()), ids=[f.__name__ for f in CASES.values()])
-def test_fault_case(start, case, backend) -> None:  # noqa: F811
+def test_fault_case(start, case, backend) -> None:
     run_or_skip(case, start, backend)
 
 
@@ -46,7 +46,7 @@ def test_default_host_is_loopback() -> None:
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::"])
-def test_serving_on_all_interfaces_prints_the_warning(start, host) -> None:  # noqa: F811
+def test_serving_on_all_interfaces_prints_the_warning(start, host) -> None:
     try:
         server = start("select", "--host", host)
     except AssertionError as exc:

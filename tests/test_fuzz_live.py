@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from bench.faults import check_framing, echoes, expect_framing
 from conftest import BACKENDS
-from faults_helpers import start  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -34,7 +33,7 @@ def test_model_limits() -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_fuzzed_framing_against_a_live_server(start, backend) -> None:  # noqa: F811
+def test_fuzzed_framing_against_a_live_server(start, backend) -> None:
     server = start(backend, "--max-line", str(MAX_LINE))
 
     @settings(max_examples=30, deadline=None, derandomize=True,

@@ -10,13 +10,13 @@ import pytest
 
 from bench.soak import broadcast_soak, leak_check
 from conftest import BACKENDS
-from faults_helpers import run_or_skip, start  # noqa: F401  (fixture)
+from faults_helpers import run_or_skip
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_short_broadcast_soak_loses_nothing(start, backend) -> None:  # noqa: F811
+def test_short_broadcast_soak_loses_nothing(start, backend) -> None:
     r = run_or_skip(broadcast_soak, start, backend, clients=50, seconds=5.0)
     assert r.dropped_clients == 0, r
     assert r.lost == 0 and r.out_of_order == 0, r
@@ -24,7 +24,7 @@ def test_short_broadcast_soak_loses_nothing(start, backend) -> None:  # noqa: F8
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_rss_after_three_cycles_of_1000_connections_within_10_percent(start, backend) -> None:  # noqa: F811
+def test_rss_after_three_cycles_of_1000_connections_within_10_percent(start, backend) -> None:
     # RSS after a cycle is noisy without any leak: the threading backend's swings by
     # about +-12% from cycle to cycle (glibc arenas and cached thread stacks; seen over 8
     # cycles with no trend). A leak grows on every run, so a second, independent run

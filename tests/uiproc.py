@@ -11,22 +11,19 @@ import re
 import select
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
+from bench.faults import serve_command as bench_command
+
 # Locust's web UI takes ~2 s to start (imports); a busy 2-core machine, several times that.
 UI_READY_TIMEOUT_S = 60.0
 # bench ui stops its children with SIGTERM and a 5 s grace before SIGKILL.
 UI_STOP_TIMEOUT_S = 20.0
 URL_RE = re.compile(r"^Locust web UI: (http://\S+)$")
-
-
-def bench_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bench", *args]
 
 
 class UiProcess:
