@@ -4,7 +4,8 @@ Everything the report, the charts and the terminal summary say about a run is de
 here, so the rules can be unit-tested on hand-built documents:
 
 - **usable / failing / generator-bound**: a run with an ``error`` did not run at all; a run
-  whose failures exceed :data:`FAILURE_TOLERANCE` of its attempts is *failing*; a run whose
+  whose failures exceed :data:`FAILURE_TOLERANCE` of its attempts, or whose timeouts show
+  users left unserved (see :func:`is_failing`), is *failing*; a run whose
   ``loadgen.saturated`` is true is *generator-bound*: the load generator, not the server,
   was the limit, so its throughput is a lower bound and any ranking involving it is not
   trustworthy.
@@ -17,7 +18,8 @@ here, so the rules can be unit-tested on hand-built documents:
 - **the recommendation** (:func:`recommend`): per mode and user count, the best backend
   among the non-failing, non-generator-bound runs, compared with the next backend that
   does not tie with it, in one sentence; "tie" when it ties; a caution when a
-  generator-bound run came close to it or when every usable run was generator-bound.
+  generator-bound run came close to it; "no ranking" when every usable run was
+  generator-bound.
 """
 
 from __future__ import annotations
@@ -53,9 +55,30 @@ def failure_rate(run: Run) -> float:
     return failures / attempts if attempts else 0.0
 
 
+def timeouts(run: Run) -> int:
+    """Requests that got no answer within the users' request timeout."""
+    return int((run.get("failures_by_kind") or {}).get("timeout") or 0)
+
+
 def is_failing(run: Run) -> bool:
-    """More than :data:`FAILURE_TOLERANCE` of the attempts failed."""
-    return failure_rate(run) > FAILURE_TOLERANCE
+    """More than :data:`FAILURE_TOLERANCE` of the attempts failed, or users went unserved.
+
+    The second rule matters because failures are counted per request: a user the
+    server never answers fails once per request timeout (seconds), while a served user
+    completes thousands of requests meanwhile. So the blocking backend at 10 users (one
+    served, nine waiting in the backlog) fails only ~0.03% of its requests; timeouts from
+    at least :data:`FAILURE_TOLERANCE` of the users (and at least one) flag it.
+    """
+    unserved = timeouts(run) >= max(1.0, FAILURE_TOLERANCE * int(run.get("users") or 0))
+    return failure_rate(run) > FAILURE_TOLERANCE or unserved
+
+
+def failure_note(run: Run) -> str:
+    """Why a failing run is excluded: ``4% failures`` or ``18 timeouts``."""
+    rate = failure_rate(run)
+    if rate > FAILURE_TOLERANCE:
+        return f"{rate:.0%} failures"
+    return f"{timeouts(run):,} timeouts: users left unserved"
 
 
 def is_generator_bound(run: Run) -> bool:
@@ -264,8 +287,7 @@ def recommend(doc: Doc, mode: str, users: int) -> Recommendation:
     excluded = [r for r in runs if has_error(r) or is_failing(r)]
     excluded_note = ""
     if excluded:
-        parts = [f"{r['backend']} ({'error' if has_error(r) else f'{failure_rate(r):.0%} failures'})"
-                 for r in excluded]
+        parts = [f"{r['backend']} ({'error' if has_error(r) else failure_note(r)})" for r in excluded]
         excluded_note = " Excluded: " + ", ".join(parts) + "."
     if not usable:
         idle = [r for r in runs if not has_error(r) and not is_failing(r)]
@@ -276,7 +298,18 @@ def recommend(doc: Doc, mode: str, users: int) -> Recommendation:
             text = f"{at}, no backend served the load without failures."
         return Recommendation(mode, users, None, sentence=text + excluded_note)
     clean = [r for r in usable if not is_generator_bound(r)]
-    winner = max(clean or usable, key=lambda r: r["rps"])
+    if not clean:
+        # Every backend that kept up saturated the load generator: their figures are
+        # lower bounds of one size, and ranking them would rank noise.
+        unit = "deliveries/s" if mode == "broadcast" else "req/s"
+        names = [f"{r['backend']} (≥ {fmt_rps(r['rps'])})" for r in sorted(usable, key=lambda r: -r["rps"])]
+        fastest = min(usable, key=lambda r: _p99(r) if _p99(r) is not None else float("inf"))
+        text = (f"{at}, no ranking: every backend that served the load was load-generator-bound "
+                f"({_join(names)} {unit}), so the generator, not the server, was the limit. "
+                f"Lowest p99 among them: {fastest['backend']} ({fmt_us(_p99(fastest))}). "
+                "More Locust workers, or `bench perf`'s C clients, can separate them.")
+        return Recommendation(mode, users, None, [], None, None, True, text + excluded_note)
+    winner = max(clean, key=lambda r: r["rps"])
     ties = [r for r in usable if r is not winner and tied(r, winner)]
     # A generator-bound run above the winner is a lower bound, not a comparison point.
     above = [r for r in usable if r is not winner and r not in ties and r["rps"] > winner["rps"]]
@@ -296,6 +329,8 @@ def recommend(doc: Doc, mode: str, users: int) -> Recommendation:
                 f"p99 {fmt_us(_p99(winner))} vs {fmt_us(_p99(rival))}.")
     elif ties:
         body = "."
+    elif above:
+        body = " is the only backend measured below the load generator's limit."
     else:
         body = " is the only backend that served the load without failures."
     if ties:
@@ -363,8 +398,9 @@ def caveats(doc: Doc) -> list[str]:
                    "the server; `bench perf` compares Locust with a C client against the same server.")
     failing = [r for r in doc["runs"] if not has_error(r) and is_failing(r)]
     if failing:
-        points = ", ".join(f"{r['backend']} {r['mode']} @ {r['users']} ({failure_rate(r):.0%})" for r in failing)
-        out.append(f"Points with more than {FAILURE_TOLERANCE:.0%} failures are never recommended: {points}.")
+        points = ", ".join(f"{r['backend']} {r['mode']} @ {r['users']} ({failure_note(r)})" for r in failing)
+        out.append(f"Points with more than {FAILURE_TOLERANCE:.0%} failures, or with users left unserved, "
+                   f"are never recommended: {points}.")
     errors = [r for r in doc["runs"] if has_error(r)]
     if errors:
         points = ", ".join(f"{r['backend']} {r['mode']} @ {r['users']}" for r in errors)

@@ -86,7 +86,7 @@ def _flag_legend_handles(runs: list[Run]) -> list[Line2D]:
                               label="load-generator-bound\n(server was not the limit)"))
     if any(analysis.is_failing(r) for r in runs):
         handles.append(Line2D([], [], linestyle="none", marker="X", markersize=10, color="red",
-                              label=f"> {analysis.FAILURE_TOLERANCE:.0%} failures"))
+                              label=f"failing (> {analysis.FAILURE_TOLERANCE:.0%} failures\nor users left unserved)"))
     return handles
 
 

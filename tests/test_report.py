@@ -260,9 +260,26 @@ def test_recommendation_skips_failing_and_flags_generator_bound() -> None:
 
 
 def test_recommendation_when_everything_is_generator_bound() -> None:
-    d = mkdoc(mk("a", 300, saturated=True), mk("b", 100, saturated=True))
+    # Lower bounds of one size cannot be ranked: no winner, and the sentence says why.
+    d = mkdoc(mk("a", 300, saturated=True, p99=900), mk("b", 100, saturated=True, p99=400))
     rec = analysis.recommend(d, "echo", 10)
-    assert rec.winner == "a" and rec.generator_bound and "not trustworthy" in rec.sentence
+    assert rec.winner is None and rec.generator_bound
+    assert "no ranking" in rec.sentence and "load-generator-bound" in rec.sentence
+    assert "Lowest p99 among them: b" in rec.sentence
+
+
+def test_users_left_unserved_make_a_run_failing() -> None:
+    # The blocking backend at 10 users: one user served (thousands of requests), nine
+    # timing out once per request timeout: a tiny failure *rate*, but users unserved.
+    blocking = mk("blocking", 13000, failures=18, users=10)
+    blocking["failures_by_kind"] = {"timeout": 18}
+    assert analysis.failure_rate(blocking) < analysis.FAILURE_TOLERANCE
+    assert analysis.is_failing(blocking)
+    rec = analysis.recommend(mkdoc(blocking, mk("gevent", 30000)), "echo", 10)
+    assert rec.winner == "gevent" and "blocking (18 timeouts" in rec.sentence
+    healthy = mk("gevent", 30000, failures=3, users=1000)
+    healthy["failures_by_kind"] = {"timeout": 3}   # 3 of 1000 users: below 1%
+    assert not analysis.is_failing(healthy)
 
 
 def test_recommendation_when_nothing_served() -> None:
