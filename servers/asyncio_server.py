@@ -33,6 +33,7 @@ from servers.protocol import (
     Roster,
     Session,
     output_limit,
+    err_reason,
 )
 
 
@@ -49,7 +50,6 @@ class _Room:
     """Shared state of one server: config, roster, log."""
 
     def __init__(self, config: ServerConfig, log: runtime.EventLog) -> None:
-        self.config = config
         self.limits = config.limits
         self.echo = config.mode is Mode.ECHO
         self.mode = config.mode
@@ -57,7 +57,7 @@ class _Room:
         self.roster: Roster[LineProtocol] = Roster(config.limits.max_clients)
         self.log = log
         self.backoff = runtime.AcceptBackoff(log)
-        self.accept_failed_at = float("-inf")  # loop.time() of the last EMFILE on accept
+        self.accept_failed_at = float("-inf")  # time.monotonic() of the last EMFILE on accept
         # Broadcast receivers with lines pending in this loop pass (see flush_pending).
         self.to_flush: list[LineProtocol] = []
 
@@ -100,7 +100,7 @@ class LineProtocol(asyncio.Protocol):
         room = self.room
         # Connections accepted in the same pass as a failure arrive here just after it;
         # only one accepted by asyncio's retry (1 s later) ends the burst.
-        if room.accept_failed_at and time.monotonic() - room.accept_failed_at > 0.5:
+        if time.monotonic() - room.accept_failed_at > 0.5:
             room.backoff.succeeded()
         if not room.roster.join(self):
             transport.write(ERR_SERVER_FULL)
@@ -121,7 +121,7 @@ class LineProtocol(asyncio.Protocol):
         try:
             lines = session.feed(data, time.monotonic())
         except LineTooLong:
-            self.fail(ERR_LINE_TOO_LONG, "line too long")
+            self.fail(ERR_LINE_TOO_LONG, err_reason(ERR_LINE_TOO_LONG))
             return
         if not lines:
             return
@@ -217,7 +217,7 @@ async def _sweep(room: _Room) -> None:
                 continue
             err = session.expired(limits, now)
             if err is not None:
-                client.fail(err, err.decode().strip()[4:])
+                client.fail(err, err_reason(err))
 
 
 def _accept_error_handler(room: _Room):

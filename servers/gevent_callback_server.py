@@ -22,12 +22,12 @@ from __future__ import annotations
 import socket
 import time
 
+import gevent
+
 from servers import gevent_server, runtime
 from servers.config import ServerConfig
 from servers.gevent_server import GeventServer, _Client
-from servers.protocol import ERR_LINE_TOO_LONG, RECV_SIZE, LineTooLong
-
-import gevent
+from servers.protocol import ERR_LINE_TOO_LONG, RECV_SIZE, LineTooLong, err_reason
 
 # How often the shutdown waits poll for the last clients to be gone.
 DRAIN_POLL = 0.01
@@ -72,7 +72,7 @@ class CallbackServer(GeventServer):
                 lines = feed(data, clock())
             except LineTooLong:
                 client.send_err(ERR_LINE_TOO_LONG)
-                finish(client, "line too long")
+                finish(client, err_reason(ERR_LINE_TOO_LONG))
                 return
             if not lines:
                 return

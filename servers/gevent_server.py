@@ -60,6 +60,7 @@ from servers.protocol import (
     Roster,
     Session,
     output_limit,
+    err_reason,
 )
 
 # On SIGTERM, how long client greenlets get to finish before the process exits anyway.
@@ -234,7 +235,7 @@ class GeventServer:
         try:
             self._serve(client)
         except LineTooLong:
-            reason = "line too long"
+            reason = err_reason(ERR_LINE_TOO_LONG)
             client.send_err(ERR_LINE_TOO_LONG)
         except OSError as exc:
             reason = f"error: {exc.strerror or exc}"
@@ -335,7 +336,7 @@ class GeventServer:
                 err = client.session.expired(limits, now)
                 if err is not None:
                     client.send_err(err)
-                    client.kill(err.decode().strip().removeprefix("ERR "))
+                    client.kill(err_reason(err))
 
 
 def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog,

@@ -34,6 +34,14 @@ ERR_SERVER_FULL = b"ERR server full\n"
 ERR_IDLE_TIMEOUT = b"ERR idle timeout\n"
 ERR_LINE_TIMEOUT = b"ERR line timeout\n"
 
+
+
+def err_reason(err: bytes) -> str:
+    """The human reason in an ERR line, for the disconnect log: ``b"ERR line too long\\n"``
+    -> ``"line too long"``."""
+    return err.decode("ascii").strip().removeprefix("ERR ")
+
+
 # 64 KiB per line: large enough for any chat line or JSON message this server is
 # meant for, small enough that 10,000 clients each holding a full partial line cost
 # at most 640 MiB. (h11 uses 16 KiB for headers; Redis' inline protocol, 64 KiB.)

@@ -10,7 +10,6 @@ import errno
 import signal
 import socket
 import sys
-import time
 from typing import TextIO
 
 # Errors accept() raises when the process or system is out of descriptors or buffers.
@@ -199,8 +198,3 @@ def shutdown_quietly(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
-
-
-def now() -> float:
-    """The protocol clock: monotonic seconds."""
-    return time.monotonic()

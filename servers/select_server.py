@@ -32,6 +32,7 @@ from servers.protocol import (
     Roster,
     Session,
     output_limit,
+    err_reason,
 )
 
 # select()'s descriptor ceiling on Linux (FD_SETSIZE in <sys/select.h>).
@@ -72,7 +73,6 @@ class SelectServer:
 
     def __init__(self, listener: socket.socket, config: ServerConfig, log: runtime.EventLog) -> None:
         self.listener = listener
-        self.config = config
         self.limits = config.limits
         self.echo = config.mode is Mode.ECHO
         self.log = log
@@ -229,7 +229,7 @@ class SelectServer:
 
     def _fail(self, client: _Client, err: bytes) -> None:
         """Queue a protocol ERR line; the client is closed once it has been sent."""
-        client.reason = err.decode().strip().removeprefix("ERR ")
+        client.reason = err_reason(err)
         client.out = OutputBuffer(len(err))  # drop unsent output: only the ERR line goes
         client.out.push(err)
         client.events = selectors.EVENT_WRITE

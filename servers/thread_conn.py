@@ -30,6 +30,7 @@ from servers.protocol import (
     OutputBuffer,
     Roster,
     Session,
+    err_reason,
 )
 
 # How long a writer thread waits for a stuck receiver before re-checking it is alive.
@@ -207,7 +208,7 @@ def _send_err(sock: socket.socket, err: bytes) -> str:
         _send_all(sock, err, 1.0)
     except OSError:
         pass
-    return err.decode().strip().removeprefix("ERR ")
+    return err_reason(err)
 
 
 def accept_loop(
