@@ -15,10 +15,12 @@ still steals time, hence:
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -27,6 +29,8 @@ from typing import Any, Iterator
 
 from bench.ready import parse_ready, read_first_line
 from bench.perf_table import UVLOOP_REFERENCE, parse_tool_output
+from bench.runner import stop_process
+from bench.supervise import free_port, locust_command
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOOLS = PROJECT_ROOT.parent / "shared" / "tools"
@@ -75,12 +79,6 @@ def pinned(cpu: int):
     return pin
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` (all its threads)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -107,27 +105,34 @@ def server(name: str, tools: dict[str, Path], extra: list[str] = ()) -> Iterator
         cmd = [sys.executable, "-m", "bench.uvloop_echo"]
     else:
         cmd = [sys.executable, "-m", "servers", *SERVERS[name], "--port", "0", "--quiet", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=PROJECT_ROOT, preexec_fn=pinned(SERVER_CPU))
-    try:
-        line = _read_ready(proc)
-        yield proc.pid, int(line.rsplit(":", 1)[1])
-    finally:
-        proc.terminate()
+    # The server's stderr goes to a file, not a pipe nobody reads while it runs (a
+    # chatty server would block on a full pipe); its tail explains a failed start.
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                cwd=PROJECT_ROOT, preexec_fn=pinned(SERVER_CPU))
         try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            _host, port = _read_ready(proc, err)
+            yield proc.pid, port
+        finally:
+            stop_process(proc)
 
 
-def _read_ready(proc: subprocess.Popen) -> str:
+def _read_ready(proc: subprocess.Popen, err) -> tuple[str, int]:
+    """(host, port) from the server's READY line.
+
+    Raises:
+        RuntimeError: no READY line; the message ends with the tail of ``err`` (the
+            server's stderr file), read once the server is dead.
+    """
     line = read_first_line(proc.stdout, READY_TIMEOUT)
-    if parse_ready(line) is None:
+    ready = parse_ready(line)
+    if ready is None:
         proc.kill()
-        err = proc.stderr.read() if proc.poll() is not None else ""
-        raise RuntimeError(f"server did not print READY: {err.strip()[-300:]}")
-    return line
+        proc.wait()
+        err.seek(0)
+        text = err.read().decode(errors="replace").strip()
+        raise RuntimeError(f"server did not print READY (got {line!r}): {text[-300:]}")
+    return ready
 
 
 def run_tool(tool: Path, args: list[Any], pid: int, timeout: float) -> dict[str, Any]:
@@ -234,12 +239,9 @@ def locust_rps(port: int, users: int, seconds: float, processes: int, pin: bool)
     Requests counted over Locust's own first-to-last request window, ramp included
     (spawn rate = users, so the ramp is one second at most).
     """
-    import json
-
-    cmd = [sys.executable, "-m", "locust", "-f", str(PROJECT_ROOT / "bench" / "locustfile.py"),
-           "--headless", "--host", f"127.0.0.1:{port}", "-u", str(users), "-r", str(users),
-           "-t", f"{seconds:g}s", "--only-summary", "--loglevel", "ERROR", "--stop-timeout", "0",
-           "--json", "EchoUser"]
+    cmd = locust_command("--headless", "--host", f"127.0.0.1:{port}", "-u", str(users), "-r", str(users),
+                         "-t", f"{seconds:g}s", "--only-summary", "--loglevel", "ERROR",
+                         "--stop-timeout", "0", "--json", "EchoUser")
     if processes > 1:
         cmd[-1:-1] = ["--processes", str(processes)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 90, cwd="/tmp",
@@ -265,7 +267,7 @@ def locust_rps(port: int, users: int, seconds: float, processes: int, pin: bool)
         return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:120]}
 
 
-def loadgen_ceiling(tools: dict[str, Path], backend: str, users: int, seconds: float,
+def loadgen_ceiling(tools: dict[str, Path], backend: str, users: int, size: int, seconds: float,
                     log) -> dict[str, float | None]:
     """Locust vs echoload against the same server (one fresh server per client)."""
     out: dict[str, float | None] = {}
@@ -274,21 +276,9 @@ def loadgen_ceiling(tools: dict[str, Path], backend: str, users: int, seconds: f
     for label, spec in clients:
         with server(backend, tools) as (pid, port):
             if spec is None:
-                run = run_tool(tools["echoload"], [port, users, seconds, 64, 1], pid, seconds + 60)
+                run = run_tool(tools["echoload"], [port, users, seconds, size, 1], pid, seconds + 60)
             else:
                 run = locust_rps(port, users, seconds, *spec)
         out[f"{label} -> {backend}, {users} conns"] = run.get("rps")
         log(f"loadgen {label}: {run.get('rps', run.get('error'))}")
     return out
-
-
-def locust_available() -> bool:
-    """Locust and the project's locustfile are both present."""
-    if not (PROJECT_ROOT / "bench" / "locustfile.py").exists():
-        return False
-    try:
-        import importlib.util
-
-        return importlib.util.find_spec("locust") is not None
-    except (ImportError, ValueError):
-        return False

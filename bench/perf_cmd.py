@@ -25,6 +25,11 @@ FULL = {"seconds": 3.0, "rounds": 3, "conns": (1000, 10000), "scale_seconds": 3.
         "fan_seconds": 3.0, "fan_rounds": 2, "loadgen_seconds": 5.0}
 QUICK = {"seconds": 1.0, "rounds": 1, "conns": (1000,), "scale_seconds": 1.0,
          "fan_seconds": 1.0, "fan_rounds": 1, "loadgen_seconds": 3.0}
+# Fixed parameters, recorded in the result and passed to the runs from here alone.
+SIZE = 64  # bytes per echo line / broadcast message
+ECHO_CONNS = 100  # connections of the echo table and of the load generator's ceiling
+FAN_CONNS = 100  # broadcast receivers
+FAN_SENDERS = 10  # broadcast senders among them
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,6 +70,16 @@ def _machine() -> str:
             f"{perf.SERVER_CPU}, clients on CPU {perf.CLIENT_CPU}")
 
 
+def _nofile(soft: int, hard: int) -> str:
+    """What raise_open_files_limit() achieved, as it is (it may fail, or stop short of an
+    unlimited hard limit)."""
+    if soft == hard == -1:
+        return "unknown (no resource module)"
+    if soft == hard:
+        return f"soft {soft}, hard {hard} (soft at the hard limit for the clients and servers)"
+    return f"soft {soft}, hard {hard} (soft below the hard limit: it could not be raised further)"
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         tools = perf.find_tools(args.tools.resolve())
@@ -77,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     # The C clients inherit this process's limit: 10,000 client sockets need it raised too
     # (each server raises its own in servers.main).
     soft, hard = raise_open_files_limit()
-    nofile = f"soft {soft}, hard {hard} (soft raised to the hard limit for the clients and servers)"
+    nofile = _nofile(soft, hard)
     print(f"open-files limit: {nofile}", flush=True)
     if max(cfg["conns"]) + 100 > soft > 0:
         print(f"warning: {max(cfg['conns'])} connections need more than the open-files limit {soft}",
@@ -88,22 +103,24 @@ def run(args: argparse.Namespace) -> int:
 
     result: dict = {"schema": "sockbench-perf/1", "machine": _machine(), "nofile": nofile,
                     "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "quick": args.quick, "size": 64, "echo_conns": 100, "fan_conns": 100,
-                    "fan_senders": 10}
+                    "quick": args.quick, "size": SIZE, "echo_conns": ECHO_CONNS, "fan_conns": FAN_CONNS,
+                    "fan_senders": FAN_SENDERS}
+
     def chosen(names: list[str], keep: tuple[str, ...] = ()) -> list[str]:
         return [n for n in names if not args.only or n in args.only or n in keep]
 
     if "echo" not in args.skip:
         result["echo"] = perf.echo_rounds(tools, chosen(perf.ECHO_SERVERS, ("ceiling", perf.UVLOOP_REFERENCE)),
-                                          100, 64, cfg["seconds"], cfg["rounds"], log)
+                                          ECHO_CONNS, SIZE, cfg["seconds"], cfg["rounds"], log)
     if "scale" not in args.skip:
-        result["scale"] = {name: {str(n): perf.scale_run(tools, name, n, 64, cfg["scale_seconds"], log)
+        result["scale"] = {name: {str(n): perf.scale_run(tools, name, n, SIZE, cfg["scale_seconds"], log)
                                   for n in cfg["conns"]} for name in chosen(perf.SCALE_SERVERS)}
     if "broadcast" not in args.skip:
         result["broadcast"] = perf.broadcast_rounds(tools, chosen(perf.BROADCAST_SERVERS, ("threading",)),
-                                                    100, 10, 64, cfg["fan_seconds"], cfg["fan_rounds"], log)
-    if "loadgen" not in args.skip and perf.locust_available():
-        result["loadgen"] = perf.loadgen_ceiling(tools, "gevent", 100, cfg["loadgen_seconds"], log)
+                                                    FAN_CONNS, FAN_SENDERS, SIZE, cfg["fan_seconds"],
+                                                    cfg["fan_rounds"], log)
+    if "loadgen" not in args.skip:
+        result["loadgen"] = perf.loadgen_ceiling(tools, "gevent", ECHO_CONNS, SIZE, cfg["loadgen_seconds"], log)
 
     print(render(result, table=plain))
     args.out.mkdir(parents=True, exist_ok=True)
