@@ -26,9 +26,9 @@ from bench import plan as plan_mod
 from bench import results
 from bench.plan import DEFAULT_BROADCAST_RATE, DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
 from servers import backends
+from servers.argtypes import EXIT_USAGE, non_negative_int, positive_float, positive_int, seconds
 from servers.runtime import raise_open_files_limit
 
-EXIT_USAGE = 2
 # --quick: every backend and mode, two user counts, short windows: under a minute.
 QUICK = {"users": (10, 100), "duration": 0.8, "warmup": 0.3}
 # Defaults: 6 backends x (4 echo + 3 broadcast points) x 5.5 s + ~2 s per server run is
@@ -37,36 +37,33 @@ DEFAULTS = {"users": (1, 10, 100, 1000), "duration": 4.0, "warmup": 1.5}
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class UsageError(Exception):
-    """A bad flag value; the message is the one line printed."""
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="benchmark the backends with Locust and write a report",
                        description="Run every backend x mode x user count with Locust (headless), "
                        "write reports/<run-id>/results.json and a report.")
-    p.add_argument("--backends", default=",".join(backends.BACKENDS), metavar="LIST",
-                   help="comma-separated backends (default: all: %(default)s)")
-    p.add_argument("--modes", default="echo,broadcast", metavar="LIST", help="echo,broadcast (default both)")
-    p.add_argument("--users", default=None, metavar="LIST",
+    p.add_argument("--backends", type=backend_list, default=tuple(backends.BACKENDS), metavar="LIST",
+                   help=f"comma-separated backends (default: all: {','.join(backends.BACKENDS)})")
+    p.add_argument("--modes", type=mode_list, default=plan_mod.MODES, metavar="LIST",
+                   help="echo,broadcast (default both)")
+    p.add_argument("--users", type=user_list, default=None, metavar="LIST",
                    help="comma-separated concurrent users (default 1,10,100,1000; --quick: 10,100)")
-    p.add_argument("--duration", default=None, metavar="S", help="measured seconds per point (default 4; --quick 0.8)")
-    p.add_argument("--warmup", default=None, metavar="S",
+    p.add_argument("--duration", type=positive_float, default=None, metavar="S", help="measured seconds per point (default 4; --quick 0.8)")
+    p.add_argument("--warmup", type=seconds, default=None, metavar="S",
                    help="unmeasured seconds before each point (default 1.5; --quick 0.3)")
-    p.add_argument("--repeat", default="1", metavar="N", help="run everything N times; rps is the median (default 1)")
-    p.add_argument("--message-bytes", default=str(DEFAULT_MESSAGE_BYTES), metavar="B",
+    p.add_argument("--repeat", type=positive_int, default=1, metavar="N", help="run everything N times; rps is the median (default 1)")
+    p.add_argument("--message-bytes", type=positive_int, default=DEFAULT_MESSAGE_BYTES, metavar="B",
                    help=f"bytes per line, newline included (default {DEFAULT_MESSAGE_BYTES})")
-    p.add_argument("--broadcast-rate", default=f"{DEFAULT_BROADCAST_RATE:g}", metavar="R",
+    p.add_argument("--broadcast-rate", type=positive_float, default=DEFAULT_BROADCAST_RATE, metavar="R",
                    help="broadcast lines/s per user, capped so a point asks for at most "
-                   f"{plan_mod.DEFAULT_DELIVERY_BUDGET:,.0f} deliveries/s (default %(default)s)")
-    p.add_argument("--request-timeout", default=None, metavar="S",
+                   f"{plan_mod.DEFAULT_DELIVERY_BUDGET:,.0f} deliveries/s (default {DEFAULT_BROADCAST_RATE:g})")
+    p.add_argument("--request-timeout", type=positive_float, default=None, metavar="S",
                    help="seconds one wait may take before it counts as a timeout (default "
                    f"{DEFAULT_REQUEST_TIMEOUT:g}, or half of --duration if shorter, so a user that "
                    "is never served shows up as failures inside every window)")
-    p.add_argument("--cpus", default="auto", metavar="SERVER:LOADGEN",
+    p.add_argument("--cpus", type=parse_pinning, default="auto", metavar="SERVER:LOADGEN",
                    help="pin the server and Locust, e.g. 0:1 or 0:1-3; 'none' to not pin "
                    "(default auto: server on the first CPU, Locust on the rest)")
-    p.add_argument("--workers", default="0", metavar="N",
+    p.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
                    help="run Locust as a master with N local worker processes (pinned with Locust's "
                    "CPUs; their µs histograms are merged) (default 0: one Locust process)")
     p.add_argument("--out", default="reports", metavar="DIR", help="where run folders go (default reports/)")
@@ -74,24 +71,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _list(text: str, flag: str, convert: Any = str) -> tuple:
-    items = [t.strip() for t in text.split(",") if t.strip()]
+def _items(text: str) -> list[str]:
+    """A comma-separated list, blanks dropped, duplicates dropped (first kept)."""
+    items = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
     if not items:
-        raise UsageError(f"{flag} needs at least one value")
-    try:
-        return tuple(convert(t) for t in items)
-    except ValueError:
-        raise UsageError(f"{flag}: cannot read {text!r}") from None
+        raise argparse.ArgumentTypeError("needs at least one value")
+    return items
 
 
-def _number(text: str, flag: str, convert: Any = float, minimum: float = 0.0, strict: bool = True) -> Any:
-    try:
-        value = convert(text)
-    except ValueError:
-        raise UsageError(f"{flag} expects a number, got {text!r}") from None
-    if value < minimum or (strict and value == minimum) or value != value:
-        raise UsageError(f"{flag} must be {'above' if strict else 'at least'} {minimum:g}, got {text}")
-    return value
+def backend_list(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated backend names."""
+    items = _items(text)
+    unknown = [b for b in items if b not in backends.BACKENDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend {unknown[0]!r} (choose from {', '.join(backends.BACKENDS)})")
+    return tuple(items)
+
+
+def mode_list(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated modes (echo, broadcast)."""
+    items = _items(text)
+    if any(m not in plan_mod.MODES for m in items):
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(plan_mod.MODES)} (got {text!r})")
+    return tuple(items)
+
+
+def user_list(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated user counts, each at least 1."""
+    return tuple(positive_int(t) for t in _items(text))
 
 
 def _cpu_set(text: str) -> tuple[int, ...]:
@@ -103,7 +111,7 @@ def _cpu_set(text: str) -> tuple[int, ...]:
 
 
 def parse_pinning(text: str) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """``auto`` / ``none`` / ``SERVER:LOADGEN`` (each a list like ``0`` or ``1-3,5``)."""
+    """argparse type: ``auto`` / ``none`` / ``SERVER:LOADGEN`` (each a list like ``0`` or ``1-3,5``)."""
     if text == "none":
         return None
     if text == "auto":
@@ -116,40 +124,30 @@ def parse_pinning(text: str) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     except ValueError:
         pinning = None
     if not pinning:
-        raise UsageError(f"--cpus expects SERVER:LOADGEN such as 0:1, 'auto' or 'none', got {text!r}")
+        raise argparse.ArgumentTypeError(f"expects SERVER:LOADGEN such as 0:1, 'auto' or 'none', got {text!r}")
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
     bad = sorted(set(pinning[0] + pinning[1]) - set(allowed))
     if bad:
-        raise UsageError(f"--cpus: CPU {bad[0]} is not available here (have {sorted(allowed)})")
+        raise argparse.ArgumentTypeError(f"CPU {bad[0]} is not available here (have {sorted(allowed)})")
     return pinning
 
 
 def options_from_args(args: argparse.Namespace) -> tuple[plan_mod.PlanOptions, dict[str, Any]]:
-    """Validate the flags. Returns the plan options and the run-level extras."""
+    """The parsed flags (argparse has validated each) with the --quick/default presets
+    filled in. Returns the plan options and the run-level extras."""
     preset = QUICK if args.quick else DEFAULTS
-    chosen = _list(args.backends, "--backends")
-    unknown = [b for b in chosen if b not in backends.BACKENDS]
-    if unknown:
-        raise UsageError(f"--backends: unknown backend {unknown[0]!r} (choose from {', '.join(backends.BACKENDS)})")
-    modes = _list(args.modes, "--modes")
-    if any(m not in plan_mod.MODES for m in modes):
-        raise UsageError(f"--modes: choose from echo, broadcast (got {args.modes!r})")
-    users = _list(args.users, "--users", int) if args.users else preset["users"]
-    if any(u < 1 for u in users):
-        raise UsageError("--users: every user count must be at least 1")
     options = plan_mod.PlanOptions(
-        backends=tuple(dict.fromkeys(chosen)), modes=tuple(dict.fromkeys(modes)), users=users,
-        duration_s=_number(args.duration, "--duration") if args.duration else preset["duration"],
-        warmup_s=_number(args.warmup, "--warmup", strict=False) if args.warmup else preset["warmup"],
-        repeat=_number(args.repeat, "--repeat", int),
-        broadcast_rate=_number(args.broadcast_rate, "--broadcast-rate"),
+        backends=args.backends, modes=args.modes, users=args.users or preset["users"],
+        duration_s=args.duration if args.duration is not None else preset["duration"],
+        warmup_s=args.warmup if args.warmup is not None else preset["warmup"],
+        repeat=args.repeat, broadcast_rate=args.broadcast_rate,
     )
     extras = {
-        "message_bytes": _number(args.message_bytes, "--message-bytes", int),
-        "request_timeout": (_number(args.request_timeout, "--request-timeout") if args.request_timeout
+        "message_bytes": args.message_bytes,
+        "request_timeout": (args.request_timeout if args.request_timeout is not None
                             else min(DEFAULT_REQUEST_TIMEOUT, options.duration_s / 2)),
-        "pinning": parse_pinning(args.cpus),
-        "workers": _number(args.workers, "--workers", int, strict=False),
+        "pinning": args.cpus,
+        "workers": args.workers,
     }
     return options, extras
 
@@ -205,11 +203,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bench import report, runner
 
-    try:
-        options, extras = options_from_args(args)
-    except UsageError as exc:
-        print(f"bench compare: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    options, extras = options_from_args(args)
     console = report.summary_console()
     groups = plan_mod.build_plan(options)
     if not groups:

@@ -55,7 +55,9 @@ def test_short_compare_writes_valid_results_with_microsecond_percentiles(tmp_pat
 @pytest.mark.parametrize("args, message", [
     (["--backends", "nope"], "unknown backend"),
     (["--users", "0"], "at least 1"),
-    (["--duration", "soon"], "expects a number"),
+    (["--duration", "soon"], "expected a number"),
+    (["--duration", "inf"], "must be positive"),  # a run that would never end
+    (["--workers", "-1"], "0 or more"),
     (["--cpus", "0:99"], "not available"),
 ])
 def test_bad_flags_get_one_line_and_exit_2(tmp_path, args, message):
