@@ -98,11 +98,12 @@ class LineUser(User):
     def on_stop(self) -> None:
         self.drop()
 
-    def failed(self, name: str, exc: BaseException, started: float, length: int = 0) -> None:
-        """Count one failure (Locust and our book) and drop the connection."""
+    def failed(self, name: str, exc: BaseException, started_ns: int, length: int = 0) -> None:
+        """Count one failure (Locust and our book) and drop the connection.
+        ``started_ns``: ``time.perf_counter_ns()`` when the failed wait began."""
         kind = failure_kind(exc)
         latency.BOOK.fail(kind)
-        self._fire(request_type="tcp", name=name, response_time=(time.perf_counter() - started) * 1000,
+        self._fire(request_type="tcp", name=name, response_time=(time.perf_counter_ns() - started_ns) / 1e6,
                    response_length=length, exception=exc if str(exc) else Exception(kind), context={})
         self.drop()
 
@@ -118,17 +119,19 @@ class EchoUser(LineUser):
         payload = b"x" * (size - 1) + b"\n"
         fire, record, perf = self._fire, latency.BOOK.record, time.perf_counter_ns
         while True:
-            started = time.perf_counter()
+            t0 = perf()  # a failed connect is timed from here
             try:
-                sock = self.sock or self.connect()
-                t0 = perf()
+                sock = self.sock
+                if sock is None:
+                    sock = self.connect()
+                    t0 = perf()  # a round trip is timed without the connect
                 sock.sendall(payload)
                 reply = sock.recv(RECV_SIZE)
                 if reply != payload:
                     reply = self._rest_of_reply(sock, reply, payload)
                 elapsed_ns = perf() - t0
             except (OSError, ProtocolError, gevent.Timeout) as exc:
-                self.failed("echo", exc, started)
+                self.failed("echo", exc, t0)
                 gevent.sleep(RECONNECT_PAUSE_S)
                 continue
             record(elapsed_ns // 1000)
@@ -189,7 +192,7 @@ class BroadcastUser(LineUser):
     @task
     def broadcast_forever(self) -> None:
         while True:
-            started = time.perf_counter()
+            started = time.perf_counter_ns()
             try:
                 sock = self.connect()
             except OSError as exc:
@@ -202,12 +205,16 @@ class BroadcastUser(LineUser):
             self.broken.wait(random.random() / max(self.rate(), 1e-3))
             next_send = time.monotonic()
             while not self.broken.is_set():
-                started = time.perf_counter()
+                started = time.perf_counter_ns()
                 try:
                     sock.sendall(self.line())
                 except OSError as exc:
-                    self.reader.kill(block=False)
-                    self.failed("broadcast", exc, started)
+                    # When the reader failed first it has already counted this connection
+                    # and closed the socket under this sendall: do not count it twice.
+                    if not self.broken.is_set():
+                        self.broken.set()
+                        self.reader.kill(block=False)
+                        self.failed("broadcast", exc, started)
                     break
                 latency.BOOK.sent_line()
                 interval = 1.0 / max(self.rate(), 1e-3)
@@ -221,11 +228,16 @@ class BroadcastUser(LineUser):
         """Receive lines until the connection fails; record each delivery."""
         fire, book, last_seq = self._fire, latency.BOOK, self.last_seq
         pending = b""
+        phase = None
         while True:
-            others = self.room_size() - 1
-            expected = max(others, 1) * self.rate()  # lines/s reaching this user
-            sock.settimeout(max(self.timeout, SILENT_INTERVALS / max(expected, 1e-3)))
-            started = time.perf_counter()
+            # room size and rate change only with the stage (the controller bumps
+            # PHASE.version); without a controller the room is whatever Locust runs now
+            if phase != PHASE.version or not PHASE.controlled:
+                phase = PHASE.version
+                others = self.room_size() - 1
+                expected = max(others, 1) * self.rate()  # lines/s reaching this user
+                sock.settimeout(max(self.timeout, SILENT_INTERVALS / max(expected, 1e-3)))
+            started = time.perf_counter_ns()
             try:
                 data = sock.recv(RECV_SIZE)
                 if not data:
@@ -234,7 +246,7 @@ class BroadcastUser(LineUser):
                 if others < 1:
                     continue  # alone in the room: silence is right
                 book.fail("timeout")  # a silent room: count it, keep listening
-                fire(request_type="tcp", name="broadcast", response_time=(time.perf_counter() - started) * 1000,
+                fire(request_type="tcp", name="broadcast", response_time=(time.perf_counter_ns() - started) / 1e6,
                      response_length=0, exception=exc, context={})
                 continue
             except OSError as exc:
