@@ -17,7 +17,8 @@ the results the master waits one report interval so the last window arrives.
 Files written for the runner (paths from ``--sockbench-out PATH``):
 
 * ``PATH.events``: one JSON line per phase change, ``{"stage", "event", "t"}`` with
-  ``event`` in ``ramp``/``warmup``/``measure``/``done`` and ``t`` = ``time.time()``.
+  ``event`` in ``ramp``/``warmup``/``measure``/``measured``/``done`` (``measured``: the
+  stage's window closed) and ``t`` = ``time.time()``.
 * ``PATH``: at the end, ``{"stages": [{"index", "users", "users_reached",
   "rate", "t_start", "t_end", "tally"}]}`` (``tally``: :meth:`StageTally.to_wire`).
 """
@@ -52,13 +53,16 @@ PHASE_MESSAGE = "sockbench_phase"
 class Phase:
     """What every user in this process needs to know about the current stage."""
 
-    stage: int | None = None          # index being measured, None outside windows
     users: int = 0                    # the stage's target user count
     rate: float = DEFAULT_BROADCAST_RATE  # broadcast lines/s per user for this stage
     controlled: bool = False          # a stage controller sets these (else: the options)
+    version: int = 0                  # bumped by every apply(): users re-read on a change
 
     def apply(self, stage: int | None, users: int, rate: float) -> None:
-        self.stage, self.users, self.rate, self.controlled = stage, users, rate, True
+        """Enter a phase: ``stage`` is the index being measured (None outside windows),
+        where :data:`bench.latency.BOOK` files what users record from now on."""
+        self.users, self.rate, self.controlled = users, rate, True
+        self.version += 1
         latency.BOOK.current = stage
 
 
@@ -68,18 +72,17 @@ PHASE = Phase()
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any) -> None:
     # on the parser itself: Locust's include_in_web_ui works there, not on a group
-    group = parser
-    group.add_argument("--message-bytes", type=int, default=DEFAULT_MESSAGE_BYTES,
+    parser.add_argument("--message-bytes", type=int, default=DEFAULT_MESSAGE_BYTES,
                        help=f"bytes per line, newline included (default {DEFAULT_MESSAGE_BYTES})")
-    group.add_argument("--broadcast-rate", type=float, default=DEFAULT_BROADCAST_RATE,
+    parser.add_argument("--broadcast-rate", type=float, default=DEFAULT_BROADCAST_RATE,
                        help="broadcast: lines per second each user sends "
                        f"(default {DEFAULT_BROADCAST_RATE:g})")
-    group.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT,
+    parser.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT,
                        help="seconds any single wait (connect, send, reply) may take before it "
                        f"counts as a timeout failure (default {DEFAULT_REQUEST_TIMEOUT:g})")
-    group.add_argument("--sockbench-stages", default="", include_in_web_ui=False,
+    parser.add_argument("--sockbench-stages", default="", include_in_web_ui=False,
                        help="JSON list of {users, warmup, duration, rate}: run these stages, then quit")
-    group.add_argument("--sockbench-out", default="", include_in_web_ui=False,
+    parser.add_argument("--sockbench-out", default="", include_in_web_ui=False,
                        help="where the stage controller writes its results (JSON)")
 
 
@@ -88,8 +91,6 @@ def _on_init(environment: Any, **_: Any) -> None:
     soft, hard = raise_open_files_limit()
     runner = environment.runner
     options = environment.parsed_options
-    if options is not None and not isinstance(runner, MasterRunner):
-        PHASE.rate = options.broadcast_rate
     if isinstance(runner, WorkerRunner):
         runner.register_message(PHASE_MESSAGE, _on_phase_message)
 
@@ -144,7 +145,7 @@ def _control(environment: Any, stages: list[dict[str, Any]], out: str) -> None:
         gevent.sleep(0.05)
     done: list[dict[str, Any]] = []
     for index, stage in enumerate(stages):
-        users, rate = int(stage["users"]), float(stage.get("rate", PHASE.rate))
+        users, rate = int(stage["users"]), float(stage.get("rate", options.broadcast_rate))
         note(index, "ramp")
         announce(None, users, rate)
         if runner.target_user_count != users:
