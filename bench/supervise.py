@@ -40,14 +40,13 @@ READY_TIMEOUT_S = 15.0
 WEB_READY_TIMEOUT_S = 45.0
 # Lines of a child's output kept to explain why it failed.
 TAIL_LINES = 20
+# Exit status of ``bench ui`` / ``bench worker`` when a child fails to start or dies.
+EXIT_STARTUP = 1
+# Locust's own default master port: where ``bench ui`` listens for workers and where
+# ``bench worker`` looks for the master.
+DEFAULT_MASTER_PORT = 5557
 
 _PR_SET_PDEATHSIG = 1
-
-
-def ignore_signals() -> None:
-    """Ignore SIGTERM and SIGINT from now on (while stopping the children)."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _load_prctl() -> Callable[..., int] | None:
@@ -64,21 +63,6 @@ def _load_prctl() -> Callable[..., int] | None:
 _PRCTL = _load_prctl()
 
 
-class Stopped(BaseException):
-    """Raised in the main thread by SIGTERM/SIGINT: stop the children and exit 0."""
-
-
-def stop_on_signals() -> None:
-    """Make SIGTERM and SIGINT raise :class:`Stopped` once; later ones are ignored."""
-
-    def handler(signum: int, frame: object) -> None:
-        ignore_signals()
-        raise Stopped
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
@@ -88,9 +72,10 @@ def bench_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "bench", *args]
 
 
-def locust_command(*args: str) -> list[str]:
-    """``locust -f <project locustfile> ARGS...`` with this interpreter."""
-    return [sys.executable, "-m", "locust", "-f", LOCUSTFILE, *args]
+def locust_command(*args: str, locustfile: str = LOCUSTFILE) -> list[str]:
+    """``locust -f LOCUSTFILE ARGS...`` with this interpreter (the project's locustfile
+    unless ``locustfile`` is given)."""
+    return [sys.executable, "-m", "locust", "-f", locustfile, *args]
 
 
 class Child:
@@ -196,9 +181,11 @@ def stop_all(children: Sequence[Child], grace: float = STOP_GRACE_S) -> None:
         except subprocess.TimeoutExpired:
             pass
     for child in children:
-        # the leader may be gone while something it started still runs: kill the group anyway
-        child.signal_group(signal.SIGKILL)
+        # Only a child not yet reaped: once reaped its pid (the group id) may already
+        # belong to an unrelated process. What a reaped leader left in its group is not
+        # ours to chase; our children exit on SIGTERM with their leader.
         if child.alive():
+            child.signal_group(signal.SIGKILL)
             child.proc.wait()
 
 
@@ -243,11 +230,6 @@ def watch(children: Sequence[Child], interval: float = 0.2) -> Child:
             if not child.alive():
                 return child
         time.sleep(interval)
-
-
-def loopback(host: str) -> bool:
-    """True if ``host`` names only this machine."""
-    return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
 def connect_host(host: str) -> str:

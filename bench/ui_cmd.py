@@ -25,15 +25,14 @@ import sys
 
 from bench import supervise
 from bench.client import parse_target
+from bench.ready import parse_ready
 from servers import backends, runtime
 from servers.argtypes import non_negative_int, port_number
 
-EXIT_STARTUP = 1
 EXIT_USAGE = 2
 # The user class that matches each server mode (the class picker offers both).
 USER_CLASS = {"echo": "EchoUser", "broadcast": "BroadcastUser"}
 DEFAULT_BACKEND = "gevent"  # the flagship
-DEFAULT_MASTER_PORT = 5557  # Locust's own default: what `bench worker` assumes
 # Locust's hint for an interactive terminal; stdin is not one here.
 LOCUST_NOISE = ("press enter to open your default browser",)
 
@@ -59,12 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--master-bind-host", default=None, metavar="HOST",
                    help="run as a master listening for workers on HOST (e.g. 0.0.0.0 for other "
                    "machines); default 127.0.0.1 when --workers is given")
-    p.add_argument("--master-port", type=port_number, default=DEFAULT_MASTER_PORT,
-                   help=f"port workers connect to (default {DEFAULT_MASTER_PORT}; 0 picks a free one)")
+    p.add_argument("--master-port", type=port_number, default=supervise.DEFAULT_MASTER_PORT,
+                   help=f"port workers connect to (default {supervise.DEFAULT_MASTER_PORT}; "
+                   "0 picks a free one)")
     p.set_defaults(func=run)
 
 
-def _fail(message: str, status: int = EXIT_STARTUP) -> int:
+def _fail(message: str, status: int = supervise.EXIT_STARTUP) -> int:
     print(f"bench ui: error: {message}", file=sys.stderr)
     return status
 
@@ -102,15 +102,16 @@ def run(args: argparse.Namespace) -> int:
         master_port = _check_free(bind_host, args.master_port, "--master-port") if master else 0
     except runtime.StartupError as exc:
         return _fail(str(exc))
-    if not supervise.loopback(args.web_host):
+    if not runtime.is_loopback(args.web_host):
         print(f"warning: the web UI listens on {args.web_host or 'all interfaces'}; anyone who can "
               "reach it can start a load from this machine", file=sys.stderr)
-    if master and not supervise.loopback(bind_host):
+    if master and not runtime.is_loopback(bind_host):
         print(f"warning: the Locust master listens on {bind_host}:{master_port}; any machine that "
               "reaches it can join as a worker", file=sys.stderr)
 
-    children: list[supervise.Child] = []
-    supervise.stop_on_signals()
+    server: supervise.Child | None = None  # the backend this started (none with --target)
+    children: list[supervise.Child] = []  # the load: Locust and its local workers
+    runtime.raise_stop_on_signals()
     try:
         if args.target:
             address = f"{supervise.url_host(target_host)}:{target_port}"
@@ -120,13 +121,13 @@ def run(args: argparse.Namespace) -> int:
             server = supervise.Child(
                 "server", supervise.bench_command("serve", backend, "--port", "0", "--mode", args.mode,
                                                   "--quiet"), first_line=True)
-            children.append(server)
             ready = server.read_first_line()
-            if not ready.startswith("READY "):
+            bound = parse_ready(ready)
+            if bound is None:
                 return _fail(f"`bench serve {backend}` did not start: "
                              f"{server.tail() or ready or 'no READY line'}")
             server.relay()
-            address = ready[len("READY "):]
+            address = f"{supervise.url_host(bound[0])}:{bound[1]}"
             what = f"{backend} backend ({args.mode}) at {address}"
 
         locust_args = ["--host", f"tcp://{address}", "--web-host", args.web_host,
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             locust_args += ["--master", "--master-bind-host", bind_host,
                             "--master-bind-port", str(master_port)]
         ui = supervise.Child("Locust", supervise.locust_command(*locust_args), skip=LOCUST_NOISE)
-        children.insert(0, ui)
+        children.append(ui)
         for n in range(args.workers):
             children.append(supervise.Child(f"worker {n + 1}", supervise.locust_command(
                 "--worker", "--master-host", supervise.connect_host(bind_host),
@@ -157,14 +158,15 @@ def run(args: argparse.Namespace) -> int:
             other = next(c for m, c in USER_CLASS.items() if m != args.mode)
             print(f"In the start form, untick {other}: the server is in {args.mode} mode.", flush=True)
 
-        dead = supervise.watch(children)
+        dead = supervise.watch(children + ([server] if server else []))
         return _fail(f"{dead.name} exited with status {dead.proc.returncode}: "
                      f"{dead.tail() or 'no output'}")
-    except supervise.Stopped:
+    except runtime.Stop:
         return 0
     finally:
-        supervise.ignore_signals()  # a second Ctrl-C must not cut the cleanup short
+        runtime.ignore_stop_signals()  # a second Ctrl-C must not cut the cleanup short
         # the load first (the master tells its workers to quit), then the server, so the
         # users are not reset by a server going away under them
-        supervise.stop_all([c for c in children if c.name != "server"])
-        supervise.stop_all([c for c in children if c.name == "server"])
+        supervise.stop_all(children)
+        if server is not None:
+            supervise.stop_all([server])

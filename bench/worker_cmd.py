@@ -7,7 +7,8 @@ latencies and sends them with every report, so the master's histograms cover eve
 machine.
 
 Runs until the master quits (the workers exit with it) or until Ctrl-C/SIGTERM,
-which stops every worker it started and exits 0.
+which stops every worker it started and exits 0. A worker that fails is reported at
+once (one line on stderr) and the others are stopped: exit status 1.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ import socket
 import sys
 
 from bench import supervise
+from servers import runtime
 from servers.argtypes import port_number, positive_int
-
-EXIT_STARTUP = 1
-DEFAULT_MASTER_PORT = 5557  # Locust's default master port
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "orders from the master at --master.")
     p.add_argument("--master", required=True, metavar="HOST",
                    help="the machine running the Locust master (bench ui --master-bind-host ...)")
-    p.add_argument("--master-port", type=port_number, default=DEFAULT_MASTER_PORT,
-                   help=f"the master's port (default {DEFAULT_MASTER_PORT})")
+    p.add_argument("--master-port", type=port_number, default=supervise.DEFAULT_MASTER_PORT,
+                   help=f"the master's port (default {supervise.DEFAULT_MASTER_PORT})")
     p.add_argument("--processes", type=positive_int, default=1, metavar="N",
                    help="worker processes to run here, about one per free core (default 1)")
     p.set_defaults(func=run)
@@ -45,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
     except socket.gaierror as exc:
         print(f"bench worker: error: cannot resolve master {args.master!r}: {exc.strerror}",
               file=sys.stderr)
-        return EXIT_STARTUP
+        return supervise.EXIT_STARTUP
     children: list[supervise.Child] = []
-    supervise.stop_on_signals()
+    runtime.raise_stop_on_signals()
     try:
         for n in range(args.processes):
             child = supervise.Child(f"worker {n + 1}", supervise.locust_command(
@@ -57,16 +56,19 @@ def run(args: argparse.Namespace) -> int:
             child.relay()
         print(f"{args.processes} worker process(es) joining the master at "
               f"{supervise.url_host(args.master)}:{args.master_port}. Ctrl-C stops them.", flush=True)
-        status = 0
-        for child in children:  # all exit when the master quits
-            child.proc.wait()
-            if child.proc.returncode != 0:
-                status = EXIT_STARTUP
-                print(f"bench worker: error: {child.name} exited with status "
-                      f"{child.proc.returncode}: {child.tail() or 'no output'}", file=sys.stderr)
-        return status
-    except supervise.Stopped:
+        # All exit when the master quits; a crash is reported as soon as it happens,
+        # whichever worker it is, and stops the rest.
+        running = list(children)
+        while running:
+            done = supervise.watch(running)
+            running.remove(done)
+            if done.proc.returncode != 0:
+                print(f"bench worker: error: {done.name} exited with status "
+                      f"{done.proc.returncode}: {done.tail() or 'no output'}", file=sys.stderr)
+                return supervise.EXIT_STARTUP
+        return 0
+    except runtime.Stop:
         return 0
     finally:
-        supervise.ignore_signals()
+        runtime.ignore_stop_signals()  # a second Ctrl-C must not cut the cleanup short
         supervise.stop_all(children)

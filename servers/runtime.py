@@ -64,9 +64,17 @@ def announce_ready(listener: socket.socket, out: TextIO = sys.stdout) -> None:
     out.flush()
 
 
+def is_loopback(host: str) -> bool:
+    """True if ``host`` names only this machine (``127.x.y.z``, ``::1``, ``localhost``).
+
+    Wildcards (``""``, ``0.0.0.0``, ``::``) and every other address are not loopback.
+    """
+    return host.startswith("127.") or host in ("::1", "localhost")
+
+
 def warn_if_public(host: str, err: TextIO = sys.stderr) -> None:
     """Warn when the server listens beyond loopback: anyone who can reach it may connect."""
-    if host in ("", "0.0.0.0", "::") or not (host.startswith("127.") or host in ("::1", "localhost")):
+    if not is_loopback(host):
         err.write(f"warning: listening on {host or 'all interfaces'}, reachable from other machines\n")
         err.flush()
 
@@ -175,12 +183,18 @@ def raise_stop_on_signals() -> None:
     """
 
     def handler(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ignore_stop_signals()
         raise Stop
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def ignore_stop_signals() -> None:
+    """Ignore SIGTERM and SIGINT from now on, e.g. while stopping child processes, so
+    a second Ctrl-C cannot cut the cleanup short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def close_quietly(sock: socket.socket) -> None:

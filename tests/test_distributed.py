@@ -9,14 +9,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from bench.latency import StageTally
-from bench.supervise import LOCUSTFILE
+from bench.ready import read_first_line
+from bench.supervise import LOCUSTFILE, bench_command, locust_command
 
 try:
     from tests.uiproc import UiProcess, assert_all_gone, free_port
@@ -36,7 +36,7 @@ RUN_TIMEOUT_S = 60.0
 
 def locust(locustfile: str, *args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "locust", "-f", locustfile, *args],
+        return subprocess.Popen(locust_command(*args, locustfile=locustfile),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
 
@@ -55,10 +55,12 @@ def headless_master(locustfile: str, address: str, port: int, workers: int, out:
 
 
 def wait_all(procs: list[subprocess.Popen], timeout: float, tmp_path: Path) -> None:
-    """Wait for every process to exit; on timeout kill their groups and fail with the logs."""
+    """Wait for every process to exit within ``timeout`` seconds in all; on timeout kill
+    their groups and fail with the logs."""
+    deadline = time.monotonic() + timeout
     try:
         for proc in procs:
-            proc.wait(timeout=timeout)
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         for proc in procs:
             try:
@@ -122,9 +124,8 @@ def test_bench_worker_processes_join_a_master(serve, tmp_path: Path) -> None:
     master = headless_master(LOCUSTFILE, f"{server.host}:{server.port}", port, 2, out, tmp_path)
     with open(tmp_path / "bench-worker.log", "wb") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "bench", "worker", "--master", "127.0.0.1", "--master-port", str(port),
-             "--processes", "2"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            bench_command("worker", "--master", "127.0.0.1", "--master-port", str(port), "--processes", "2"),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     wait_all([master, worker], RUN_TIMEOUT_S, tmp_path)
     # the workers leave with their master, and bench worker with them
     assert worker.returncode == 0, (tmp_path / "bench-worker.log").read_text()
@@ -137,12 +138,12 @@ def test_bench_worker_sigterm_stops_its_processes(tmp_path: Path) -> None:
     import psutil
 
     port = free_port()  # nothing listens: the workers keep trying to reach the master
-    worker = subprocess.Popen([sys.executable, "-m", "bench", "worker", "--master", "127.0.0.1",
-                               "--master-port", str(port), "--processes", "2"],
+    worker = subprocess.Popen(bench_command("worker", "--master", "127.0.0.1", "--master-port", str(port),
+                                            "--processes", "2"),
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        line = worker.stdout.readline()  # printed once both are started
-        assert b"2 worker process(es)" in line
+        line = read_first_line(worker.stdout, 20)  # printed once both are started
+        assert "2 worker process(es)" in line
         family = psutil.Process(worker.pid).children(recursive=True)
         assert len(family) == 2
         worker.send_signal(signal.SIGTERM)
@@ -195,7 +196,7 @@ def test_bench_ui_busy_port_is_one_line(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "bench", "ui", "asyncio", "--web-port", str(port)],
+        result = subprocess.run(bench_command("ui", "asyncio", "--web-port", str(port)),
                                 capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert result.stderr.strip() == f"bench ui: error: --web-port: address 127.0.0.1:{port} is already in use"
@@ -204,8 +205,8 @@ def test_bench_ui_busy_port_is_one_line(tmp_path: Path) -> None:
 def test_bench_compare_with_two_workers(tmp_path: Path) -> None:
     """``bench compare --workers 2``: one result per point, from the merged histograms."""
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "compare", "--backends", "asyncio", "--modes", "echo",
-         "--users", "4", "--duration", "1", "--warmup", "0.5", "--workers", "2", "--out", str(tmp_path)],
+        bench_command("compare", "--backends", "asyncio", "--modes", "echo", "--users", "4",
+                      "--duration", "1", "--warmup", "0.5", "--workers", "2", "--out", str(tmp_path)),
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert result.returncode == 0, result.stdout + result.stderr
     (doc_path,) = tmp_path.glob("*/results.json")
