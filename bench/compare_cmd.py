@@ -200,6 +200,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     # imported here, not at the top: `bench serve` shares this CLI and should start light
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.text import Text
 
     from bench import report, runner
 
@@ -240,14 +241,9 @@ def run(args: argparse.Namespace) -> int:
                         progress.advance(task, plan_mod.RAMP_ESTIMATE_S + stage.warmup_s + stage.duration_s)
 
             progress.update(task, description=f"{label}: starting")
-            try:
-                stage_raws = runner.run_group(group, ropts, on_event)
-            except runner.ServerStartError as exc:
-                progress.console.print(f"[red]error:[/red] {exc}")
-                stage_raws = [runner.raw_stage(group, i, error=str(exc)) for i in range(len(group.stages))]
-            for raw in stage_raws:
-                if raw["error"] and raw is stage_raws[0] and "failed to start" not in raw["error"]:
-                    progress.console.print(f"[red]error:[/red] {group.backend} {group.mode}: {raw['error']}")
+            stage_raws = runner.run_group(group, ropts, on_event)
+            if stage_raws and stage_raws[0]["error"]:  # a failed group: the same error on every stage
+                progress.console.print(Text.assemble(("error:", "red"), f" {label}: {stage_raws[0]['error']}"))
             raws.extend(stage_raws)
             progress.advance(task, plan_mod.GROUP_OVERHEAD_S)
         progress.update(task, description="done", completed=plan_mod.estimate_s(groups))
@@ -268,12 +264,12 @@ def run(args: argparse.Namespace) -> int:
 def build_document(run_id: str, env: dict[str, Any], options: plan_mod.PlanOptions,
                    extras: dict[str, Any], raws: list[dict[str, Any]]) -> dict[str, Any]:
     """The results.json document: one run per (backend, mode, users), repeats folded in."""
-    from bench import runner
+    from bench.combine import combine  # imports the HDR histogram: not at `bench serve` startup
 
     grouped: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for raw in raws:
         grouped.setdefault((raw["backend"], raw["mode"], raw["users"]), []).append(raw)
-    runs = [runner.combine(items, extras["message_bytes"], max(1, extras.get("workers", 0)))
+    runs = [combine(items, extras["message_bytes"], max(1, extras.get("workers", 0)))
             for items in grouped.values()]
     pinning = extras["pinning"]
     return {

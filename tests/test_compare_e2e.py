@@ -65,3 +65,14 @@ def test_bad_flags_get_one_line_and_exit_2(tmp_path, args, message):
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_server_that_does_not_start_comes_back_as_error_stages(tmp_path):
+    from bench import runner
+    from bench.plan import Group, Stage
+
+    group = Group("no-such-backend", "echo", 0, (Stage(1, 0.1, 0.1, 10.0), Stage(2, 0.1, 0.1, 10.0)))
+    raws = runner.run_group(group, runner.RunnerOptions(workdir=tmp_path))
+    assert [r["users"] for r in raws] == [1, 2]
+    assert all("failed to start" in r["error"] for r in raws)
+    assert all(r["tally"]["requests"] == 0 and r["window_s"] == 0.0 for r in raws)
