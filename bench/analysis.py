@@ -27,10 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from bench.plan import MODES
+
 Run = dict[str, Any]
 Doc = dict[str, Any]
-
-MODES = ("echo", "broadcast")
 
 # A backend that fails more than 1 request in 100 is not one to pick, whatever its
 # throughput; below that, a few timeouts at shutdown or one reset should not disqualify it.

@@ -26,6 +26,8 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from bench.results import PERCENTILES
+
 # 1 µs to 60 s: the longest wait a user allows is its request timeout (seconds), so
 # anything recorded fits; 3 significant digits keeps p99.9 within 0.1%.
 LOWEST_US = 1
@@ -41,9 +43,10 @@ def new_histogram() -> HdrHistogram:
 
 
 def percentiles_us(hist: HdrHistogram) -> dict[str, int]:
-    """p50, p90, p99, p99.9 and max of ``hist`` in whole microseconds (0s when empty)."""
+    """p50, p90, p99, p99.9 and max of ``hist`` in whole microseconds (0s when empty): the
+    keys of :data:`bench.results.PERCENTILES`."""
     if hist.get_total_count() == 0:
-        return {"p50": 0, "p90": 0, "p99": 0, "p999": 0, "max": 0}
+        return dict.fromkeys(PERCENTILES, 0)
     return {
         "p50": int(hist.get_value_at_percentile(50)),
         "p90": int(hist.get_value_at_percentile(90)),

@@ -19,7 +19,7 @@ users and 10 lines/s they would be ~10 M/s, which no Python load generator recei
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 MODES = ("echo", "broadcast")
 # Option defaults shared by `bench compare` and the locustfile (kept here, in a module
@@ -110,6 +110,3 @@ def estimate_s(groups: list[Group]) -> float:
     """Rough wall time of a plan in seconds (for the progress bar's total)."""
     return sum(g.estimate_s() for g in groups)
 
-
-def plan_as_dict(options: PlanOptions) -> dict:
-    return asdict(options)

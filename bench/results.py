@@ -76,14 +76,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bench.plan import MODES
+
 SCHEMA_VERSION = 1
 
 RUN_KEYS = (
     "backend", "mode", "users", "message_bytes", "duration_s", "requests", "failures",
     "rps", "latency_us", "server", "loadgen", "deliveries_per_s", "lost",
 )
+# The keys of every run's latency_us (bench.latency.percentiles_us writes them).
 PERCENTILES = ("p50", "p90", "p99", "p999", "max")
-FAILURE_KINDS = ("timeout", "reset", "refused", "protocol")
 
 
 class ResultsError(ValueError):
@@ -112,8 +114,8 @@ def validate(doc: Any) -> None:
         for key in RUN_KEYS:
             if key not in run:
                 raise ResultsError(f"{where} is missing {key!r}")
-        if run["mode"] not in ("echo", "broadcast"):
-            raise ResultsError(f"{where}.mode must be 'echo' or 'broadcast'")
+        if run["mode"] not in MODES:
+            raise ResultsError(f"{where}.mode must be one of {', '.join(map(repr, MODES))}")
         latency = run["latency_us"]
         if not isinstance(latency, dict) or any(p not in latency for p in PERCENTILES):
             raise ResultsError(f"{where}.latency_us needs {', '.join(PERCENTILES)}")
