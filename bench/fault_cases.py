@@ -27,11 +27,12 @@ from bench.faults import (
     check_framing,
     connect,
     echoes,
+    join_room,
     read_exactly,
     read_until_eof,
     reset,
-    serve_command,
 )
+from bench.supervise import bench_command
 
 # --max-line for the framing cases: small, so limit-sized lines are cheap to send.
 SMALL_MAX_LINE = 64
@@ -239,23 +240,9 @@ def reset_mid_broadcast(start: StartFn, backend: str) -> str:
 
 
 def _join(socks: list[socket.socket]) -> None:
-    """Prove every client has joined a broadcast room: each sends a marker that the
-    first client (or, for the first, the second) must receive."""
-    for k, s in enumerate(socks):
-        probe = socks[1] if k == 0 else socks[0]
-        marker = b"join %d\n" % k
-        deadline = time.monotonic() + 10
-        probe.settimeout(0.3)
-        while True:
-            s.sendall(marker)
-            try:
-                buf = b""
-                while marker not in buf:
-                    buf += probe.recv(4096)
-                break
-            except socket.timeout:
-                assert time.monotonic() < deadline, f"client {k} never joined"
-        probe.settimeout(SHORT_TIMEOUT * 5)
+    """Prove every client has joined the broadcast room, then drain the join markers so
+    data reads start clean."""
+    join_room(socks, b"join")
     # drain every join marker so data reads start clean
     time.sleep(0.2)
     for s in socks:
@@ -369,7 +356,7 @@ def _signal_under_load(start: StartFn, backend: str, sig: int) -> str:
                 results.append("timeout")
                 return
         try:
-            rest, how = read_until_eof(s)
+            _, how = read_until_eof(s)
             results.append(how)
         except AssertionError:
             results.append("timeout")
@@ -385,8 +372,11 @@ def _signal_under_load(start: StartFn, backend: str, sig: int) -> str:
     except subprocess.TimeoutExpired:
         status = None
     took = time.monotonic() - t0
+    if status is None:
+        stop.set()  # the server ignored the signal: end the load now, not after 30 joins
+    join_deadline = time.monotonic() + STOP_DEADLINE + 5
     for t in threads:
-        t.join(STOP_DEADLINE + 5)
+        t.join(max(0.0, join_deadline - time.monotonic()))
     stop.set()
     for s in socks:
         reset(s)
@@ -457,13 +447,13 @@ def bad_command_lines(start: StartFn, backend: str) -> str:
     for args, what in BAD_COMMAND_LINES:
         argv = ["serve", *(a.format(b=backend) for a in args), "--port", "0"] \
             if "--port" not in args else ["serve", *(a.format(b=backend) for a in args)]
-        r = subprocess.run(serve_command(*argv), capture_output=True, text=True, timeout=20,
+        r = subprocess.run(bench_command(*argv), capture_output=True, text=True, timeout=20,
                            stdin=subprocess.DEVNULL)
         assert r.returncode == 2, f"{what}: exit {r.returncode}, stderr {r.stderr!r}"
         assert "error:" in r.stderr and "Traceback" not in r.stderr, f"{what}: stderr {r.stderr!r}"
         assert not r.stdout.startswith("READY"), f"{what}: server started anyway"
     server = start(backend)
-    r = subprocess.run(serve_command("serve", backend, "--port", str(server.port)), capture_output=True,
+    r = subprocess.run(bench_command("serve", backend, "--port", str(server.port)), capture_output=True,
                        text=True, timeout=20, stdin=subprocess.DEVNULL)
     lines = r.stderr.strip().splitlines()
     assert r.returncode not in (0, None), "second server on a busy port exited 0"

@@ -14,13 +14,13 @@ import resource
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from bench.ready import parse_ready, read_first_line
+from bench.supervise import bench_command
 
 # Seconds to wait for the READY line (startup is ~0.2 s; this covers a loaded machine).
 READY_TIMEOUT = 10.0
@@ -36,15 +36,6 @@ class NotApplicable(Exception):
     """This case cannot apply to this concurrency model; the message says why."""
 
 
-def raise_own_open_files_limit() -> int:
-    """Raise this process's soft RLIMIT_NOFILE to its hard limit (the scenarios hold
-    thousands of client sockets); return the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
 @dataclass
 class Server:
     """A running ``bench serve`` subprocess and the address from its READY line."""
@@ -53,7 +44,6 @@ class Server:
     stderr_path: str
     host: str
     port: int
-    args: list[str] = field(default_factory=list)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -62,10 +52,6 @@ class Server:
     @property
     def pid(self) -> int:
         return self.proc.pid
-
-    def __iter__(self):
-        """Unpack as ``host, port, proc``."""
-        return iter((self.host, self.port, self.proc))
 
     def stderr(self) -> str:
         with open(self.stderr_path, errors="replace") as f:
@@ -103,11 +89,6 @@ def _limit_open_files(nofile: int) -> Callable[[], None]:
     return preexec
 
 
-def serve_command(*args: str) -> list[str]:
-    """``bench ARGS...`` with this interpreter (an argument list, never a shell string)."""
-    return [sys.executable, "-m", "bench", *args]
-
-
 def start_server(backend: str, *flags: str, quiet: bool = True, nofile: int | None = None,
                  port: int = 0) -> Server:
     """Start ``bench serve BACKEND --port 0 FLAGS...`` and wait for READY.
@@ -121,10 +102,10 @@ def start_server(backend: str, *flags: str, quiet: bool = True, nofile: int | No
     args = ["serve", backend, "--port", str(port), *flags] + (["--quiet"] if quiet else [])
     fd, path = tempfile.mkstemp(prefix=f"sockbench-{backend}-", suffix=".stderr")
     with os.fdopen(fd, "wb") as err:
-        proc = subprocess.Popen(serve_command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(bench_command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=err, preexec_fn=_limit_open_files(nofile) if nofile else None)
     line = read_first_line(proc.stdout, READY_TIMEOUT)
-    server = Server(proc, path, "", 0, args)
+    server = Server(proc, path, "", 0)
     if parse_ready(line) is None:
         text = server.stderr()
         server.close()
@@ -137,11 +118,58 @@ def start_server(backend: str, *flags: str, quiet: bool = True, nofile: int | No
 StartFn = Callable[..., Server]
 
 
-def connect(address: tuple[str, int], timeout: float = SOCKET_TIMEOUT) -> socket.socket:
-    """A TCP connection with ``timeout`` on every operation."""
-    sock = socket.create_connection(address, timeout=timeout)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def connect(address: tuple[str, int], timeout: float = SOCKET_TIMEOUT,
+            rcvbuf: int | None = None) -> socket.socket:
+    """A TCP connection to ``address`` with ``timeout`` on every operation.
+
+    Args:
+        rcvbuf: if given, SO_RCVBUF set before connecting (shrinks the TCP window, so a
+            client that stops reading backs up into the server sooner).
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+    try:
+        sock.settimeout(timeout)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
     return sock
+
+
+def join_room(socks: list[socket.socket], prefix: bytes, timeout: float = 15.0) -> None:
+    """Prove every client has joined a broadcast room.
+
+    Client k sends ``PREFIX k\\n`` (again every 0.3 s, since a line sent before a
+    receiver joined goes nowhere) until client 0 receives it (client 1, for client 0).
+    The markers stay in the receivers' streams; callers skip or drain them.
+
+    Raises:
+        AssertionError: a client never joined within ``timeout``, or the server closed
+            the receiving client meanwhile.
+    """
+    for k, sender in enumerate(socks):
+        probe = socks[1] if k == 0 else socks[0]
+        marker = b"%s %d\n" % (prefix, k)
+        deadline = time.monotonic() + timeout
+        seen = b""
+        probe.settimeout(0.3)
+        try:
+            while marker not in seen:
+                sender.sendall(marker)
+                try:
+                    while marker not in seen:
+                        chunk = probe.recv(65536)
+                        if not chunk:
+                            raise AssertionError(f"the server closed a client while client {k} was joining")
+                        seen = seen[-64:] + chunk  # a marker may straddle two reads
+                except socket.timeout:
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"client {k} never joined the room") from None
+        finally:
+            probe.settimeout(SOCKET_TIMEOUT)
 
 
 def reset(sock: socket.socket) -> None:

@@ -11,6 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from servers import runtime
 from servers.argtypes import positive_float, positive_int
 
 # Full-size figures (the numbers) and the --quick ones.
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "127.0.0.1, port 0), a broadcast soak and a leak check, and print the "
                        "outcome as a Markdown table.")
     p.add_argument("--backends", nargs="+", choices=list(BACKENDS), default=list(BACKENDS),
-                   metavar="BACKEND", help="which backends (default: all five)")
+                   metavar="BACKEND", help="which backends (default: all)")
     p.add_argument("--soak-seconds", type=positive_float, default=None, metavar="S",
                    help=f"soak length (default {FULL['soak_seconds']:g}; --quick: {QUICK['soak_seconds']:g})")
     p.add_argument("--soak-clients", type=positive_int, default=None, metavar="N",
@@ -53,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     if args.markdown is not None and not args.markdown.parent.is_dir():
         print(f"bench reliability: error: directory {args.markdown.parent} does not exist", file=sys.stderr)
         return 2
+    # The soak and the leak check hold thousands of client sockets.
+    soft, _ = runtime.raise_open_files_limit()
+    print(f"open-files soft limit: {soft} (raised to the hard limit)", file=sys.stderr)
     report = run_all(args.backends, clients, seconds, rate, leak,
                      progress=lambda line: print(line, file=sys.stderr, flush=True))
     report.command = "bench reliability " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \

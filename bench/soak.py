@@ -22,7 +22,7 @@ from bench.faults import (
     StartFn,
     connect,
     echoes,
-    raise_own_open_files_limit,
+    join_room,
     read_exactly,
     reset,
 )
@@ -61,38 +61,17 @@ class SoakResult:
         return asdict(self) | {"ok": self.ok}
 
 
-def _join_room(socks: list[socket.socket]) -> None:
-    """Prove every client has joined: client k's marker reaches client 0 (client 0's
-    reaches client 1). Markers start with ``J `` and are skipped by the soak reader."""
-    for k, s in enumerate(socks):
-        probe = socks[1] if k == 0 else socks[0]
-        marker = b"J %d\n" % k
-        probe.settimeout(0.3)
-        deadline = time.monotonic() + 15
-        buf = b""
-        while marker not in buf:
-            s.sendall(marker)
-            try:
-                while marker not in buf:
-                    buf = buf[-64:] + probe.recv(65536)
-            except socket.timeout:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"soak client {k} never joined the room")
-        probe.settimeout(5.0)
-
-
 def broadcast_soak(start: StartFn, backend: str, clients: int = 200, seconds: float = 60.0,
                    rate: float = DEFAULT_SOAK_RATE) -> SoakResult:
     """``clients`` clients in a broadcast room; lines sent round-robin at ``rate`` per
     second for ``seconds``; every receiver checks each sender's sequence numbers."""
     if backend == "blocking":
         raise NotApplicable(ONE_AT_A_TIME)
-    raise_own_open_files_limit()
     server = start(backend, "--mode", "broadcast", "--max-clients", str(clients + 10),
                    "--idle-timeout", "0")
     socks = [connect(server.address) for _ in range(clients)]
     try:
-        _join_room(socks)
+        join_room(socks, b"J")  # the soak reader skips lines starting with J
         return _soak(socks, backend, seconds, rate)
     finally:
         for s in socks:
@@ -205,7 +184,6 @@ def leak_check(start: StartFn, backend: str, connections: int = 1000, cycles: in
 
     The blocking backend cannot hold them at once: it gets them one after another.
     """
-    raise_own_open_files_limit()
     server = start(backend, "--max-clients", str(connections + 10))
     proc = psutil.Process(server.pid)
     echoes(server.address)

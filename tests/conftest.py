@@ -14,14 +14,17 @@ from typing import Callable, Iterator
 
 import pytest
 
-from bench.faults import Server, raise_own_open_files_limit, start_server
-from bench.faults import serve_command as bench_command  # noqa: F401  (used by tests)
+from bench import faults
+from bench.faults import SOCKET_TIMEOUT, Server, reset, start_server  # noqa: F401  (reset: used by tests)
+from bench.supervise import bench_command  # noqa: F401  (used by tests)
+from servers import backends, runtime
+
+# The fault, soak and leak tests hold thousands of client sockets: raise this process's
+# open-files soft limit to the hard limit once, for the whole session.
+runtime.raise_open_files_limit()
 
 # Every backend must pass the same conformance suite.
-BACKENDS = ["blocking", "threading", "select", "gevent", "asyncio", "gevent-callback"]
-
-# Seconds a test socket waits on any one operation before the test fails.
-SOCKET_TIMEOUT = 5.0
+BACKENDS = list(backends.BACKENDS)
 
 
 @pytest.fixture
@@ -32,7 +35,6 @@ def serve() -> Iterator[Callable[..., Server]]:
     On teardown each server still running gets SIGTERM and must exit 0, and no server's
     stderr may hold a traceback.
     """
-    raise_own_open_files_limit()
     servers: list[Server] = []
 
     def start(backend: str, *flags: str, **kw) -> Server:
@@ -81,25 +83,10 @@ def _close_test_sockets() -> Iterator[None]:
 
 def connect(address: tuple[str, int], timeout: float = SOCKET_TIMEOUT,
             rcvbuf: int | None = None) -> socket.socket:
-    """A TCP connection to ``address`` with ``timeout`` on every operation.
-
-    Args:
-        rcvbuf: if given, SO_RCVBUF set before connecting (shrinks the TCP window).
-    """
-    sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+    """:func:`bench.faults.connect`, closed automatically when the test ends."""
+    sock = faults.connect(address, timeout, rcvbuf)
     _test_sockets.append(sock)
-    sock.settimeout(timeout)
-    if rcvbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.connect(address)
     return sock
-
-
-def reset(sock: socket.socket) -> None:
-    """Close ``sock`` with SO_LINGER 0, so the peer gets an RST instead of a FIN."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    sock.close()
 
 
 class LineReader:

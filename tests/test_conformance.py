@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import (
-    BACKENDS,
     LineReader,
     bench_command,
     connect,
@@ -385,12 +384,6 @@ def test_busy_port_fails_with_one_line_naming_the_address(serve, backend) -> Non
     assert result.stdout == b"", "a server that failed to bind must not print READY"
     # The first server is untouched.
     assert echoes(LineReader(connect(first.address)), b"still mine\n")
-
-
-def test_backends_list_matches_the_registry() -> None:
-    from servers.backends import BACKENDS as REGISTERED
-
-    assert sorted(BACKENDS) == sorted(REGISTERED)
 
 
 # --- backend-specific options -----------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.faults import serve_command as bench_command
+from bench.supervise import bench_command
 
 # Locust's web UI takes ~2 s to start (imports); a busy 2-core machine, several times that.
 UI_READY_TIMEOUT_S = 60.0
