@@ -301,11 +301,10 @@ def recommend(doc: Doc, mode: str, users: int) -> Recommendation:
     if not clean:
         # Every backend that kept up saturated the load generator: their figures are
         # lower bounds of one size, and ranking them would rank noise.
-        unit = "deliveries/s" if mode == "broadcast" else "req/s"
         names = [f"{r['backend']} (≥ {fmt_rps(r['rps'])})" for r in sorted(usable, key=lambda r: -r["rps"])]
-        fastest = min(usable, key=lambda r: _p99(r) if _p99(r) is not None else float("inf"))
+        fastest = _lowest_p99(usable)
         text = (f"{at}, no ranking: every backend that served the load was load-generator-bound "
-                f"({_join(names)} {unit}), so the generator, not the server, was the limit. "
+                f"({_join(names)} {_unit(mode)}), so the generator, not the server, was the limit. "
                 f"Lowest p99 among them: {fastest['backend']} ({fmt_us(_p99(fastest))}). "
                 "More Locust workers, or `bench perf`'s C clients, can separate them.")
         return Recommendation(mode, users, None, [], None, None, True, text + excluded_note)
@@ -334,12 +333,11 @@ def recommend(doc: Doc, mode: str, users: int) -> Recommendation:
     else:
         body = " is the only backend that served the load without failures."
     if ties:
-        fastest = min([winner] + ties, key=lambda r: _p99(r) if _p99(r) is not None else float("inf"))
+        fastest = _lowest_p99([winner] + ties)
         body += f" Lowest p99 among them: {fastest['backend']} ({fmt_us(_p99(fastest))})."
     caution = ""
     if bound:
-        unit = "deliveries/s" if mode == "broadcast" else "req/s"
-        names = [f"{r['backend']} (≥ {fmt_rps(r['rps'])} {unit})" for r in bound]
+        names = [f"{r['backend']} (≥ {fmt_rps(r['rps'])} {_unit(mode)})" for r in bound]
         caution = (f" Caution: {_join(names)} {'was' if len(names) == 1 else 'were'} "
                    "load-generator-bound here (the generator, not the server, was the limit), "
                    "so this ranking is not trustworthy.")
@@ -350,6 +348,15 @@ def recommend(doc: Doc, mode: str, users: int) -> Recommendation:
 
 def _p99(run: Run) -> float | None:
     return (run.get("latency_us") or {}).get("p99")
+
+
+def _lowest_p99(runs: list[Run]) -> Run:
+    """The run with the lowest p99 (runs without one last)."""
+    return min(runs, key=lambda r: _p99(r) if _p99(r) is not None else float("inf"))
+
+
+def _unit(mode: str) -> str:
+    return "deliveries/s" if mode == "broadcast" else "req/s"
 
 
 def _join(names: list[str]) -> str:

@@ -48,8 +48,6 @@ def columns(mode: str) -> list[tuple[str, Callable[[Doc, Run], str]]]:
         return lambda doc, run: fmt_us((run.get("latency_us") or {}).get(key)) if run.get("requests") else "–"
 
     def failures(doc: Doc, run: Run) -> str:
-        if analysis.has_error(run):
-            return "–"
         n = run.get("failures") or 0
         if not n:
             return "0"
@@ -59,8 +57,7 @@ def columns(mode: str) -> list[tuple[str, Callable[[Doc, Run], str]]]:
     cols: list[tuple[str, Callable[[Doc, Run], str]]] = [
         ("backend", lambda doc, run: str(run["backend"])),
         ("users", lambda doc, run: str(run["users"])),
-        ("deliveries/s" if mode == "broadcast" else "req/s",
-         lambda doc, run: "–" if analysis.has_error(run) else fmt_rps(run.get("rps"))),
+        ("deliveries/s" if mode == "broadcast" else "req/s", lambda doc, run: fmt_rps(run.get("rps"))),
         ("vs best", ratio),
         ("p50", lat("p50")),
         ("p99", lat("p99")),
@@ -70,8 +67,9 @@ def columns(mode: str) -> list[tuple[str, Callable[[Doc, Run], str]]]:
         ("RSS/conn", lambda doc, run: fmt_bytes((run.get("server") or {}).get("rss_per_conn_bytes"))),
         ("loadgen CPU", lambda doc, run: _pct((run.get("loadgen") or {}).get("cpu_percent"))),
     ]
-    if mode == "broadcast":
-        cols.insert(7, ("lost", lambda doc, run: "–" if run.get("lost") is None else f"{run['lost']:,}"))
+    if mode == "broadcast":  # lost lines next to the failures
+        after = [h for h, _ in cols].index("failures") + 1
+        cols.insert(after, ("lost", lambda doc, run: "–" if run.get("lost") is None else f"{run['lost']:,}"))
     # A run that errored has no figures: every metric cell is a dash.
     cols = cols[:2] + [(h, _unless_error(f)) for h, f in cols[2:]]
     cols.append(("flags", lambda doc, run: ", ".join(analysis.flags(doc, run))
@@ -286,6 +284,7 @@ def summary_console() -> Console:
 def print_summary(doc: Doc, console: Console) -> None:
     """The per-mode tables and the recommendations, on the terminal. Run strings are
     printed as plain text, never interpreted as rich markup."""
+    recommendations = analysis.recommendations(doc)
     for mode in analysis.modes(doc):
         headers, rows = table(doc, mode)
         t = Table(title=f"{mode}", title_style="bold", header_style="bold")
@@ -299,6 +298,6 @@ def print_summary(doc: Doc, console: Console) -> None:
             t.add_row(*(Text(c) for c in row))
             previous = row[1]
         console.print(t)
-        for rec in analysis.recommendations(doc)[mode]:
+        for rec in recommendations[mode]:
             console.print(Text(f"  {rec.sentence}"))
         console.print()
