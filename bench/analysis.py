@@ -36,6 +36,10 @@ Doc = dict[str, Any]
 # throughput; below that, a few timeouts at shutdown or one reset should not disqualify it.
 FAILURE_TOLERANCE = 0.01
 
+# Other processes using more than this % of a core during a window make it suspect:
+# the measured pair waited for CPU, and neither CPU % nor the saturation flag shows it.
+BUSY_MACHINE_PERCENT = 20.0
+
 # pyperf calls differences under ~5 % noise on an unquiet machine; with a single sample
 # per side we have no measured spread, so we borrow that margin.
 SINGLE_SAMPLE_TIE = 0.05
@@ -408,8 +412,22 @@ def caveats(doc: Doc) -> list[str]:
         points = ", ".join(f"{r['backend']} {r['mode']} @ {r['users']} ({failure_note(r)})" for r in failing)
         out.append(f"Points with more than {FAILURE_TOLERANCE:.0%} failures, or with users left unserved, "
                    f"are never recommended: {points}.")
+    busy = busy_machine_note(doc)
+    if busy:
+        out.append(busy)
     errors = [r for r in doc["runs"] if has_error(r)]
     if errors:
         points = ", ".join(f"{r['backend']} {r['mode']} @ {r['users']}" for r in errors)
         out.append(f"Scenarios that could not run: {points}.")
     return out
+
+
+def busy_machine_note(doc: Doc) -> str | None:
+    """A warning when other processes used more than :data:`BUSY_MACHINE_PERCENT` of a
+    core during some windows (``other_cpu_percent``); None on a quiet run."""
+    busy = [r for r in doc["runs"] if (r.get("other_cpu_percent") or 0) > BUSY_MACHINE_PERCENT]
+    if not busy:
+        return None
+    worst = max(r["other_cpu_percent"] for r in busy)
+    return (f"Other processes used up to {worst:.0f}% of a core during {len(busy)} of {len(doc['runs'])} "
+            "points; those figures are suspect (rerun on a quiet machine).")

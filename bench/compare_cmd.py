@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import signal
 import subprocess
 import sys
@@ -27,7 +28,6 @@ from bench import results
 from bench.plan import DEFAULT_BROADCAST_RATE, DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
 from servers import backends
 from servers.argtypes import EXIT_USAGE, non_negative_int, positive_float, positive_int, seconds
-from servers.runtime import raise_open_files_limit
 
 # --quick: every backend and mode, two user counts, short windows: under a minute.
 QUICK = {"users": (10, 100), "duration": 0.8, "warmup": 0.3}
@@ -178,7 +178,7 @@ def environment() -> dict[str, Any]:
     return {
         "cpu_model": cpu_model, "cpu_count": os.cpu_count(), "ram_bytes": psutil.virtual_memory().total,
         "os": platform.platform(), "python": platform.python_version(), "versions": versions,
-        "open_files_limit": list(raise_open_files_limit()), "git_commit": commit,
+        "open_files_limit": list(resource.getrlimit(resource.RLIMIT_NOFILE)), "git_commit": commit,
     }
 
 
@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.text import Text
 
-    from bench import report, runner
+    from bench import analysis, report, runner
 
     options, extras = options_from_args(args)
     console = report.summary_console()
@@ -211,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
         print("bench compare: error: nothing to run (broadcast needs at least 2 users)", file=sys.stderr)
         return EXIT_USAGE
     signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: stop Locust and the server, then exit
-    env = environment()  # raises the open-files limit here; Locust inherits it and raises its own
+    env = environment()
     run_id, run_dir = new_run_dir(Path(args.out))
     pinning = extras["pinning"]
     ropts = runner.RunnerOptions(
@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     points = sum(len(g.stages) for g in groups)
     console.print(f"bench compare: {points} points in {len(groups)} server runs, about "
                   f"{plan_mod.estimate_s(groups) / 60:.1f} min; open-files limit {env['open_files_limit'][0]} "
-                  f"(raised to the hard limit for the load generator); "
+                  "(the load generator and the servers raise their own to the hard limit); "
                   + (f"server on CPU {list(pinning[0])}, Locust on CPU {list(pinning[1])}" if pinning
                      else "CPUs not pinned"))
     raws: list[dict[str, Any]] = []
@@ -252,11 +252,9 @@ def run(args: argparse.Namespace) -> int:
     results.save(doc, results_path)
     report.render_report(doc, run_dir)
     report.print_summary(doc, console)
-    busy = [r for r in doc["runs"] if r.get("other_cpu_percent", 0) > runner.BUSY_MACHINE_PERCENT]
+    busy = analysis.busy_machine_note(doc)  # also among the report's caveats
     if busy:
-        worst = max(r["other_cpu_percent"] for r in busy)
-        console.print(f"[yellow]warning:[/yellow] other processes used up to {worst:.0f}% of a core during "
-                      f"{len(busy)} of {len(doc['runs'])} points; those figures are suspect (rerun on a quiet machine)")
+        console.print(Text.assemble(("warning:", "yellow"), f" {busy}"))
     console.print(f"report: {run_dir / 'report.html'}  (results: {results_path})")
     return 0
 

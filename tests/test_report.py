@@ -308,3 +308,15 @@ def test_observed_loadgen_ceiling_is_the_fastest_generator_bound_echo_point(doc)
     for run in doc["runs"]:
         run["loadgen"]["saturated"] = False
     assert analysis.observed_loadgen_ceiling(doc) is None
+
+
+def test_a_busy_machine_is_a_caveat_of_the_report(doc) -> None:
+    quiet = copy.deepcopy(doc)
+    for run in quiet["runs"]:
+        run["other_cpu_percent"] = 1.0
+    assert analysis.busy_machine_note(quiet) is None
+    busy = copy.deepcopy(quiet)
+    busy["runs"][0]["other_cpu_percent"] = analysis.BUSY_MACHINE_PERCENT + 15
+    note = analysis.busy_machine_note(busy)
+    assert note and f"{analysis.BUSY_MACHINE_PERCENT + 15:.0f}% of a core" in note and "suspect" in note
+    assert note in analysis.caveats(busy)
