@@ -6,9 +6,7 @@ Every wait here has a timeout; a hung child fails the test instead of the run.
 
 from __future__ import annotations
 
-import os
 import re
-import select
 import signal
 import subprocess
 import time
@@ -17,7 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.supervise import bench_command
+from bench.ready import read_first_line
+from bench.supervise import bench_command, free_port  # noqa: F401  (free_port: used by tests)
 
 # Locust's web UI takes ~2 s to start (imports); a busy 2-core machine, several times that.
 UI_READY_TIMEOUT_S = 60.0
@@ -49,17 +48,9 @@ class UiProcess:
                 self.url = match.group(1)
 
     def _line(self, deadline: float) -> str | None:
-        fd = self.proc.stdout.fileno()
-        data = b""
-        while not data.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
-            chunk = os.read(fd, 1)
-            if not chunk:
-                return None
-            data += chunk
-        return data.decode(errors="replace").rstrip("\n")
+        """The next stdout line, or None on EOF or at ``deadline`` (bench ui prints no
+        empty lines, so '' from read_first_line only ever means that)."""
+        return read_first_line(self.proc.stdout, deadline - time.monotonic()) or None
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
@@ -125,11 +116,3 @@ def _cmdline(proc: psutil.Process) -> list[str]:
         return proc.cmdline()
     except psutil.Error:
         return ["?"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
