@@ -226,23 +226,38 @@ def _kib(n: float | None) -> float | None:
     return None if n is None else n / 1024
 
 
+def _has_delivery_counts(run: Run) -> bool:
+    return run["mode"] == "broadcast" and (run.get("lost") is not None or run.get("out_of_order") is not None)
+
+
 def broadcast_chart(doc: Doc, path: Path) -> Path:
-    """Broadcast only: deliveries/s (log y) and delivery latency p50/p99 (µs, log y) vs users."""
-    fig = _new_figure(2)
-    ax = fig.add_subplot(1, 2, 1)
-    drawn = _plot_series(ax, doc, "broadcast",
-                         lambda r: r.get("deliveries_per_s") if r.get("deliveries_per_s") is not None
-                         else r.get("rps"), log_y=True)
+    """Broadcast only: lines lost (solid) and lines delivered out of order (dotted) vs
+    users, one colour per backend, linear y from 0: what the throughput and latency
+    charts cannot show, whether each backend delivered every line, in order."""
+    fig = _new_figure(1)
+    ax = fig.add_subplot(1, 1, 1)
+    style = _style(doc)
+    drawn = _plot_series(ax, doc, "broadcast", lambda r: r.get("lost"), log_y=False, style=style)
+    drawn_ooo = _plot_series(ax, doc, "broadcast", lambda r: r.get("out_of_order"), log_y=False,
+                             linestyle=":", label_suffix=" out of order", style=style)
     _users_axis(ax, analysis.user_counts(doc, "broadcast") or [1])
-    ax.set_yscale("log")
+    ax.set_ylim(bottom=0)
     ax.yaxis.set_major_formatter(FuncFormatter(_si))
-    ax.set_ylabel("deliveries per second (log scale)")
-    ax.set_title("broadcast: deliveries/s vs users (higher is better)")
-    if not drawn:
+    ax.set_ylabel("lines (in the measured windows)")
+    ax.set_title("broadcast: lines lost and out of order vs users (lower is better)")
+    handles = [Line2D([], [], color=style[b][0], marker=style[b][1], linewidth=2, label=b)
+               for b in analysis.backends(doc, "broadcast")
+               if any(r["backend"] == b for r in drawn + drawn_ooo)]
+    handles.append(Line2D([], [], color="dimgray", linestyle="-", linewidth=2, label="lost (solid)"))
+    if drawn_ooo:
+        handles.append(Line2D([], [], color="dimgray", linestyle=":", linewidth=2, label="out of order (dotted)"))
+    handles += _flag_legend_handles(drawn + drawn_ooo)
+    if not drawn + drawn_ooo:
         _empty(ax)
-    _legend(ax, drawn)
-    ax2 = fig.add_subplot(1, 2, 2)
-    _latency_panel(ax2, doc, "broadcast", "broadcast: delivery latency vs users (lower is better)")
+    elif not any(r.get("lost") for r in drawn) and not any(r.get("out_of_order") for r in drawn_ooo):
+        ax.set_ylim(0, 1)
+        _empty(ax, "every line delivered, in order")
+    ax.legend(handles=handles, **LEGEND)
     return _finish(fig, path)
 
 
@@ -256,10 +271,10 @@ CHARTS: dict[str, Callable[[Doc, Path], Path]] = {
 
 def render_charts(doc: Doc, charts_dir: Path) -> dict[str, Path]:
     """Draw every chart that has data into ``charts_dir``; ``{name: path}`` in CHARTS order.
-    The broadcast chart is drawn only when the run has broadcast runs."""
+    The broadcast chart is drawn only when broadcast runs carry lost or out-of-order counts."""
     out = {}
     for name, draw in CHARTS.items():
-        if name == "broadcast" and "broadcast" not in analysis.modes(doc):
+        if name == "broadcast" and not any(_has_delivery_counts(r) for r in doc["runs"]):
             continue
         out[name] = draw(doc, Path(charts_dir) / f"{name}.png")
     return out

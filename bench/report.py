@@ -29,7 +29,7 @@ CHART_CAPTIONS = {
     "throughput": "Throughput vs users, one line per backend",
     "latency": "Latency percentiles vs users (p50 solid, p99 dashed; µs, log scale)",
     "memory": "Server memory per connection",
-    "broadcast": "Broadcast: deliveries per second and delivery latency",
+    "broadcast": "Broadcast: lines lost (solid) and delivered out of order (dotted) per backend",
 }
 
 
@@ -256,7 +256,7 @@ def render_report(doc: Doc, out_dir: Path) -> dict[str, Path]:
     Returns:
         ``{"report.md": path, "report.html": path, <chart name>: path, ...}``; chart names
         are those of ``bench.charts.CHARTS`` that had data (``broadcast`` only with
-        broadcast runs).
+        broadcast runs that carry lost or out-of-order counts).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

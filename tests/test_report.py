@@ -320,3 +320,21 @@ def test_a_busy_machine_is_a_caveat_of_the_report(doc) -> None:
     note = analysis.busy_machine_note(busy)
     assert note and f"{analysis.BUSY_MACHINE_PERCENT + 15:.0f}% of a core" in note and "suspect" in note
     assert note in analysis.caveats(busy)
+
+
+def test_broadcast_chart_shows_lost_and_out_of_order_lines_only_when_runs_carry_them(doc, tmp_path) -> None:
+    from bench import charts
+
+    with_ooo = copy.deepcopy(doc)
+    for run in with_ooo["runs"]:
+        if run["mode"] == "broadcast" and run["lost"] is not None:
+            run["out_of_order"] = 3
+    drawn = charts.render_charts(with_ooo, tmp_path / "a")
+    assert "broadcast" in drawn and drawn["broadcast"].stat().st_size > 10_000
+    without = copy.deepcopy(doc)
+    for run in without["runs"]:
+        run["lost"] = run["out_of_order"] = None
+    assert "broadcast" not in charts.render_charts(without, tmp_path / "b")
+    echo_only = copy.deepcopy(doc)
+    echo_only["runs"] = [r for r in echo_only["runs"] if r["mode"] == "echo"]
+    assert set(charts.render_charts(echo_only, tmp_path / "c")) == {"throughput", "latency", "memory"}
