@@ -479,18 +479,12 @@ CASES: dict[str, Callable[[StartFn, str], str]] = {
 }
 
 if __name__ == "__main__":  # pragma: no cover - ad-hoc: python -m bench.fault_cases CASE BACKEND
-    from bench.faults import start_server
+    from bench.faults import ServerPool
 
-    servers = []
-
-    def _start(*a, **k):
-        servers.append(start_server(*a, **k))
-        return servers[-1]
-
+    pool = ServerPool()
     fn = {f.__name__: f for f in CASES.values()}[sys.argv[1]]
     try:
-        print(fn(_start, sys.argv[2]))
+        print(fn(pool, sys.argv[2]))
     finally:
-        for s in servers:
-            s.stop()
-            s.close()
+        for problem in pool.finish():
+            print(problem, file=sys.stderr)

@@ -118,6 +118,38 @@ def start_server(backend: str, *flags: str, quiet: bool = True, nofile: int | No
 StartFn = Callable[..., Server]
 
 
+class ServerPool:
+    """A :data:`StartFn` that remembers its servers, to stop and judge them afterwards.
+
+    The rule every server is judged by: still running at the end, it must exit 0 on
+    SIGTERM; and its stderr must hold no traceback.
+    """
+
+    def __init__(self) -> None:
+        self.started: list[Server] = []
+
+    def __call__(self, backend: str, *flags: str, **kw) -> Server:
+        server = start_server(backend, *flags, **kw)
+        self.started.append(server)
+        return server
+
+    def finish(self) -> list[str]:
+        """Stop every server still running and release them all; return the problems
+        found (empty when every server behaved)."""
+        problems = []
+        for server in self.started:
+            running = server.proc.poll() is None
+            status = server.stop(signal.SIGTERM) if running else server.proc.returncode
+            text = server.stderr()
+            if "Traceback" in text:
+                problems.append("traceback on the server's stderr:\n" + text[-2000:])
+            elif running and status != 0:
+                problems.append(f"server exited {status} on SIGTERM; stderr:\n{text[-2000:]}")
+            server.close()
+        self.started.clear()
+        return problems
+
+
 def connect(address: tuple[str, int], timeout: float = SOCKET_TIMEOUT,
             rcvbuf: int | None = None) -> socket.socket:
     """A TCP connection to ``address`` with ``timeout`` on every operation.

@@ -8,14 +8,13 @@ collected results.
 
 from __future__ import annotations
 
-import signal
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
 from bench.fault_cases import CASES
-from bench.faults import NotApplicable, Server, start_server
+from bench.faults import NotApplicable, ServerPool
 from bench.soak import DEFAULT_SOAK_RATE, LEAK_TOLERANCE, LeakResult, SoakResult, broadcast_soak, leak_check
 
 PASS, FAIL, NA = "pass", "FAIL", "n/a"
@@ -42,36 +41,9 @@ class Report:
     seconds: float = 0.0
 
 
-class _Servers:
-    """A start factory that remembers its servers, to stop and judge them afterwards."""
-
-    def __init__(self) -> None:
-        self.started: list[Server] = []
-
-    def __call__(self, backend: str, *flags: str, **kw) -> Server:
-        server = start_server(backend, *flags, **kw)
-        self.started.append(server)
-        return server
-
-    def finish(self) -> str:
-        """Stop every server still running; return a problem ('' if none): a server
-        must exit 0 on SIGTERM with no traceback."""
-        problem = ""
-        for server in self.started:
-            running = server.proc.poll() is None
-            status = server.stop(signal.SIGTERM) if running else server.proc.returncode
-            text = server.stderr()
-            if "Traceback" in text:
-                problem = problem or "traceback on the server's stderr: " + text.strip().splitlines()[-1]
-            elif running and status != 0:
-                problem = problem or f"server exited {status} on SIGTERM"
-            server.close()
-        return problem
-
-
 def run_case(case: Callable, backend: str) -> Outcome:
     """Run one case against ``backend``; never raises."""
-    servers = _Servers()
+    servers = ServerPool()
     t0 = time.monotonic()
     try:
         note = case(servers, backend)
@@ -84,9 +56,9 @@ def run_case(case: Callable, backend: str) -> Outcome:
         status, note = FAIL, f"{type(exc).__name__}: {exc}"
         traceback.print_exc()
     finally:
-        problem = servers.finish()
-    if problem and status == PASS:
-        status, note = FAIL, problem
+        problems = servers.finish()
+    if problems and status == PASS:
+        status, note = FAIL, problems[0].splitlines()[0]
     return Outcome(status, note, round(time.monotonic() - t0, 1))
 
 
@@ -114,7 +86,7 @@ def run_all(backends: list[str], soak_clients: int, soak_seconds: float, soak_ra
 
 
 def _guarded(fn: Callable) -> object:
-    servers = _Servers()
+    servers = ServerPool()
     try:
         return fn(servers)
     except NotApplicable as exc:

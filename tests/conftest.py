@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import pytest
 
 from bench import faults
-from bench.faults import SOCKET_TIMEOUT, Server, reset, start_server  # noqa: F401  (reset: used by tests)
+from bench.faults import SOCKET_TIMEOUT, NotApplicable, Server, ServerPool, reset  # noqa: F401  (reset: used by tests)
 from bench.supervise import bench_command  # noqa: F401  (used by tests)
 from servers import backends, runtime
 
@@ -28,39 +28,27 @@ BACKENDS = list(backends.BACKENDS)
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[..., Server]]:
+def serve() -> Iterator[ServerPool]:
     """A factory: ``serve(backend, *flags, quiet=True, nofile=None)`` -> a running
     :class:`bench.faults.Server` (``bench serve`` on port 0, READY read).
 
     On teardown each server still running gets SIGTERM and must exit 0, and no server's
-    stderr may hold a traceback.
+    stderr may hold a traceback (:meth:`bench.faults.ServerPool.finish`).
     """
-    servers: list[Server] = []
-
-    def start(backend: str, *flags: str, **kw) -> Server:
-        server = start_server(backend, *flags, **kw)
-        servers.append(server)
-        return server
-
-    yield start
-    failures = []
-    for server in servers:
-        running = server.proc.poll() is None
-        status = server.stop() if running else server.proc.returncode
-        text = server.stderr()
-        if running and status != 0:
-            failures.append(f"server exited {status} on SIGTERM; stderr:\n{text[-2000:]}")
-        elif "Traceback" in text:
-            failures.append(f"traceback on the server's stderr:\n{text[-2000:]}")
-        server.close()
-    if failures:
-        pytest.fail("\n".join(failures))
+    pool = ServerPool()
+    yield pool
+    problems = pool.finish()
+    if problems:
+        pytest.fail("\n".join(problems))
 
 
-@pytest.fixture
-def start(serve: Callable[..., Server]) -> Callable[..., Server]:
-    """The fault suite's name for :func:`serve`."""
-    return serve
+def run_or_skip(fn: Callable, *args, **kw):
+    """Run a :mod:`bench.fault_cases` scenario; :class:`NotApplicable` becomes a skip
+    with its reason (e.g. the blocking model cannot hold two clients at once)."""
+    try:
+        return fn(*args, **kw)
+    except NotApplicable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(params=BACKENDS)

@@ -11,8 +11,7 @@ import io
 import pytest
 
 from bench.fault_cases import CASES
-from conftest import BACKENDS
-from faults_helpers import run_or_skip
+from conftest import BACKENDS, run_or_skip
 from servers import runtime
 
 pytestmark = pytest.mark.timeout(60)
@@ -20,8 +19,8 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", list(CASES.values()), ids=[f.__name__ for f in CASES.values()])
-def test_fault_case(start, case, backend) -> None:
-    run_or_skip(case, start, backend)
+def test_fault_case(serve, case, backend) -> None:
+    run_or_skip(case, serve, backend)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "10.1.2.3", "example.org"])
@@ -46,9 +45,9 @@ def test_default_host_is_loopback() -> None:
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::"])
-def test_serving_on_all_interfaces_prints_the_warning(start, host) -> None:
+def test_serving_on_all_interfaces_prints_the_warning(serve, host) -> None:
     try:
-        server = start("select", "--host", host)
+        server = serve("select", "--host", host)
     except AssertionError as exc:
         if "cannot" in str(exc):
             pytest.skip(f"{host} not bindable here: {exc}")

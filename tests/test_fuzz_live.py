@@ -33,8 +33,8 @@ def test_model_limits() -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_fuzzed_framing_against_a_live_server(start, backend) -> None:
-    server = start(backend, "--max-line", str(MAX_LINE))
+def test_fuzzed_framing_against_a_live_server(serve, backend) -> None:
+    server = serve(backend, "--max-line", str(MAX_LINE))
 
     @settings(max_examples=30, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow])
