@@ -17,9 +17,10 @@ import socket
 import sys
 import time
 
+from servers.argtypes import EXIT_USAGE
+
 EXIT_OK = 0
 EXIT_CONNECT = 1
-EXIT_USAGE = 2
 
 
 def parse_target(text: str) -> tuple[str, int]:

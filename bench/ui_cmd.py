@@ -27,9 +27,8 @@ from bench import supervise
 from bench.client import parse_target
 from bench.ready import parse_ready
 from servers import backends, runtime
-from servers.argtypes import non_negative_int, port_number
+from servers.argtypes import EXIT_USAGE, non_negative_int, port_number
 
-EXIT_USAGE = 2
 # The user class that matches each server mode (the class picker offers both).
 USER_CLASS = {"echo": "EchoUser", "broadcast": "BroadcastUser"}
 DEFAULT_BACKEND = "gevent"  # the flagship

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import pytest
 
 from bench import faults
-from bench.faults import SOCKET_TIMEOUT, NotApplicable, Server, ServerPool, reset  # noqa: F401  (reset: used by tests)
+from bench.faults import SOCKET_TIMEOUT, NotApplicable, ServerPool, reset  # noqa: F401  (reset: used by tests)
 from bench.supervise import bench_command  # noqa: F401  (used by tests)
 from servers import backends, runtime
 
