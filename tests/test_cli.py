@@ -126,3 +126,11 @@ def test_version_flag_prints_the_version() -> None:
     result = run_bench("--version")
     assert result.returncode == 0, result.stderr
     assert version("sockbench") in result.stdout.decode()
+
+
+@pytest.mark.parametrize("command", ["compare", "reliability"])
+def test_backend_lists_have_one_syntax(command: str) -> None:
+    from bench.cli import build_parser
+
+    args = build_parser().parse_args([command, "--backends", "select,gevent"])
+    assert tuple(args.backends) == ("select", "gevent")
