@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from typing import Callable
 
 from bench import client, compare_cmd, perf_cmd, reliability_cmd, report_cmd, ui_cmd, worker_cmd
@@ -44,9 +45,17 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+def _version() -> str:
+    try:
+        return version("sockbench")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = UsageParser(prog="bench", description="sockbench: compare Python "
                          "concurrency models for a TCP line server.")
+    parser.add_argument("--version", action="version", version=f"bench (sockbench) {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=UsageParser)
     sub.required = True
     for register in REGISTRARS:

@@ -3,7 +3,11 @@
 Interactive (stdin is a terminal): each typed line is sent; what arrives is printed as
 it arrives. Piped: every stdin line is sent, then the write side is shut
 (half-close) and the client prints what comes back until the server closes or stays
-quiet for ``--drain`` seconds; exit 0.
+quiet for ``--drain`` seconds; exit 0. A last piped line without a newline gets one (the
+server only answers complete lines).
+
+When the server closes the connection while stdin is still open, the client says so on
+stderr and exits 0.
 
 Bytes are passed through untouched in both directions (binary-safe).
 """
@@ -63,6 +67,7 @@ def _pump(sock: socket.socket, stdin_fd: int, out, drain: float, interactive: bo
     stdin_open = True
     last_rx = time.monotonic()
     pending = b""
+    last_byte = b""  # the last byte read from stdin
     while True:
         readers = [sock] + ([stdin_fd] if stdin_open else [])
         writers = [sock] if pending else []
@@ -82,6 +87,8 @@ def _pump(sock: socket.socket, stdin_fd: int, out, drain: float, interactive: bo
                 print("bench client: connection reset by server", file=sys.stderr)
                 return EXIT_OK if not stdin_open else EXIT_CONNECT
             if not data:
+                if stdin_open:
+                    print("bench client: connection closed by the server", file=sys.stderr)
                 return EXIT_OK
             out.write(data)
             out.flush()
@@ -90,8 +97,11 @@ def _pump(sock: socket.socket, stdin_fd: int, out, drain: float, interactive: bo
             chunk = os.read(stdin_fd, 65536)
             if chunk:
                 pending += chunk
+                last_byte = chunk[-1:]
             else:
                 stdin_open = False
+                if not interactive and last_byte not in (b"", b"\n"):
+                    pending += b"\n"  # the server routes complete lines only
                 last_rx = time.monotonic()
                 if not pending:
                     _half_close(sock)

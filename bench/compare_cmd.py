@@ -27,7 +27,8 @@ from bench import plan as plan_mod
 from bench import results
 from bench.plan import DEFAULT_BROADCAST_RATE, DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
 from servers import backends
-from servers.argtypes import EXIT_USAGE, non_negative_int, positive_float, positive_int, seconds
+from servers.argtypes import (EXIT_USAGE, backend_list, comma_items, non_negative_int, positive_float,
+                              positive_int, seconds)
 
 # --quick: every backend and mode, two user counts, short windows: under a minute.
 QUICK = {"users": (10, 100), "duration": 0.8, "warmup": 0.3}
@@ -71,27 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _items(text: str) -> list[str]:
-    """A comma-separated list, blanks dropped, duplicates dropped (first kept)."""
-    items = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
-    if not items:
-        raise argparse.ArgumentTypeError("needs at least one value")
-    return items
-
-
-def backend_list(text: str) -> tuple[str, ...]:
-    """argparse type: comma-separated backend names."""
-    items = _items(text)
-    unknown = [b for b in items if b not in backends.BACKENDS]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown backend {unknown[0]!r} (choose from {', '.join(backends.BACKENDS)})")
-    return tuple(items)
-
-
 def mode_list(text: str) -> tuple[str, ...]:
     """argparse type: comma-separated modes (echo, broadcast)."""
-    items = _items(text)
+    items = comma_items(text)
     if any(m not in plan_mod.MODES for m in items):
         raise argparse.ArgumentTypeError(f"choose from {', '.join(plan_mod.MODES)} (got {text!r})")
     return tuple(items)
@@ -99,7 +82,7 @@ def mode_list(text: str) -> tuple[str, ...]:
 
 def user_list(text: str) -> tuple[int, ...]:
     """argparse type: comma-separated user counts, each at least 1."""
-    return tuple(positive_int(t) for t in _items(text))
+    return tuple(positive_int(t) for t in comma_items(text))
 
 
 def _cpu_set(text: str) -> tuple[int, ...]:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from servers import runtime
-from servers.argtypes import positive_float, positive_int
+from servers.argtypes import backend_list, positive_float, positive_int
 
 # Full-size figures (the numbers) and the --quick ones.
 FULL = {"soak_clients": 200, "soak_seconds": 60.0, "leak_connections": 1000}
@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run every fault case against every backend (real servers on "
                        "127.0.0.1, port 0), a broadcast soak and a leak check, and print the "
                        "outcome as a Markdown table.")
-    p.add_argument("--backends", nargs="+", choices=list(BACKENDS), default=list(BACKENDS),
-                   metavar="BACKEND", help="which backends (default: all)")
+    p.add_argument("--backends", type=backend_list, default=tuple(BACKENDS), metavar="LIST",
+                   help=f"comma-separated backends (default: all: {','.join(BACKENDS)})")
     p.add_argument("--soak-seconds", type=positive_float, default=None, metavar="S",
                    help=f"soak length (default {FULL['soak_seconds']:g}; --quick: {QUICK['soak_seconds']:g})")
     p.add_argument("--soak-clients", type=positive_int, default=None, metavar="N",

@@ -1,5 +1,6 @@
 """``bench report PATH/results.json [--out DIR]``: re-render charts, report.md and
-report.html from a results file, and print the summary table.
+report.html from a results file, and print the summary table. A run's folder
+(``reports/<run-id>``) stands for the ``results.json`` inside it.
 
 By default the outputs go next to the results file. A missing, unreadable or invalid
 results file is one line on stderr and exit 1, never a traceback.
@@ -20,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="re-render charts and reports from a results.json",
                        description="Re-render charts/*.png, report.md and report.html from a "
                        "results.json written by 'bench compare'.")
-    p.add_argument("results", metavar="PATH/results.json", help="the results file to render")
+    p.add_argument("results", metavar="PATH/results.json",
+                   help="the results file to render, or the run folder that holds it")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="where to write the report (default: the results file's folder)")
     p.set_defaults(func=run)
@@ -32,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from bench import report, results
 
     path = Path(args.results)
+    if path.is_dir():
+        path = path / "results.json"
     try:
         doc = results.load(path)
     except results.ResultsError as exc:

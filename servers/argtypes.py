@@ -70,3 +70,27 @@ def seconds(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be 0 (off) or a positive number of seconds, got {text}")
     return value
+
+
+def comma_items(text: str) -> list[str]:
+    """argparse helper: a comma-separated list, blanks and duplicates dropped (first kept).
+
+    Raises:
+        argparse.ArgumentTypeError: the list is empty.
+    """
+    items = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    if not items:
+        raise argparse.ArgumentTypeError("needs at least one value")
+    return items
+
+
+def backend_list(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated backend names (the one list syntax of every command)."""
+    from servers.backends import BACKENDS
+
+    items = comma_items(text)
+    unknown = [b for b in items if b not in BACKENDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend {unknown[0]!r} (choose from {', '.join(BACKENDS)})")
+    return tuple(items)

@@ -4,8 +4,9 @@ Never downloads anything: the browser is ``/usr/bin/chromium`` and the driver
 ``/usr/bin/chromedriver`` (Debian packages ``chromium`` and ``chromium-driver``), and the
 driver path is given to ``Service`` explicitly, which makes Selenium skip Selenium Manager.
 
-A test that needs the browser skips, with the reason, only when Chromium is absent and
-the environment variable ``CI`` is not ``"true"``; in CI a missing browser is a failure.
+A test that needs the browser skips, with the reason, only when Chromium or its driver is
+absent and the environment variable ``CI`` is not ``"true"``; in CI a missing browser or
+driver is a failure.
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ def chromium_driver(tmp_path: Path):
     The caller quits it (``driver.quit()``, e.g. in ``finally``).
 
     Raises:
-        pytest.skip.Exception: Chromium is absent and ``CI`` is not "true".
+        pytest.skip.Exception: Chromium or its driver is absent and ``CI`` is not "true".
     """
-    if not Path(CHROMIUM).exists() and os.environ.get("CI") != "true":
-        pytest.skip(f"{CHROMIUM} not found; install it with: {INSTALL_HINT}")
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not Path(path).exists()]
+    if missing and os.environ.get("CI") != "true":
+        pytest.skip(f"{' and '.join(missing)} not found; install them with: {INSTALL_HINT}")
     # Imported here so that a machine without selenium can still collect the tests.
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options

@@ -92,3 +92,45 @@ def test_serve_unresolvable_host_is_one_line() -> None:
     assert "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert "no-such-host.invalid" in stderr
+
+
+def test_client_piped_last_line_without_newline_is_sent(serve) -> None:
+    server = serve("select")
+    result = run_bench("client", f"{server.host}:{server.port}", stdin=b"one\ntwo")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"one\ntwo\n"
+
+
+def test_client_says_when_the_server_closes(serve) -> None:
+    # stdin stays open: the server, not the end of input, ends the session
+    server = serve("select", "--max-line", "4")
+    proc = subprocess.Popen(bench_command("client", f"{server.host}:{server.port}"),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(b"way too long\n")
+        proc.stdin.flush()
+        proc.wait(timeout=10)  # not communicate(): that would close stdin
+        out, err = proc.stdout.read(), proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    assert proc.returncode == 0, err
+    assert out == b"ERR line too long\n"
+    assert "connection closed by the server" in err.decode()
+    assert b"Traceback" not in err
+
+
+def test_version_flag_prints_the_version() -> None:
+    from importlib.metadata import version
+
+    result = run_bench("--version")
+    assert result.returncode == 0, result.stderr
+    assert version("sockbench") in result.stdout.decode()
+
+
+@pytest.mark.parametrize("command", ["compare", "reliability"])
+def test_backend_lists_have_one_syntax(command: str) -> None:
+    from bench.cli import build_parser
+
+    args = build_parser().parse_args([command, "--backends", "select,gevent"])
+    assert tuple(args.backends) == ("select", "gevent")

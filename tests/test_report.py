@@ -180,6 +180,15 @@ def test_cli_renders_next_to_results_file(tmp_path) -> None:
     assert "report.html" in proc.stdout and "gevent" in proc.stdout
 
 
+def test_cli_takes_the_run_folder(tmp_path) -> None:
+    results_path = tmp_path / "run" / "results.json"
+    results_path.parent.mkdir()
+    results_path.write_text(FIXTURE.read_text(encoding="utf-8"), encoding="utf-8")
+    proc = run_bench(str(results_path.parent))
+    assert proc.returncode == 0, proc.stderr
+    assert (results_path.parent / "report.html").is_file()
+
+
 def test_cli_out_dir(tmp_path) -> None:
     proc = run_bench(str(FIXTURE), "--out", str(tmp_path / "elsewhere"))
     assert proc.returncode == 0, proc.stderr
