@@ -14,9 +14,9 @@ from typing import Callable, Iterator
 
 import pytest
 
-from bench import faults
-from bench.faults import SOCKET_TIMEOUT, NotApplicable, ServerPool, reset  # noqa: F401  (reset: used by tests)
-from bench.supervise import bench_command  # noqa: F401  (used by tests)
+from bench.reliability import faults
+from bench.reliability.faults import SOCKET_TIMEOUT, NotApplicable, ServerPool, reset  # noqa: F401  (reset: used by tests)
+from bench.procs.children import bench_command  # noqa: F401  (used by tests)
 from servers import backends, runtime
 
 # The fault, soak and leak tests hold thousands of client sockets: raise this process's
@@ -43,7 +43,7 @@ def serve() -> Iterator[ServerPool]:
 
 
 def run_or_skip(fn: Callable, *args, **kw):
-    """Run a :mod:`bench.fault_cases` scenario; :class:`NotApplicable` becomes a skip
+    """Run a :mod:`bench.reliability.cases` scenario; :class:`NotApplicable` becomes a skip
     with its reason (e.g. the blocking model cannot hold two clients at once)."""
     try:
         return fn(*args, **kw)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.latency import StageTally
-from bench.ready import read_first_line
-from bench.supervise import LOCUSTFILE, bench_command, locust_command
+from bench.results.tally import StageTally
+from bench.procs.ready import read_first_line
+from bench.procs.children import LOCUSTFILE, bench_command, locust_command
 
 try:
     from tests.uiproc import UiProcess, assert_all_gone, free_port

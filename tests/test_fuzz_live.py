@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.faults import check_framing, echoes, expect_framing
+from bench.reliability.faults import check_framing, echoes, expect_framing
 from conftest import BACKENDS
 
 pytestmark = pytest.mark.timeout(90)

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from bench import analysis
+from bench.results import analysis
 
 Doc = dict[str, Any]
 Run = dict[str, Any]

@@ -27,10 +27,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from bench.ready import parse_ready, read_first_line
-from bench.perf_table import UVLOOP_REFERENCE, parse_tool_output
-from bench.runner import stop_process
-from bench.supervise import free_port, locust_command
+from bench.procs.ready import parse_ready, read_first_line
+from bench.perf.table import UVLOOP_REFERENCE, parse_tool_output
+from bench.compare.runner import stop_process
+from bench.procs.children import free_port, locust_command
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOOLS = PROJECT_ROOT.parent / "shared" / "tools"
@@ -102,7 +102,7 @@ def server(name: str, tools: dict[str, Path], extra: list[str] = ()) -> Iterator
         port = free_port()
         cmd = [str(tools["ceiling"]), str(port)]
     elif name == UVLOOP_REFERENCE:
-        cmd = [sys.executable, "-m", "bench.uvloop_echo"]
+        cmd = [sys.executable, "-m", "bench.perf.uvloop_echo"]
     else:
         cmd = [sys.executable, "-m", "servers", *SERVERS[name], "--port", "0", "--quiet", *extra]
     # The server's stderr goes to a file, not a pipe nobody reads while it runs (a

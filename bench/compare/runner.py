@@ -9,7 +9,7 @@ Processes, each its own interpreter (gevent and Locust monkey-patch theirs):
   :data:`bench.supervise.STOP_GRACE_S`).
 * the load generator: ``python -m locust -f bench/locustfile.py --headless`` with
   ``--sockbench-stages``; it writes phase events and its tallies to files here
-  (see :mod:`bench.stages`). With ``workers`` > 0 it is a master on loopback and that
+  (see :mod:`bench.loadgen.stages`). With ``workers`` > 0 it is a master on loopback and that
   many ``locust --worker`` processes generate the load; their microsecond tallies
   are merged into the master's result, and loadgen CPU % sums them all.
 
@@ -31,11 +31,11 @@ from typing import Any, Callable
 
 import psutil
 
-from bench.latency import StageTally
-from bench.plan import DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT, Group
-from bench.ready import parse_ready, read_first_line
-from bench import supervise
-from bench.supervise import READY_TIMEOUT_S, STOP_GRACE_S, bench_command, free_port, url_host
+from bench.results.tally import StageTally
+from bench.compare.plan import DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT, Group
+from bench.procs.ready import parse_ready, read_first_line
+from bench.procs import children as supervise
+from bench.procs.children import READY_TIMEOUT_S, STOP_GRACE_S, bench_command, free_port, url_host
 
 SAMPLE_INTERVAL_S = 0.2
 # A group may overrun its estimate (slow ramps, a struggling backend) by this factor

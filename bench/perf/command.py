@@ -16,8 +16,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench import perf
-from bench.perf_table import plain, render
+from bench.perf import run as perf
+from bench.perf.table import plain, render
 from servers.runtime import raise_open_files_limit
 
 # (echo seconds, rounds, scale connection counts, scale seconds, broadcast seconds, rounds)

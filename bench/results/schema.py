@@ -76,7 +76,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bench.plan import MODES
+from bench.compare.plan import MODES
 
 SCHEMA_VERSION = 1
 

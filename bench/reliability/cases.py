@@ -18,7 +18,7 @@ from typing import Callable
 
 import psutil
 
-from bench.faults import (
+from bench.reliability.faults import (
     ONE_AT_A_TIME,
     STOP_DEADLINE,
     NotApplicable,
@@ -32,7 +32,7 @@ from bench.faults import (
     read_until_eof,
     reset,
 )
-from bench.supervise import bench_command
+from bench.procs.children import bench_command
 
 # --max-line for the framing cases: small, so limit-sized lines are cheap to send.
 SMALL_MAX_LINE = 64
@@ -478,8 +478,8 @@ CASES: dict[str, Callable[[StartFn, str], str]] = {
     "bad command lines, busy port": bad_command_lines,
 }
 
-if __name__ == "__main__":  # pragma: no cover - ad-hoc: python -m bench.fault_cases CASE BACKEND
-    from bench.faults import ServerPool
+if __name__ == "__main__":  # pragma: no cover - ad-hoc: python -m bench.reliability.cases CASE BACKEND
+    from bench.reliability.faults import ServerPool
 
     pool = ServerPool()
     fn = {f.__name__: f for f in CASES.values()}[sys.argv[1]]

@@ -26,7 +26,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from bench.results import PERCENTILES
+from bench.results.schema import PERCENTILES
 
 # 1 µs to 60 s: the longest wait a user allows is its request timeout (seconds), so
 # anything recorded fits; 3 significant digits keeps p99.9 within 0.1%.

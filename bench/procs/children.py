@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence, TextIO
 
 import bench
-from bench.ready import read_first_line
+from bench.procs.ready import read_first_line
 
 # The locustfile every Locust process here loads: the project's echo and broadcast users.
 LOCUSTFILE = str(Path(bench.__file__).with_name("locustfile.py"))

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import psutil
 
-from bench.faults import (
+from bench.reliability.faults import (
     ONE_AT_A_TIME,
     NotApplicable,
     StartFn,

@@ -27,9 +27,9 @@ from gevent import socket
 from gevent.event import Event
 from locust import User, task
 
-from bench import latency
-from bench.plan import DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
-from bench.stages import PHASE
+from bench.results import tally as latency
+from bench.compare.plan import DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
+from bench.loadgen.stages import PHASE
 
 RECV_SIZE = 65536
 # After a refused or reset connection, wait this long before connecting again, so a

@@ -1,8 +1,8 @@
 """Folding raw per-stage results into results.json runs. Pure: no processes, no I/O.
 
-:mod:`bench.runner` returns one raw result per stage and repeat (see
+:mod:`bench.compare.runner` returns one raw result per stage and repeat (see
 :func:`bench.runner.raw_stage`); :func:`combine` folds the repeats of one
-(backend, mode, users) into the run that ``results.json`` stores (:mod:`bench.results`).
+(backend, mode, users) into the run that ``results.json`` stores (:mod:`bench.results.schema`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from statistics import median
 from typing import Any
 
-from bench.latency import StageTally, stage_summary
+from bench.results.tally import StageTally, stage_summary
 
 # "The load generator is the limit": Locust at >= this % of its core, server below it.
 SATURATED_PERCENT = 90.0

@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `bench --help` does not pay for matplotlib.
 
-    from bench import report, results
+    from bench.results import report
+    from bench.results import schema as results
 
     path = Path(args.results)
     try:

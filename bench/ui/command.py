@@ -9,7 +9,7 @@ With ``--workers N`` Locust runs as a master with N local worker processes; with
 ``--master-bind-host`` other machines can join it (``bench worker --master HOST``).
 
 The Locust host is ``tcp://HOST:PORT``, the form :func:`bench.users.parse_host` reads.
-This process never imports Locust or :mod:`bench.users`: importing Locust
+This process never imports Locust or :mod:`bench.loadgen.users`: importing Locust
 monkey-patches the interpreter (signals, sleep, subprocess), which a supervisor of
 processes must not have.
 
@@ -23,9 +23,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import supervise
+from bench.procs import children as supervise
 from bench.client import parse_target
-from bench.ready import parse_ready
+from bench.procs.ready import parse_ready
 from servers import backends, runtime
 from servers.argtypes import EXIT_USAGE, non_negative_int, port_number
 

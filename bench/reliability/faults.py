@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from bench.ready import parse_ready, read_first_line
-from bench.supervise import bench_command
+from bench.procs.ready import parse_ready, read_first_line
+from bench.procs.children import bench_command
 
 # Seconds to wait for the READY line (startup is ~0.2 s; this covers a loaded machine).
 READY_TIMEOUT = 10.0

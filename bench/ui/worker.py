@@ -17,7 +17,7 @@ import argparse
 import socket
 import sys
 
-from bench import supervise
+from bench.procs import children as supervise
 from servers import runtime
 from servers.argtypes import port_number, positive_int
 

@@ -1,7 +1,7 @@
 """``bench reliability``: run the fault cases x backends matrix, the broadcast soak and
 the leak check, and render the outcome as Markdown (the README's "Reliability" section).
 
-The cases are the very functions the tests run (:mod:`bench.fault_cases`); this module
+The cases are the very functions the tests run (:mod:`bench.reliability.cases`); this module
 only runs them, collects outcomes and renders them. Rendering is a pure function of the
 collected results.
 """
@@ -13,9 +13,9 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
-from bench.fault_cases import CASES
-from bench.faults import NotApplicable, ServerPool
-from bench.soak import DEFAULT_SOAK_RATE, LEAK_TOLERANCE, LeakResult, SoakResult, broadcast_soak, leak_check
+from bench.reliability.cases import CASES
+from bench.reliability.faults import NotApplicable, ServerPool
+from bench.reliability.soak import DEFAULT_SOAK_RATE, LEAK_TOLERANCE, LeakResult, SoakResult, broadcast_soak, leak_check
 
 PASS, FAIL, NA = "pass", "FAIL", "n/a"
 

@@ -19,8 +19,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bench import analysis, charts
-from bench.analysis import fmt_bytes, fmt_ratio, fmt_rps, fmt_us
+from bench.results import analysis
+from bench.results import charts
+from bench.results.analysis import fmt_bytes, fmt_ratio, fmt_rps, fmt_us
 
 Doc = dict[str, Any]
 Run = dict[str, Any]

@@ -1,9 +1,9 @@
 """``bench compare``: drive every backend with Locust and write a report.
 
 For each backend x mode, one ``bench serve`` process and one headless Locust process
-step through the user counts (see :mod:`bench.plan`, :mod:`bench.runner`). The
-figures go to ``reports/<run-id>/results.json`` (:mod:`bench.results`, schema 1),
-from which :mod:`bench.report` draws the charts and writes report.md/report.html.
+step through the user counts (see :mod:`bench.compare.plan`, :mod:`bench.compare.runner`). The
+figures go to ``reports/<run-id>/results.json`` (:mod:`bench.results.schema`, schema 1),
+from which :mod:`bench.results.report` draws the charts and writes report.md/report.html.
 
 Usage errors print one line and exit 2; a backend that fails to start is reported
 with its stderr and recorded as errored runs; the rest of the run goes on.
@@ -23,9 +23,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import plan as plan_mod
-from bench import results
-from bench.plan import DEFAULT_BROADCAST_RATE, DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
+from bench.compare import plan as plan_mod
+from bench.results import schema as results
+from bench.compare.plan import DEFAULT_BROADCAST_RATE, DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
 from servers import backends
 from servers.argtypes import EXIT_USAGE, non_negative_int, positive_float, positive_int, seconds
 
@@ -115,7 +115,7 @@ def parse_pinning(text: str) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     if text == "none":
         return None
     if text == "auto":
-        from bench import runner
+        from bench.compare import runner
 
         return runner.default_pinning(os.cpu_count() or 1)
     server, sep, loadgen = text.partition(":")
@@ -202,7 +202,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.text import Text
 
-    from bench import analysis, report, runner
+    from bench.results import analysis
+    from bench.results import report
+    from bench.compare import runner
 
     options, extras = options_from_args(args)
     console = report.summary_console()
@@ -262,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
 def build_document(run_id: str, env: dict[str, Any], options: plan_mod.PlanOptions,
                    extras: dict[str, Any], raws: list[dict[str, Any]]) -> dict[str, Any]:
     """The results.json document: one run per (backend, mode, users), repeats folded in."""
-    from bench.combine import combine  # imports the HDR histogram: not at `bench serve` startup
+    from bench.results.combine import combine  # imports the HDR histogram: not at `bench serve` startup
 
     grouped: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for raw in raws:

@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.reliability import DEFAULT_SOAK_RATE, all_passed, render_markdown, run_all
+    from bench.reliability.matrix import DEFAULT_SOAK_RATE, all_passed, render_markdown, run_all
 
     sizes = QUICK if args.quick else FULL
     clients = args.soak_clients or sizes["soak_clients"]

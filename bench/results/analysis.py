@@ -1,4 +1,4 @@
-"""Pure analysis of a results document (``bench.results`` schema 1): no I/O, no plotting.
+"""Pure analysis of a results document (``bench.results.schema`` schema 1): no I/O, no plotting.
 
 Everything the report, the charts and the terminal summary say about a run is decided
 here, so the rules can be unit-tested on hand-built documents:
@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from bench.plan import MODES
+from bench.compare.plan import MODES
 
 Run = dict[str, Any]
 Doc = dict[str, Any]

@@ -5,7 +5,7 @@ bytes as they arrive (the same as echoing lines for whole-line clients), with no
 framing, limits or logging. It is what "uvloop's Protocol server" means in ``bench perf``:
 the fastest a Python callback server gets here.
 
-usage: python -m bench.uvloop_echo    (binds 127.0.0.1 on a free port, prints READY HOST:PORT)
+usage: python -m bench.perf.uvloop_echo    (binds 127.0.0.1 on a free port, prints READY HOST:PORT)
 """
 
 from __future__ import annotations
