@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import resource
 import signal
-import subprocess
 import sys
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from bench.compare import plan as plan_mod
 from bench.results import schema as results
-from bench.compare.plan import DEFAULT_BROADCAST_RATE, DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
+from bench.results.config import (
+    DEFAULT_BROADCAST_RATE,
+    DEFAULT_DELIVERY_BUDGET,
+    DEFAULT_MESSAGE_BYTES,
+    DEFAULT_REQUEST_TIMEOUT,
+    MODES,
+    CompareConfig,
+)
+from bench.procs import machine
 from servers import backends
 from servers.argtypes import EXIT_USAGE, non_negative_int, positive_float, positive_int, seconds
 
@@ -34,7 +38,6 @@ QUICK = {"users": (10, 100), "duration": 0.8, "warmup": 0.3}
 # Defaults: 6 backends x (4 echo + 3 broadcast points) x 5.5 s + ~2 s per server run is
 # about 4.5 minutes, inside the 6-minute budget on a 2-core machine.
 DEFAULTS = {"users": (1, 10, 100, 1000), "duration": 4.0, "warmup": 1.5}
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "write reports/<run-id>/results.json and a report.")
     p.add_argument("--backends", type=backend_list, default=tuple(backends.BACKENDS), metavar="LIST",
                    help=f"comma-separated backends (default: all: {','.join(backends.BACKENDS)})")
-    p.add_argument("--modes", type=mode_list, default=plan_mod.MODES, metavar="LIST",
+    p.add_argument("--modes", type=mode_list, default=MODES, metavar="LIST",
                    help="echo,broadcast (default both)")
     p.add_argument("--users", type=user_list, default=None, metavar="LIST",
                    help="comma-separated concurrent users (default 1,10,100,1000; --quick: 10,100)")
@@ -55,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"bytes per line, newline included (default {DEFAULT_MESSAGE_BYTES})")
     p.add_argument("--broadcast-rate", type=positive_float, default=DEFAULT_BROADCAST_RATE, metavar="R",
                    help="broadcast lines/s per user, capped so a point asks for at most "
-                   f"{plan_mod.DEFAULT_DELIVERY_BUDGET:,.0f} deliveries/s (default {DEFAULT_BROADCAST_RATE:g})")
+                   f"{DEFAULT_DELIVERY_BUDGET:,.0f} deliveries/s (default {DEFAULT_BROADCAST_RATE:g})")
     p.add_argument("--request-timeout", type=positive_float, default=None, metavar="S",
                    help="seconds one wait may take before it counts as a timeout (default "
                    f"{DEFAULT_REQUEST_TIMEOUT:g}, or half of --duration if shorter, so a user that "
@@ -92,8 +95,8 @@ def backend_list(text: str) -> tuple[str, ...]:
 def mode_list(text: str) -> tuple[str, ...]:
     """argparse type: comma-separated modes (echo, broadcast)."""
     items = _items(text)
-    if any(m not in plan_mod.MODES for m in items):
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(plan_mod.MODES)} (got {text!r})")
+    if any(m not in MODES for m in items):
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(MODES)} (got {text!r})")
     return tuple(items)
 
 
@@ -132,54 +135,19 @@ def parse_pinning(text: str) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     return pinning
 
 
-def options_from_args(args: argparse.Namespace) -> tuple[plan_mod.PlanOptions, dict[str, Any]]:
+def config_from_args(args: argparse.Namespace) -> CompareConfig:
     """The parsed flags (argparse has validated each) with the --quick/default presets
-    filled in. Returns the plan options and the run-level extras."""
+    filled in."""
     preset = QUICK if args.quick else DEFAULTS
-    options = plan_mod.PlanOptions(
+    duration = args.duration if args.duration is not None else preset["duration"]
+    return CompareConfig(
         backends=args.backends, modes=args.modes, users=args.users or preset["users"],
-        duration_s=args.duration if args.duration is not None else preset["duration"],
-        warmup_s=args.warmup if args.warmup is not None else preset["warmup"],
-        repeat=args.repeat, broadcast_rate=args.broadcast_rate,
+        duration_s=duration, warmup_s=args.warmup if args.warmup is not None else preset["warmup"],
+        repeat=args.repeat, broadcast_rate=args.broadcast_rate, message_bytes=args.message_bytes,
+        request_timeout_s=(args.request_timeout if args.request_timeout is not None
+                           else min(DEFAULT_REQUEST_TIMEOUT, duration / 2)),
+        cpu_pinning=args.cpus, workers=args.workers,
     )
-    extras = {
-        "message_bytes": args.message_bytes,
-        "request_timeout": (args.request_timeout if args.request_timeout is not None
-                            else min(DEFAULT_REQUEST_TIMEOUT, options.duration_s / 2)),
-        "pinning": args.cpus,
-        "workers": args.workers,
-    }
-    return options, extras
-
-
-def environment() -> dict[str, Any]:
-    """The machine and software a run was measured on."""
-    import psutil
-
-    cpu_model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for package in ("gevent", "locust", "matplotlib", "psutil", "hdrhistogram", "rich", "greenlet", "uvloop"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                                text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {
-        "cpu_model": cpu_model, "cpu_count": os.cpu_count(), "ram_bytes": psutil.virtual_memory().total,
-        "os": platform.platform(), "python": platform.python_version(), "versions": versions,
-        "open_files_limit": list(resource.getrlimit(resource.RLIMIT_NOFILE)), "git_commit": commit,
-    }
 
 
 def new_run_dir(out: Path) -> tuple[str, Path]:
@@ -206,21 +174,17 @@ def run(args: argparse.Namespace) -> int:
     from bench.results import report
     from bench.compare import runner
 
-    options, extras = options_from_args(args)
+    config = config_from_args(args)
     console = report.summary_console()
-    groups = plan_mod.build_plan(options)
+    groups = plan_mod.build_plan(config)
     if not groups:
         print("bench compare: error: nothing to run (broadcast needs at least 2 users)", file=sys.stderr)
         return EXIT_USAGE
     signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: stop Locust and the server, then exit
-    env = environment()
+    env = machine.environment()
     run_id, run_dir = new_run_dir(Path(args.out))
-    pinning = extras["pinning"]
-    ropts = runner.RunnerOptions(
-        workdir=run_dir / "logs", message_bytes=extras["message_bytes"],
-        request_timeout=extras["request_timeout"],
-        server_cpus=pinning[0] if pinning else None, loadgen_cpus=pinning[1] if pinning else None,
-        workers=extras["workers"])
+    pinning = config.cpu_pinning
+    ropts = runner.RunnerOptions(workdir=run_dir / "logs", config=config)
     points = sum(len(g.stages) for g in groups)
     console.print(f"bench compare: {points} points in {len(groups)} server runs, about "
                   f"{plan_mod.estimate_s(groups) / 60:.1f} min; open-files limit {env['open_files_limit'][0]} "
@@ -233,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
                   transient=False) as progress:
         task = progress.add_task("starting", total=plan_mod.estimate_s(groups))
         for group in groups:
-            label = f"{group.backend} {group.mode}" + (f" #{group.repeat + 1}" if options.repeat > 1 else "")
+            label = f"{group.backend} {group.mode}" + (f" #{group.repeat + 1}" if config.repeat > 1 else "")
 
             def on_event(index: int, event: str, group: plan_mod.Group = group, label: str = label) -> None:
                 if index < len(group.stages):
@@ -249,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
             raws.extend(stage_raws)
             progress.advance(task, plan_mod.GROUP_OVERHEAD_S)
         progress.update(task, description="done", completed=plan_mod.estimate_s(groups))
-    doc = build_document(run_id, env, options, extras, raws)
+    doc = build_document(run_id, env, config, raws)
     results_path = run_dir / "results.json"
     results.save(doc, results_path)
     report.render_report(doc, run_dir)
@@ -261,32 +225,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_document(run_id: str, env: dict[str, Any], options: plan_mod.PlanOptions,
-                   extras: dict[str, Any], raws: list[dict[str, Any]]) -> dict[str, Any]:
+def build_document(run_id: str, env: dict[str, Any], config: CompareConfig,
+                   raws: list[dict[str, Any]]) -> dict[str, Any]:
     """The results.json document: one run per (backend, mode, users), repeats folded in."""
     from bench.results.combine import combine  # imports the HDR histogram: not at `bench serve` startup
 
     grouped: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for raw in raws:
         grouped.setdefault((raw["backend"], raw["mode"], raw["users"]), []).append(raw)
-    runs = [combine(items, extras["message_bytes"], max(1, extras.get("workers", 0)))
-            for items in grouped.values()]
-    pinning = extras["pinning"]
+    runs = [combine(items, config.message_bytes, max(1, config.workers)) for items in grouped.values()]
     return {
         "schema": results.SCHEMA_VERSION,
         "run_id": run_id,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "environment": env,
-        "config": {
-            "backends": list(options.backends), "modes": list(options.modes), "users": sorted(set(options.users)),
-            "duration_s": options.duration_s, "warmup_s": options.warmup_s, "repeat": options.repeat,
-            "message_bytes": extras["message_bytes"], "broadcast_rate": options.broadcast_rate,
-            "workers": extras.get("workers", 0),
-            "cpu_pinning": {"server": list(pinning[0]), "loadgen": list(pinning[1])} if pinning else None,
-            # optional keys (see bench/results.py)
-            "request_timeout_s": extras["request_timeout"],
-            "delivery_budget": options.delivery_budget,
-        },
+        "config": config.to_json(),
         "loadgen_ceiling": None,
         "runs": runs,
     }

@@ -21,18 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MODES = ("echo", "broadcast")
-# Option defaults shared by `bench compare` and the locustfile (kept here, in a module
-# that imports neither gevent nor Locust: importing Locust monkey-patches the process).
-DEFAULT_MESSAGE_BYTES = 64
-DEFAULT_BROADCAST_RATE = 10.0
-# Per-wait timeout: a closed-loop round trip on loopback takes microseconds to tens of
-# milliseconds even at 1,000 connections; 2 s means "not served". Short enough that
-# the blocking backend's queued users fail fast and are counted instead of stalling.
-DEFAULT_REQUEST_TIMEOUT = 2.0
-# Deliveries per second a broadcast stage may ask for: what one Locust process on one
-# core receives, times and reports with room to spare (~50 µs of Python per delivery).
-DEFAULT_DELIVERY_BUDGET = 20_000.0
+from bench.results.config import CompareConfig
+
 # Seconds a stage's ramp is expected to take (spawning and connecting its users),
 # and a group's fixed cost (server and Locust start, stop): for the ETA only.
 RAMP_ESTIMATE_S = 0.3
@@ -67,18 +57,9 @@ class Group:
         return GROUP_OVERHEAD_S + sum(RAMP_ESTIMATE_S + s.warmup_s + s.duration_s for s in self.stages)
 
 
-@dataclass(frozen=True)
-class PlanOptions:
-    """What the user asked for (already validated by the CLI)."""
-
-    backends: tuple[str, ...]
-    modes: tuple[str, ...] = MODES
-    users: tuple[int, ...] = (1, 10, 100, 1000)
-    duration_s: float = 4.0
-    warmup_s: float = 1.5
-    repeat: int = 1
-    broadcast_rate: float = DEFAULT_BROADCAST_RATE
-    delivery_budget: float = DEFAULT_DELIVERY_BUDGET
+# What build_plan reads: the run's one config (backends, modes, users, durations, repeat,
+# broadcast rate and budget).
+PlanOptions = CompareConfig
 
 
 def broadcast_rate_for(users: int, rate: float, budget: float) -> float:

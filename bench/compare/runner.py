@@ -6,7 +6,7 @@ Processes, each its own interpreter (gevent and Locust monkey-patch theirs):
 
 * the server: ``python -m bench serve BACKEND --mode M --port 0 --quiet``; its first
   stdout line is ``READY HOST:PORT``. Stopped with SIGTERM (then SIGKILL after
-  :data:`bench.supervise.STOP_GRACE_S`).
+  :data:`bench.procs.children.STOP_GRACE_S`).
 * the load generator: ``python -m locust -f bench/locustfile.py --headless`` with
   ``--sockbench-stages``; it writes phase events and its tallies to files here
   (see :mod:`bench.loadgen.stages`). With ``workers`` > 0 it is a master on loopback and that
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -32,12 +31,15 @@ from typing import Any, Callable
 import psutil
 
 from bench.results.tally import StageTally
-from bench.compare.plan import DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT, Group
-from bench.procs.ready import parse_ready, read_first_line
+from bench.compare.plan import Group
+from bench.results.config import CompareConfig
 from bench.procs import children as supervise
-from bench.procs.children import READY_TIMEOUT_S, STOP_GRACE_S, bench_command, free_port, url_host
+from bench.procs.children import free_port, stop_processes
+from bench.procs.server import ServerProcess, ServerStartError
 
 SAMPLE_INTERVAL_S = 0.2
+# Users Locust starts per second: all of a stage's users at once, in practice.
+SPAWN_RATE = 1000.0
 # A group may overrun its estimate (slow ramps, a struggling backend) by this factor
 # plus a margin before its Locust process is killed and the group marked failed.
 OVERRUN_FACTOR = 2.0
@@ -47,29 +49,21 @@ EMPTY_WINDOW: dict[str, Any] = {"server_cpu": 0.0, "loadgen_cpu": 0.0, "other_cp
                                 "server_core_busy": None, "loadgen_core_busy": None}
 
 
-class ServerStartError(Exception):
-    """The server did not print READY. The message includes its stderr."""
-
-
 @dataclass(frozen=True)
 class RunnerOptions:
-    """How to run groups (the same for every group of a run)."""
+    """How to run groups: the run's config, and where its logs go."""
 
     workdir: Path                     # logs and Locust's output files go here
-    message_bytes: int = DEFAULT_MESSAGE_BYTES
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
-    spawn_rate: float = 1000.0
-    server_cpus: tuple[int, ...] | None = None
-    loadgen_cpus: tuple[int, ...] | None = None
-    workers: int = 0  # > 0: Locust master + this many local worker processes
+    config: CompareConfig = CompareConfig(backends=())
 
 
 def loadgen_cores(opts: RunnerOptions) -> int:
     """Cores the load generator can use: what its CPU % is a percentage of."""
-    if opts.workers < 1:
+    config = opts.config
+    if config.workers < 1:
         return 1
-    cpus = len(opts.loadgen_cpus) if opts.loadgen_cpus else (os.cpu_count() or 1)
-    return max(1, min(opts.workers, cpus))
+    cpus = len(config.loadgen_cpus) if config.loadgen_cpus else (os.cpu_count() or 1)
+    return max(1, min(config.workers, cpus))
 
 
 def default_pinning(cpu_count: int) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
@@ -89,51 +83,15 @@ def _pin(pid: int, cpus: tuple[int, ...] | None) -> None:
 
 
 def start_server(backend: str, mode: str, max_users: int, opts: RunnerOptions,
-                 log_path: Path) -> tuple[subprocess.Popen, str]:
-    """Start ``bench serve`` on port 0 and wait for READY.
+                 log_path: Path) -> ServerProcess:
+    """Start ``bench serve`` on port 0, pinned to the server's CPUs, and wait for READY.
 
-    Returns:
-        (process, "HOST:PORT").
     Raises:
-        ServerStartError: no READY within :data:`READY_TIMEOUT_S` (stderr included).
+        ServerStartError: no READY (the message ends with the server's last stderr line).
     """
     max_clients = max(1000, 2 * max_users + 16)  # room for reconnects in flight
-    cmd = bench_command("serve", backend, "--mode", mode, "--port", "0", "--quiet",
-                        "--max-clients", str(max_clients))
-    err = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
-    err.close()
-    _pin(proc.pid, opts.server_cpus)
-    ready = parse_ready(read_first_line(proc.stdout, READY_TIMEOUT_S))
-    if ready is None:
-        stop_process(proc)
-        stderr = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-        why = stderr[-1] if stderr else f"no READY line within {READY_TIMEOUT_S:g} s"
-        raise ServerStartError(f"bench serve {backend} --mode {mode} failed to start: {why}")
-    host, port = ready
-    return proc, f"{url_host(host)}:{port}"
-
-
-def stop_processes(procs: list[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM every process still running, wait up to ``grace_s`` for all of them
-    together, SIGKILL those left."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for proc in procs:
-        try:
-            proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
-
-
-def stop_process(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM, wait, SIGKILL if needed."""
-    stop_processes([proc], grace_s)
+    return ServerProcess.serve(backend, "--mode", mode, "--max-clients", str(max_clients),
+                               log_path=log_path, cpus=opts.config.server_cpus)
 
 
 def _cpu_seconds(proc: psutil.Process) -> float:
@@ -201,23 +159,22 @@ class _Sampler:
 
 def locust_command(group: Group, address: str, opts: RunnerOptions, out: Path,
                    master_port: int = 0) -> list[str]:
-    user_class = "EchoUser" if group.mode == "echo" else "BroadcastUser"
+    config = opts.config
     master = ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
-              "--expect-workers", str(opts.workers), "--expect-workers-max-wait", "30"] if opts.workers else []
+              "--expect-workers", str(config.workers), "--expect-workers-max-wait", "30"] if config.workers else []
     return supervise.locust_command(
         "--headless", "--host", address,
-        "-u", str(group.stages[0].users), "-r", f"{opts.spawn_rate:g}", "--exit-code-on-error", "0",
+        "-u", str(group.stages[0].users), "-r", f"{SPAWN_RATE:g}", "--exit-code-on-error", "0",
         "--only-summary", "--loglevel", "ERROR", "--stop-timeout", "0",
-        "--message-bytes", str(opts.message_bytes), "--request-timeout", f"{opts.request_timeout:g}",
+        "--message-bytes", str(config.message_bytes), "--request-timeout", f"{config.request_timeout_s:g}",
         "--broadcast-rate", f"{group.stages[0].broadcast_rate:g}",
         "--sockbench-stages", json.dumps([s.to_locust() for s in group.stages]),
-        "--sockbench-out", str(out), *master, user_class,
+        "--sockbench-out", str(out), *master, supervise.USER_CLASS[group.mode],
     )
 
 
 def worker_command(master_port: int) -> list[str]:
-    return supervise.locust_command("--worker", "--master-host", "127.0.0.1", "--master-port",
-                                    str(master_port), "--loglevel", "ERROR")
+    return supervise.locust_worker_command("127.0.0.1", master_port, "ERROR")
 
 
 def run_group(group: Group, opts: RunnerOptions,
@@ -232,8 +189,8 @@ def run_group(group: Group, opts: RunnerOptions,
     opts.workdir.mkdir(parents=True, exist_ok=True)
     max_users = max(s.users for s in group.stages)
     try:
-        server, address = start_server(group.backend, group.mode, max_users, opts,
-                                       opts.workdir / f"{name}.server.log")
+        server = start_server(group.backend, group.mode, max_users, opts,
+                              opts.workdir / f"{name}.server.log")
     except ServerStartError as exc:
         return [raw_stage(group, i, error=str(exc)) for i in range(len(group.stages))]
     try:
@@ -241,16 +198,16 @@ def run_group(group: Group, opts: RunnerOptions,
         out = opts.workdir / f"{name}.locust.json"
         events_path = Path(str(out) + ".events")
         log_path = opts.workdir / f"{name}.locust.log"
-        master_port = free_port() if opts.workers else 0
+        master_port = free_port() if opts.config.workers else 0
         with open(log_path, "wb") as log:
-            locust = subprocess.Popen(locust_command(group, address, opts, out, master_port), stdout=log,
+            locust = subprocess.Popen(locust_command(group, server.url_address, opts, out, master_port), stdout=log,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             workers = [subprocess.Popen(worker_command(master_port), stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL) for _ in range(opts.workers)]
+                                        stdin=subprocess.DEVNULL) for _ in range(opts.config.workers)]
         for proc in (locust, *workers):
-            _pin(proc.pid, opts.loadgen_cpus)
+            _pin(proc.pid, opts.config.loadgen_cpus)
         sampler = _Sampler(server.pid, [p.pid for p in (locust, *workers)], loadgen_cores(opts),
-                           opts.server_cpus, opts.loadgen_cpus)
+                           opts.config.server_cpus, opts.config.loadgen_cpus)
         deadline = time.monotonic() + OVERRUN_FACTOR * group.estimate_s() + OVERRUN_MARGIN_S
         seen = 0
         error = None
@@ -258,8 +215,8 @@ def run_group(group: Group, opts: RunnerOptions,
             while locust.poll() is None:
                 sampler.sample()
                 seen = _read_events(events_path, seen, on_event)
-                if server.poll() is not None:
-                    error = f"server exited with status {server.returncode} during the run"
+                if not server.alive():
+                    error = f"server exited with status {server.proc.returncode} during the run"
                     break
                 if time.monotonic() > deadline:
                     error = "the load generator overran its time limit and was stopped"
@@ -279,7 +236,7 @@ def run_group(group: Group, opts: RunnerOptions,
         return [raw_stage(group, s["index"], s, sampler.window(s["t_start"], s["t_end"]), baseline_rss)
                 for s in stages]
     finally:
-        stop_process(server)
+        server.close()
 
 
 def _read_events(path: Path, seen: int, on_event: Callable[[int, str], None]) -> int:

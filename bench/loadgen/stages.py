@@ -37,7 +37,7 @@ from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
 from bench.results import tally as latency
-from bench.compare.plan import DEFAULT_BROADCAST_RATE, DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
+from bench.results.config import DEFAULT_BROADCAST_RATE, DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
 from servers.runtime import raise_open_files_limit
 
 log = logging.getLogger("sockbench")

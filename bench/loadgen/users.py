@@ -3,14 +3,14 @@
 * :class:`EchoUser`: closed loop. Send one line of ``--message-bytes`` (newline
   included), wait for it to come back whole, repeat.
 * :class:`BroadcastUser`: joins the room; a sender sends ``--broadcast-rate`` lines
-  per second, each ``"<sender> <seq> <send-time-µs> xxx...\\n"``; a reader greenlet
+  per second, each a sequenced line (:mod:`bench.loadgen.sequence`); a reader greenlet
   times every line it receives (send to receipt, wall clock, so it works across
   processes on one machine) and counts per sender the sequence gaps (lost lines) and
   lines older than one already seen (out of order).
 
 Every round trip or delivery fires Locust's ``events.request`` (type ``tcp``, name
 ``echo`` or ``broadcast``) and is also recorded in microseconds in
-:data:`bench.latency.BOOK`. Every wait (connect, send, reply, a silent broadcast
+:data:`bench.results.tally.BOOK`. Every wait (connect, send, reply, a silent broadcast
 room) has a timeout, ``--request-timeout``; a failure is counted by kind
 (timeout, reset, refused, protocol), the connection is dropped and made again.
 """
@@ -28,7 +28,8 @@ from gevent.event import Event
 from locust import User, task
 
 from bench.results import tally as latency
-from bench.compare.plan import DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
+from bench.results.config import DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
+from bench.loadgen.sequence import OUT_OF_ORDER, SequenceCheck, format_line, parse_line
 from bench.loadgen.stages import PHASE
 
 RECV_SIZE = 65536
@@ -161,7 +162,7 @@ class BroadcastUser(LineUser):
         super().on_start()
         self.sender_id = f"{os.getpid():x}.{next(_sender_ids)}".encode()
         self.seq = 0
-        self.last_seq: dict[bytes, int] = {}
+        self.order = SequenceCheck()
         self.broken = Event()
         self.reader: gevent.Greenlet | None = None
 
@@ -185,9 +186,7 @@ class BroadcastUser(LineUser):
 
     def line(self) -> bytes:
         self.seq += 1
-        head = b"%s %d %d " % (self.sender_id, self.seq, time.time_ns() // 1000)
-        pad = self.message_bytes - len(head) - 1
-        return head + b"x" * max(pad, 0) + b"\n"
+        return format_line(self.sender_id, self.seq, time.time_ns() // 1000, self.message_bytes)
 
     @task
     def broadcast_forever(self) -> None:
@@ -226,7 +225,7 @@ class BroadcastUser(LineUser):
 
     def read_forever(self, sock: socket.socket) -> None:
         """Receive lines until the connection fails; record each delivery."""
-        fire, book, last_seq = self._fire, latency.BOOK, self.last_seq
+        fire, book, order = self._fire, latency.BOOK, self.order
         pending = b""
         phase = None
         while True:
@@ -258,20 +257,17 @@ class BroadcastUser(LineUser):
             pending = lines.pop()
             for raw in lines:
                 try:
-                    sender, seq_text, sent_text, _ = raw.split(b" ", 3)
-                    seq, sent_us = int(seq_text), int(sent_text)
+                    sender, seq, sent_us = parse_line(raw)
                 except ValueError:
                     self.broken.set()
                     self.failed("broadcast", ProtocolError(f"unexpected line {raw[:40]!r}"), started)
                     return
-                previous = last_seq.get(sender)
-                if previous is not None:
-                    if seq > previous + 1:
-                        book.gap(lost=seq - previous - 1)
-                    elif seq <= previous:
-                        book.gap(out_of_order=1)
-                        continue
-                last_seq[sender] = seq
+                lost = order.see(sender, seq)
+                if lost == OUT_OF_ORDER:
+                    book.gap(out_of_order=1)
+                    continue
+                if lost:
+                    book.gap(lost=lost)
                 lat_us = now_us - sent_us
                 book.record(lat_us)
                 fire(request_type="tcp", name="broadcast", response_time=lat_us / 1000,

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.perf import run as perf
+from bench.procs import machine
 from bench.perf.table import plain, render
 from servers.runtime import raise_open_files_limit
 
@@ -46,28 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", nargs="+", metavar="SERVER",
                    help="measure only these servers (names as in the tables; the references "
                    "ceiling and the bare uvloop server are kept in the echo table)")
-    p.add_argument("--out", type=Path, default=perf.PROJECT_ROOT / "reports", metavar="DIR",
+    p.add_argument("--out", type=Path, default=machine.PROJECT_ROOT / "reports", metavar="DIR",
                    help="where perf-<time>.json/.md go (default reports/)")
     p.set_defaults(func=run)
 
 
 def _machine() -> str:
-    cpu = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=perf.PROJECT_ROOT).stdout.strip()
-    except OSError:
-        commit = ""
-    return (f"{cpu or platform.processor()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
-            f"Python {platform.python_version()}, commit {commit or '?'}; server on CPU "
-            f"{perf.SERVER_CPU}, clients on CPU {perf.CLIENT_CPU}")
+    return f"{machine.one_line()}; server on CPU {perf.SERVER_CPU}, clients on CPU {perf.CLIENT_CPU}"
 
 
 def _nofile(soft: int, hard: int) -> str:

@@ -20,33 +20,26 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from bench.procs.ready import parse_ready, read_first_line
 from bench.perf.table import UVLOOP_REFERENCE, parse_tool_output
-from bench.compare.runner import stop_process
 from bench.procs.children import free_port, locust_command
+from bench.procs.machine import PROJECT_ROOT
+from bench.procs.server import ServerProcess, ServerStartError
+from servers import backends
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOOLS = PROJECT_ROOT.parent / "shared" / "tools"
 TOOLS = ("ceiling", "echoload", "fanload")
 SERVER_CPU, CLIENT_CPU = 0, 1
-READY_TIMEOUT = 15.0
 
-# Display name -> `bench serve` arguments. "ceiling" is the C server, handled apart.
-SERVERS: dict[str, list[str]] = {
-    "threading": ["threading"],
-    "select": ["select"],  # epoll, the platform default
-    "gevent": ["gevent"],
-    "asyncio": ["asyncio"],
-    "asyncio+uvloop": ["asyncio", "--loop", "uvloop"],
-    "gevent-callback": ["gevent-callback"],
-}
+# Display name -> `bench serve` arguments: every backend of the registry, and asyncio on
+# uvloop. "ceiling" (the C server) and the bare uvloop server are handled apart.
+SERVERS: dict[str, list[str]] = {name: [name] for name in backends.BACKENDS}
+SERVERS["asyncio+uvloop"] = ["asyncio", "--loop", "uvloop"]
 # A bare uvloop Protocol echo server (bench/uvloop_echo.py): the stretch target.
 ECHO_SERVERS = ["ceiling", UVLOOP_REFERENCE, "threading", "select", "gevent", "gevent-callback", "asyncio", "asyncio+uvloop"]
 SCALE_SERVERS = ["threading", "select", "gevent", "gevent-callback", "asyncio", "asyncio+uvloop"]
@@ -97,42 +90,20 @@ def rss_kib(pid: int) -> int:
 
 @contextmanager
 def server(name: str, tools: dict[str, Path], extra: list[str] = ()) -> Iterator[tuple[int, int]]:
-    """Run server ``name`` pinned to SERVER_CPU; yield (pid, port); stop it after."""
-    if name == "ceiling":
-        port = free_port()
-        cmd = [str(tools["ceiling"]), str(port)]
-    elif name == UVLOOP_REFERENCE:
-        cmd = [sys.executable, "-m", "bench.perf.uvloop_echo"]
-    else:
-        cmd = [sys.executable, "-m", "servers", *SERVERS[name], "--port", "0", "--quiet", *extra]
-    # The server's stderr goes to a file, not a pipe nobody reads while it runs (a
-    # chatty server would block on a full pipe); its tail explains a failed start.
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                                cwd=PROJECT_ROOT, preexec_fn=pinned(SERVER_CPU))
-        try:
-            _host, port = _read_ready(proc, err)
-            yield proc.pid, port
-        finally:
-            stop_process(proc)
-
-
-def _read_ready(proc: subprocess.Popen, err) -> tuple[str, int]:
-    """(host, port) from the server's READY line.
+    """Run server ``name`` pinned to SERVER_CPU; yield (pid, port); stop it after.
 
     Raises:
-        RuntimeError: no READY line; the message ends with the tail of ``err`` (the
-            server's stderr file), read once the server is dead.
+        ServerStartError: no READY line (the message ends with the server's stderr).
     """
-    line = read_first_line(proc.stdout, READY_TIMEOUT)
-    ready = parse_ready(line)
-    if ready is None:
-        proc.kill()
-        proc.wait()
-        err.seek(0)
-        text = err.read().decode(errors="replace").strip()
-        raise RuntimeError(f"server did not print READY (got {line!r}): {text[-300:]}")
-    return ready
+    pin = (SERVER_CPU,) if SERVER_CPU < (os.cpu_count() or 1) else None
+    if name == "ceiling":
+        proc = ServerProcess.start([str(tools["ceiling"]), str(free_port())], cpus=pin)
+    elif name == UVLOOP_REFERENCE:
+        proc = ServerProcess.start([sys.executable, "-m", "bench.perf.uvloop_echo"], cpus=pin)
+    else:
+        proc = ServerProcess.serve(*SERVERS[name], *extra, cpus=pin)
+    with proc:
+        yield proc.pid, proc.port
 
 
 def run_tool(tool: Path, args: list[Any], pid: int, timeout: float) -> dict[str, Any]:
@@ -214,7 +185,7 @@ def scale_run(tools: dict[str, Path], name: str, conns: int, size: int, seconds:
                 done.set()
                 sampler.join()
             run.update(rss_base_kib=base, rss_idle_kib=idle, rss_active_kib=peak[0])
-    except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
+    except (OSError, ServerStartError, subprocess.TimeoutExpired) as exc:
         run = {"error": str(exc)[:120]}
     log(f"scale {name} {conns}: {run.get('rps', run.get('error'))} rps")
     return run

@@ -1,4 +1,5 @@
-"""Child processes for ``bench ui`` and ``bench worker``: start, watch, stop.
+"""Child processes: command lines, start, watch, stop (``bench ui``, ``bench worker``,
+the compare runner and :class:`bench.procs.server.ServerProcess`).
 
 Each child runs in its own session (so its own process group): a Ctrl-C in the
 terminal reaches only ``bench``, which then stops every child in order, and anything
@@ -26,15 +27,14 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence, TextIO
 
 import bench
-from bench.procs.ready import read_first_line
 
 # The locustfile every Locust process here loads: the project's echo and broadcast users.
 LOCUSTFILE = str(Path(bench.__file__).with_name("locustfile.py"))
+# The user class in LOCUSTFILE that matches each server mode.
+USER_CLASS = {"echo": "EchoUser", "broadcast": "BroadcastUser"}
 # Seconds a child gets to exit after SIGTERM before SIGKILL. Locust's master tells its
 # workers to quit and prints its stats; a server closes its connections: ~0.5 s each.
 STOP_GRACE_S = 5.0
-# Seconds to wait for ``bench serve`` to print READY (startup is ~0.2 s).
-READY_TIMEOUT_S = 15.0
 # Seconds to wait for Locust's web UI to accept connections (imports take ~1.5 s;
 # on a loaded 2-core machine several Locust processes start at once).
 WEB_READY_TIMEOUT_S = 45.0
@@ -67,6 +67,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
+# Popen's preexec_fn for a child that must die with ``bench`` (None off Linux).
+DIE_WITH_PARENT = _die_with_parent if _PRCTL is not None else None
+
+
 def bench_command(*args: str) -> list[str]:
     """``bench ARGS...`` with this interpreter, so PATH does not matter."""
     return [sys.executable, "-m", "bench", *args]
@@ -76,6 +80,12 @@ def locust_command(*args: str, locustfile: str = LOCUSTFILE) -> list[str]:
     """``locust -f LOCUSTFILE ARGS...`` with this interpreter (the project's locustfile
     unless ``locustfile`` is given)."""
     return [sys.executable, "-m", "locust", "-f", locustfile, *args]
+
+
+def locust_worker_command(master_host: str, master_port: int, loglevel: str = "WARNING") -> list[str]:
+    """``locust --worker`` joining the master at ``master_host:master_port``."""
+    return locust_command("--worker", "--master-host", master_host, "--master-port", str(master_port),
+                          "--loglevel", loglevel)
 
 
 class Child:
@@ -89,12 +99,10 @@ class Child:
         argv: the command.
         out: where relayed lines go.
         skip: lines containing any of these are never relayed (noise).
-        first_line: keep the first stdout line for :meth:`read_first_line` (``READY ...``)
-            instead of relaying it.
     """
 
     def __init__(self, name: str, argv: Sequence[str], out: TextIO = sys.stderr,
-                 skip: Iterable[str] = (), first_line: bool = False) -> None:
+                 skip: Iterable[str] = ()) -> None:
         self.name = name
         self.argv = list(argv)
         self._out = out
@@ -104,19 +112,10 @@ class Child:
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent if _PRCTL is not None else None,
+            start_new_session=True, preexec_fn=DIE_WITH_PARENT,
         )
         self._thread = threading.Thread(target=self._pump, name=f"relay-{name}", daemon=True)
-        if not first_line:
-            self._thread.start()
-
-    def read_first_line(self, timeout: float = READY_TIMEOUT_S) -> str:
-        """The first stdout line ('' on EOF or timeout); then start relaying the rest.
-        Only for a child made with ``first_line=True``."""
-        try:
-            return read_first_line(self.proc.stdout, timeout)
-        finally:
-            self._thread.start()
+        self._thread.start()
 
     @property
     def pid(self) -> int:
@@ -160,33 +159,41 @@ class Child:
         except (OSError, ValueError):
             pass
 
-    def signal_group(self, sig: int) -> None:
-        """Send ``sig`` to the child's process group (it and anything it started)."""
+
+def stop_processes(procs: Sequence[subprocess.Popen], grace: float = STOP_GRACE_S,
+                   group: bool = False, sig: int = signal.SIGTERM) -> None:
+    """SIGTERM (or ``sig``) every process still running (its whole process group when
+    ``group``: a child started in its own session), wait up to ``grace`` seconds for all
+    of them together, SIGKILL those left, and reap them all. The one stop rule of
+    ``bench``."""
+    def send(proc: subprocess.Popen, sig: int) -> None:
         try:
-            os.killpg(self.proc.pid, sig)
+            os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+    for proc in procs:
+        if proc.poll() is None:
+            send(proc, sig)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in procs:
+        # Only a process not yet reaped: once reaped its pid (the group id) may already
+        # belong to an unrelated process. What a reaped leader left in its group is not
+        # ours to chase; our children exit on SIGTERM with their leader.
+        if proc.poll() is None:
+            send(proc, signal.SIGKILL)
+            proc.wait()
 
 
 def stop_all(children: Sequence[Child], grace: float = STOP_GRACE_S) -> None:
     """SIGTERM every child's group (in the order given), wait up to ``grace`` seconds
     for all of them, SIGKILL the groups of those still running, and reap them."""
-    for child in children:
-        if child.alive():
-            child.signal_group(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for child in children:
-        try:
-            child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-    for child in children:
-        # Only a child not yet reaped: once reaped its pid (the group id) may already
-        # belong to an unrelated process. What a reaped leader left in its group is not
-        # ours to chase; our children exit on SIGTERM with their leader.
-        if child.alive():
-            child.signal_group(signal.SIGKILL)
-            child.proc.wait()
+    stop_processes([child.proc for child in children], grace, group=True)
 
 
 def wait_for_port(host: str, port: int, timeout: float, alive: Callable[[], bool]) -> bool:

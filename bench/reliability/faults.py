@@ -1,5 +1,5 @@
 """The harness shared by the fault tests and ``bench reliability``: start a real
-``bench serve`` subprocess on port 0, talk to it with timed sockets, and model what the
+``bench serve`` subprocess on port 0 (:class:`bench.procs.server.ServerProcess`), talk to it with timed sockets, and model what the
 wire contract says a server must answer.
 
 No pytest here: a scenario signals failure with ``AssertionError`` and a case that a
@@ -9,18 +9,13 @@ the command into "n/a" in its table).
 
 from __future__ import annotations
 
-import os
-import resource
 import signal
 import socket
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-from bench.procs.ready import parse_ready, read_first_line
-from bench.procs.children import bench_command
+from bench.procs.server import ServerProcess, ServerStartError
 
 # Seconds to wait for the READY line (startup is ~0.2 s; this covers a loaded machine).
 READY_TIMEOUT = 10.0
@@ -36,57 +31,8 @@ class NotApplicable(Exception):
     """This case cannot apply to this concurrency model; the message says why."""
 
 
-@dataclass
-class Server:
-    """A running ``bench serve`` subprocess and the address from its READY line."""
-
-    proc: subprocess.Popen
-    stderr_path: str
-    host: str
-    port: int
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return (self.host, self.port)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stderr(self) -> str:
-        with open(self.stderr_path, errors="replace") as f:
-            return f.read()
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
-        """Send ``sig``, wait up to ``timeout``; return the exit status (None: killed)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return None
-        return self.proc.returncode
-
-    def close(self) -> None:
-        """Kill if still running and release the pipe and the stderr file."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        try:
-            os.unlink(self.stderr_path)
-        except OSError:
-            pass
-
-
-def _limit_open_files(nofile: int) -> Callable[[], None]:
-    def preexec() -> None:
-        # Soft and hard: `bench serve` raises its soft limit to the hard one at start.
-        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-    return preexec
+# A server here is a :class:`bench.procs.server.ServerProcess`.
+Server = ServerProcess
 
 
 def start_server(backend: str, *flags: str, quiet: bool = True, nofile: int | None = None,
@@ -99,19 +45,11 @@ def start_server(backend: str, *flags: str, quiet: bool = True, nofile: int | No
     Raises:
         AssertionError: READY did not come (the message carries the server's stderr).
     """
-    args = ["serve", backend, "--port", str(port), *flags] + (["--quiet"] if quiet else [])
-    fd, path = tempfile.mkstemp(prefix=f"sockbench-{backend}-", suffix=".stderr")
-    with os.fdopen(fd, "wb") as err:
-        proc = subprocess.Popen(bench_command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=err, preexec_fn=_limit_open_files(nofile) if nofile else None)
-    line = read_first_line(proc.stdout, READY_TIMEOUT)
-    server = Server(proc, path, "", 0)
-    if parse_ready(line) is None:
-        text = server.stderr()
-        server.close()
-        raise AssertionError(f"`bench {' '.join(args)}` printed {line!r}, not READY; stderr:\n{text}")
-    server.host, server.port = parse_ready(line)
-    return server
+    try:
+        return ServerProcess.serve(backend, *flags, quiet=quiet, nofile=nofile, port=port,
+                                   ready_timeout=READY_TIMEOUT)
+    except ServerStartError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 # A factory with start_server's signature; tests pass one that also cleans up.

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import psutil
 
+from bench.loadgen.sequence import SequenceCheck, format_line, parse_line
 from bench.reliability.faults import (
     ONE_AT_A_TIME,
     NotApplicable,
@@ -32,7 +33,7 @@ from bench.reliability.faults import (
 # which one Python client process reading all 200 sockets sustains on 2 cores alongside
 # the slowest server with room to spare (500 lines/s also passed on threading).
 DEFAULT_SOAK_RATE = 200
-# Bytes per soak line (``D sender seq`` padded): a chat-sized line.
+# Bytes per soak line (a sequenced line, :mod:`bench.loadgen.sequence`): a chat-sized line.
 SOAK_LINE = 48
 # After sending stops, how long receivers get to catch up before what is missing counts
 # as lost.
@@ -71,7 +72,7 @@ def broadcast_soak(start: StartFn, backend: str, clients: int = 200, seconds: fl
                    "--idle-timeout", "0")
     socks = [connect(server.address) for _ in range(clients)]
     try:
-        join_room(socks, b"J")  # the soak reader skips lines starting with J
+        join_room(socks, b"J")  # the soak reader skips these markers: not sequenced lines
         return _soak(socks, backend, seconds, rate)
     finally:
         for s in socks:
@@ -84,15 +85,17 @@ def _soak(socks: list[socket.socket], backend: str, seconds: float, rate: float)
     for i, s in enumerate(socks):
         s.setblocking(False)
         sel.register(s, selectors.EVENT_READ, i)
-    expected = [[0] * n for _ in range(n)]  # expected[receiver][sender]: next seq
+    # one check per receiver; every sender's numbers start at 0 and the receivers are
+    # in the room before the first line, so any gap is a lost line
+    checks = [SequenceCheck(first_seq=0) for _ in range(n)]
+    names = [b"%d" % k for k in range(n)]
     sent = [0] * n
     buffers = [b""] * n
     alive = [True] * n
-    lost = disorder = delivered = 0
-    pad = [b"D %d " % k for k in range(n)]
+    delivered = 0
 
     def receive(timeout: float) -> None:
-        nonlocal lost, disorder, delivered
+        nonlocal delivered
         for key, _ in sel.select(timeout):
             r = key.data
             try:
@@ -107,20 +110,13 @@ def _soak(socks: list[socket.socket], backend: str, seconds: float, rate: float)
                 continue
             chunks = (buffers[r] + data).split(b"\n")
             buffers[r] = chunks.pop()
-            row = expected[r]
+            check = checks[r]
             for line in chunks:
-                if line[:2] != b"D ":
+                try:
+                    sender, seq, _ = parse_line(line)
+                except ValueError:
                     continue  # a join marker
-                _, s_txt, q_txt, _ = line.split(b" ", 3)
-                s, q = int(s_txt), int(q_txt)
-                want = row[s]
-                if q == want:
-                    row[s] = q + 1
-                elif q > want:
-                    lost += q - want
-                    row[s] = q + 1
-                else:
-                    disorder += 1
+                check.see(sender, seq)
                 delivered += 1
 
     receive(0.2)  # leftovers of the join phase
@@ -132,7 +128,7 @@ def _soak(socks: list[socket.socket], backend: str, seconds: float, rate: float)
         due = int(elapsed * rate) - total
         for _ in range(max(0, due)):
             if alive[sender]:
-                line = (pad[sender] + b"%d " % sent[sender]).ljust(SOAK_LINE - 1, b"s") + b"\n"
+                line = format_line(names[sender], sent[sender], time.time_ns() // 1000, SOAK_LINE)
                 socks[sender].settimeout(5.0)
                 socks[sender].sendall(line)
                 socks[sender].setblocking(False)
@@ -141,14 +137,20 @@ def _soak(socks: list[socket.socket], backend: str, seconds: float, rate: float)
             sender = (sender + 1) % n
         receive(0.005)
     took = time.monotonic() - t0
+
+    def caught_up(r: int) -> bool:
+        return all(checks[r].missing(names[s], sent[s]) == 0 for s in range(n) if s != r)
+
     deadline = time.monotonic() + DRAIN_SECONDS
     while time.monotonic() < deadline:
-        if all(expected[r][s] >= sent[s] for r in range(n) if alive[r] for s in range(n) if s != r):
+        if all(caught_up(r) for r in range(n) if alive[r]):
             break
         receive(0.05)
+    lost = disorder = 0
     for r in range(n):
         if alive[r]:
-            lost += sum(max(0, sent[s] - expected[r][s]) for s in range(n) if s != r)
+            lost += checks[r].lost + sum(checks[r].missing(names[s], sent[s]) for s in range(n) if s != r)
+            disorder += checks[r].out_of_order
     sel.close()
     return SoakResult(backend, n, round(took, 1), round(sum(sent) / took, 1), sum(sent), delivered,
                       lost, disorder, alive.count(False))

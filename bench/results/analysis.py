@@ -27,10 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from bench.compare.plan import MODES
+from bench.results.config import MODES
+from bench.results.schema import Doc, Run
 
-Run = dict[str, Any]
-Doc = dict[str, Any]
 
 # A backend that fails more than 1 request in 100 is not one to pick, whatever its
 # throughput; below that, a few timeouts at shutdown or one reset should not disqualify it.
@@ -140,9 +139,20 @@ def user_counts(doc: Doc, mode: str | None = None) -> list[int]:
     return sorted({int(r["users"]) for r in doc["runs"] if mode is None or r["mode"] == mode})
 
 
+# The last document indexed, its number of runs, and its index: a report asks for the
+# runs at one (mode, users) once per table cell, chart point and sentence, and they are
+# grouped once per document instead of once per question. A document is not changed
+# once analysed (a different number of runs is noticed and re-indexed).
+_indexed: tuple[Doc, int, dict[str, dict[str, dict[int, Run]]]] | None = None
+
+
 def group_runs(doc: Doc) -> dict[str, dict[str, dict[int, Run]]]:
     """``{mode: {backend: {users: run}}}``, modes and backends in display order.
-    With duplicate scenarios the last one wins."""
+    With duplicate scenarios the last one wins. Computed once per document; callers
+    only read it."""
+    global _indexed
+    if _indexed is not None and _indexed[0] is doc and _indexed[1] == len(doc["runs"]):
+        return _indexed[2]
     grouped: dict[str, dict[str, dict[int, Run]]] = {}
     for mode in modes(doc):
         grouped[mode] = {b: {} for b in backends(doc, mode)}
@@ -151,6 +161,7 @@ def group_runs(doc: Doc) -> dict[str, dict[str, dict[int, Run]]]:
     for per_backend in grouped.values():
         for key in per_backend:
             per_backend[key] = dict(sorted(per_backend[key].items()))
+    _indexed = (doc, len(doc["runs"]), grouped)
     return grouped
 
 

@@ -22,9 +22,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from bench.results import analysis
+from bench.results.schema import Doc, Run
 
-Doc = dict[str, Any]
-Run = dict[str, Any]
 
 # Colour-blind-safe (Okabe-Ito) colours and distinct markers, in backend order.
 COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")

@@ -22,9 +22,8 @@ from rich.text import Text
 from bench.results import analysis
 from bench.results import charts
 from bench.results.analysis import fmt_bytes, fmt_ratio, fmt_rps, fmt_us
+from bench.results.schema import Doc, Run
 
-Doc = dict[str, Any]
-Run = dict[str, Any]
 
 CHART_CAPTIONS = {
     "throughput": "Throughput vs users, one line per backend",

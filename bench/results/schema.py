@@ -76,9 +76,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bench.compare.plan import MODES
+from bench.results.config import MODES
 
 SCHEMA_VERSION = 1
+
+# A results document (the object above) and one element of its "runs": plain JSON
+# objects, named once here for every reader (analysis, charts, report).
+Doc = dict[str, Any]
+Run = dict[str, Any]
 
 RUN_KEYS = (
     "backend", "mode", "users", "message_bytes", "duration_s", "requests", "failures",

@@ -25,12 +25,12 @@ import sys
 
 from bench.procs import children as supervise
 from bench.client import parse_target
-from bench.procs.ready import parse_ready
+from bench.procs.server import ServerProcess, ServerStartError
 from servers import backends, runtime
 from servers.argtypes import EXIT_USAGE, non_negative_int, port_number
 
 # The user class that matches each server mode (the class picker offers both).
-USER_CLASS = {"echo": "EchoUser", "broadcast": "BroadcastUser"}
+USER_CLASS = supervise.USER_CLASS
 DEFAULT_BACKEND = "gevent"  # the flagship
 # Locust's hint for an interactive terminal; stdin is not one here.
 LOCUST_NOISE = ("press enter to open your default browser",)
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: the Locust master listens on {bind_host}:{master_port}; any machine that "
               "reaches it can join as a worker", file=sys.stderr)
 
-    server: supervise.Child | None = None  # the backend this started (none with --target)
+    server: ServerProcess | None = None  # the backend this started (none with --target)
     children: list[supervise.Child] = []  # the load: Locust and its local workers
     runtime.raise_stop_on_signals()
     try:
@@ -117,16 +117,12 @@ def run(args: argparse.Namespace) -> int:
             what = f"server at {address}"
         else:
             backend = args.backend or DEFAULT_BACKEND
-            server = supervise.Child(
-                "server", supervise.bench_command("serve", backend, "--port", "0", "--mode", args.mode,
-                                                  "--quiet"), first_line=True)
-            ready = server.read_first_line()
-            bound = parse_ready(ready)
-            if bound is None:
-                return _fail(f"`bench serve {backend}` did not start: "
-                             f"{server.tail() or ready or 'no READY line'}")
+            try:
+                server = ServerProcess.serve(backend, "--mode", args.mode, session=True)
+            except ServerStartError as exc:
+                return _fail(str(exc))
             server.relay()
-            address = f"{supervise.url_host(bound[0])}:{bound[1]}"
+            address = server.url_address
             what = f"{backend} backend ({args.mode}) at {address}"
 
         locust_args = ["--host", f"tcp://{address}", "--web-host", args.web_host,
@@ -137,9 +133,8 @@ def run(args: argparse.Namespace) -> int:
         ui = supervise.Child("Locust", supervise.locust_command(*locust_args), skip=LOCUST_NOISE)
         children.append(ui)
         for n in range(args.workers):
-            children.append(supervise.Child(f"worker {n + 1}", supervise.locust_command(
-                "--worker", "--master-host", supervise.connect_host(bind_host),
-                "--master-port", str(master_port), "--loglevel", "WARNING")))
+            children.append(supervise.Child(f"worker {n + 1}", supervise.locust_worker_command(
+                supervise.connect_host(bind_host), master_port)))
 
         web = supervise.connect_host(args.web_host)
         if not supervise.wait_for_port(web, web_port, supervise.WEB_READY_TIMEOUT_S, ui.alive):
@@ -168,4 +163,4 @@ def run(args: argparse.Namespace) -> int:
         # users are not reset by a server going away under them
         supervise.stop_all(children)
         if server is not None:
-            supervise.stop_all([server])
+            server.close()

@@ -49,9 +49,8 @@ def run(args: argparse.Namespace) -> int:
     runtime.raise_stop_on_signals()
     try:
         for n in range(args.processes):
-            child = supervise.Child(f"worker {n + 1}", supervise.locust_command(
-                "--worker", "--master-host", args.master, "--master-port", str(args.master_port),
-                "--loglevel", "WARNING"))
+            child = supervise.Child(f"worker {n + 1}", supervise.locust_worker_command(
+                args.master, args.master_port))
             children.append(child)
             child.relay()
         print(f"{args.processes} worker process(es) joining the master at "
