@@ -30,10 +30,10 @@ BACKENDS = list(backends.BACKENDS)
 @pytest.fixture
 def serve() -> Iterator[ServerPool]:
     """A factory: ``serve(backend, *flags, quiet=True, nofile=None)`` -> a running
-    :class:`bench.faults.Server` (``bench serve`` on port 0, READY read).
+    :class:`bench.reliability.faults.Server` (``bench serve`` on port 0, READY read).
 
     On teardown each server still running gets SIGTERM and must exit 0, and no server's
-    stderr may hold a traceback (:meth:`bench.faults.ServerPool.finish`).
+    stderr may hold a traceback (:meth:`bench.reliability.faults.ServerPool.finish`).
     """
     pool = ServerPool()
     yield pool
@@ -71,7 +71,7 @@ def _close_test_sockets() -> Iterator[None]:
 
 def connect(address: tuple[str, int], timeout: float = SOCKET_TIMEOUT,
             rcvbuf: int | None = None) -> socket.socket:
-    """:func:`bench.faults.connect`, closed automatically when the test ends."""
+    """:func:`bench.reliability.faults.connect`, closed automatically when the test ends."""
     sock = faults.connect(address, timeout, rcvbuf)
     _test_sockets.append(sock)
     return sock

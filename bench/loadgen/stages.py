@@ -3,7 +3,7 @@ controller that ``bench compare`` drives one Locust run with.
 
 One Locust process serves a whole (backend, mode) group: it steps through the user
 counts of the plan, each stage as *ramp* (spawn until the runner has the users),
-*warm-up* (run, record nothing) and *measure* (record into :data:`bench.latency.BOOK`
+*warm-up* (run, record nothing) and *measure* (record into :data:`bench.results.tally.BOOK`
 under the stage's index). This replaces a Locust start per point (~1.5 s of imports
 each) with one per group, and keeps warm-up out of the figures.
 
@@ -60,7 +60,7 @@ class Phase:
 
     def apply(self, stage: int | None, users: int, rate: float) -> None:
         """Enter a phase: ``stage`` is the index being measured (None outside windows),
-        where :data:`bench.latency.BOOK` files what users record from now on."""
+        where :data:`bench.results.tally.BOOK` files what users record from now on."""
         self.users, self.rate, self.controlled = users, rate, True
         self.version += 1
         latency.BOOK.current = stage

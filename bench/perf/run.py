@@ -40,7 +40,7 @@ SERVER_CPU, CLIENT_CPU = 0, 1
 # uvloop. "ceiling" (the C server) and the bare uvloop server are handled apart.
 SERVERS: dict[str, list[str]] = {name: [name] for name in backends.BACKENDS}
 SERVERS["asyncio+uvloop"] = ["asyncio", "--loop", "uvloop"]
-# A bare uvloop Protocol echo server (bench/uvloop_echo.py): the stretch target.
+# A bare uvloop Protocol echo server (bench/perf/uvloop_echo.py): the stretch target.
 ECHO_SERVERS = ["ceiling", UVLOOP_REFERENCE, "threading", "select", "gevent", "gevent-callback", "asyncio", "asyncio+uvloop"]
 SCALE_SERVERS = ["threading", "select", "gevent", "gevent-callback", "asyncio", "asyncio+uvloop"]
 BROADCAST_SERVERS = ["threading", "select", "gevent", "gevent-callback", "asyncio"]

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 # Ratio targets of issue 7, shown next to the figures (a benchmark states, never asserts).
 ECHO_TARGET = 0.5  # gevent vs the C ceiling, 100 connections, 64-byte lines
 BROADCAST_TARGET = 2.0  # gevent vs threading, lines relayed per second, fanload 100 10
-# The stretch target's reference server in the echo table (see bench/uvloop_echo.py).
+# The stretch target's reference server in the echo table (see bench/perf/uvloop_echo.py).
 UVLOOP_REFERENCE = "uvloop Protocol (bare)"
 
 

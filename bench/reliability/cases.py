@@ -1,6 +1,6 @@
 """The fault cases, each a function ``case(start, backend) -> note`` that runs one
 scenario against a fresh server and raises ``AssertionError`` if the server breaks the
-contract (or :class:`~bench.faults.NotApplicable` where the model cannot take part).
+contract (or :class:`~bench.reliability.faults.NotApplicable` where the model cannot take part).
 
 Shared by ``tests/test_faults.py`` and ``bench reliability``: a case is written once.
 """

@@ -2,9 +2,9 @@
 duplicated or reordered per sender) and a leak check (resident memory over cycles of
 connections). Both are bounded in clients and seconds and use loopback only.
 
-Each takes a ``start`` factory (see :func:`bench.faults.start_server`) and returns a
+Each takes a ``start`` factory (see :func:`bench.reliability.faults.start_server`) and returns a
 result object; neither raises on a bad outcome (the caller judges ``ok``), only
-:class:`~bench.faults.NotApplicable` for the blocking backend's soak.
+:class:`~bench.reliability.faults.NotApplicable` for the blocking backend's soak.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Folding raw per-stage results into results.json runs. Pure: no processes, no I/O.
 
 :mod:`bench.compare.runner` returns one raw result per stage and repeat (see
-:func:`bench.runner.raw_stage`); :func:`combine` folds the repeats of one
+:func:`bench.compare.runner.raw_stage`); :func:`combine` folds the repeats of one
 (backend, mode, users) into the run that ``results.json`` stores (:mod:`bench.results.schema`).
 """
 
@@ -57,7 +57,7 @@ def combine(raws: list[dict[str, Any]], message_bytes: int, processes: int = 1) 
         "deliveries_per_s": rps if broadcast else None,
         "lost": summary["lost"] if broadcast else None,
         "error": next((r["error"] for r in raws if r["error"]), None) if not good else None,
-        # optional keys (documented in bench/results.py)
+        # optional keys (documented in bench/results/schema.py)
         "broadcast_rate": first["broadcast_rate"] if broadcast else None,
         "sent": summary["sent"] if broadcast else None,
         "out_of_order": summary["out_of_order"] if broadcast else None,

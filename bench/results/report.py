@@ -255,7 +255,7 @@ def render_report(doc: Doc, out_dir: Path) -> dict[str, Path]:
 
     Returns:
         ``{"report.md": path, "report.html": path, <chart name>: path, ...}``; chart names
-        are those of ``bench.charts.CHARTS`` that had data (``broadcast`` only with
+        are those of ``bench.results.charts.CHARTS`` that had data (``broadcast`` only with
         broadcast runs that carry lost or out-of-order counts).
     """
     out_dir = Path(out_dir)

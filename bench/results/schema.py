@@ -89,7 +89,7 @@ RUN_KEYS = (
     "backend", "mode", "users", "message_bytes", "duration_s", "requests", "failures",
     "rps", "latency_us", "server", "loadgen", "deliveries_per_s", "lost",
 )
-# The keys of every run's latency_us (bench.latency.percentiles_us writes them).
+# The keys of every run's latency_us (bench.results.tally.percentiles_us writes them).
 PERCENTILES = ("p50", "p90", "p99", "p999", "max")
 
 

@@ -44,7 +44,7 @@ def new_histogram() -> HdrHistogram:
 
 def percentiles_us(hist: HdrHistogram) -> dict[str, int]:
     """p50, p90, p99, p99.9 and max of ``hist`` in whole microseconds (0s when empty): the
-    keys of :data:`bench.results.PERCENTILES`."""
+    keys of :data:`bench.results.schema.PERCENTILES`."""
     if hist.get_total_count() == 0:
         return dict.fromkeys(PERCENTILES, 0)
     return {

@@ -8,7 +8,7 @@ custom arguments (message size, broadcast rate, request timeout) in the start fo
 With ``--workers N`` Locust runs as a master with N local worker processes; with
 ``--master-bind-host`` other machines can join it (``bench worker --master HOST``).
 
-The Locust host is ``tcp://HOST:PORT``, the form :func:`bench.users.parse_host` reads.
+The Locust host is ``tcp://HOST:PORT``, the form :func:`bench.loadgen.users.parse_host` reads.
 This process never imports Locust or :mod:`bench.loadgen.users`: importing Locust
 monkey-patches the interpreter (signals, sleep, subprocess), which a supervisor of
 processes must not have.
