@@ -1,4 +1,4 @@
-"""``bench perf``: the performance table of issue 7 (echo vs the C ceiling, 1k/10k
+"""``bench perf``: the performance table (echo vs the C ceiling, 1k/10k
 connections with memory per connection, broadcast fan-out, the load generator's own
 ceiling). A benchmark: it prints figures and asserts nothing.
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench.perf import run as perf
 from bench.procs import machine
+from bench.procs.server import ServerStartError
 from bench.perf.table import plain, render
 from servers.runtime import raise_open_files_limit
 
@@ -92,18 +93,22 @@ def run(args: argparse.Namespace) -> int:
     def chosen(names: list[str], keep: tuple[str, ...] = ()) -> list[str]:
         return [n for n in names if not args.only or n in args.only or n in keep]
 
-    if "echo" not in args.skip:
-        result["echo"] = perf.echo_rounds(tools, chosen(perf.ECHO_SERVERS, ("ceiling", perf.UVLOOP_REFERENCE)),
-                                          ECHO_CONNS, SIZE, cfg["seconds"], cfg["rounds"], log)
-    if "scale" not in args.skip:
-        result["scale"] = {name: {str(n): perf.scale_run(tools, name, n, SIZE, cfg["scale_seconds"], log)
-                                  for n in cfg["conns"]} for name in chosen(perf.SCALE_SERVERS)}
-    if "broadcast" not in args.skip:
-        result["broadcast"] = perf.broadcast_rounds(tools, chosen(perf.BROADCAST_SERVERS, ("threading",)),
-                                                    FAN_CONNS, FAN_SENDERS, SIZE, cfg["fan_seconds"],
-                                                    cfg["fan_rounds"], log)
-    if "loadgen" not in args.skip:
-        result["loadgen"] = perf.loadgen_ceiling(tools, "gevent", ECHO_CONNS, SIZE, cfg["loadgen_seconds"], log)
+    try:
+        if "echo" not in args.skip:
+            result["echo"] = perf.echo_rounds(tools, chosen(perf.ECHO_SERVERS, ("ceiling", perf.UVLOOP_REFERENCE)),
+                                              ECHO_CONNS, SIZE, cfg["seconds"], cfg["rounds"], log)
+        if "scale" not in args.skip:
+            result["scale"] = {name: {str(n): perf.scale_run(tools, name, n, SIZE, cfg["scale_seconds"], log)
+                                      for n in cfg["conns"]} for name in chosen(perf.SCALE_SERVERS)}
+        if "broadcast" not in args.skip:
+            result["broadcast"] = perf.broadcast_rounds(tools, chosen(perf.BROADCAST_SERVERS, ("threading",)),
+                                                        FAN_CONNS, FAN_SENDERS, SIZE, cfg["fan_seconds"],
+                                                        cfg["fan_rounds"], log)
+        if "loadgen" not in args.skip:
+            result["loadgen"] = perf.loadgen_ceiling(tools, "gevent", ECHO_CONNS, SIZE, cfg["loadgen_seconds"], log)
+    except ServerStartError as exc:
+        print(f"bench perf: error: {exc}", file=sys.stderr)
+        return 1
 
     print(render(result, table=plain))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""``bench perf``: how close each backend gets to the C ceiling (issue 7).
+"""``bench perf``: how close each backend gets to the C ceiling.
 
 A benchmark, not a test: it prints figures, asserts nothing. Each server runs as its
 own process pinned to one CPU, each C client (``../shared/tools``: ``ceiling``,

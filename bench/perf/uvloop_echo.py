@@ -1,4 +1,4 @@
-"""A bare uvloop ``Protocol`` echo server: the stretch target's measuring stick (issue 7).
+"""A bare uvloop ``Protocol`` echo server: the fastest Python callback server, as a reference.
 
 Not a backend and not the wire contract: like ``../shared/tools/ceiling`` it echoes
 bytes as they arrive (the same as echoing lines for whole-line clients), with no line

@@ -87,7 +87,11 @@ class ServerProcess:
                 os.sched_setaffinity(self.proc.pid, cpus)
             except OSError:
                 pass  # it already exited; the READY check below reports why
-        line = read_first_line(self.proc.stdout, ready_timeout)
+        try:
+            line = read_first_line(self.proc.stdout, ready_timeout)
+        except BaseException:  # Ctrl-C or a stop signal while waiting: leave nothing behind
+            self.close()
+            raise
         ready = parse_ready(line)
         if ready is None:
             self.stop(timeout=1.0)
