@@ -11,7 +11,13 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Callable
 
-from bench import client, compare_cmd, perf_cmd, reliability_cmd, report_cmd, ui_cmd, worker_cmd
+from bench import client
+from bench.compare import command as compare_cmd
+from bench.perf import command as perf_cmd
+from bench.reliability import command as reliability_cmd
+from bench.compare import report_command as report_cmd
+from bench.ui import command as ui_cmd
+from bench.ui import worker as worker_cmd
 from servers import main as serve_main
 from servers.argtypes import UsageParser
 

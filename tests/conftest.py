@@ -14,9 +14,9 @@ from typing import Callable, Iterator
 
 import pytest
 
-from bench import faults
-from bench.faults import SOCKET_TIMEOUT, NotApplicable, ServerPool, reset  # noqa: F401  (reset: used by tests)
-from bench.supervise import bench_command  # noqa: F401  (used by tests)
+from bench.reliability import faults
+from bench.reliability.faults import SOCKET_TIMEOUT, NotApplicable, ServerPool, reset  # noqa: F401  (reset: used by tests)
+from bench.procs.children import bench_command  # noqa: F401  (used by tests)
 from servers import backends, runtime
 
 # The fault, soak and leak tests hold thousands of client sockets: raise this process's
@@ -30,10 +30,10 @@ BACKENDS = list(backends.BACKENDS)
 @pytest.fixture
 def serve() -> Iterator[ServerPool]:
     """A factory: ``serve(backend, *flags, quiet=True, nofile=None)`` -> a running
-    :class:`bench.faults.Server` (``bench serve`` on port 0, READY read).
+    :class:`bench.reliability.faults.Server` (``bench serve`` on port 0, READY read).
 
     On teardown each server still running gets SIGTERM and must exit 0, and no server's
-    stderr may hold a traceback (:meth:`bench.faults.ServerPool.finish`).
+    stderr may hold a traceback (:meth:`bench.reliability.faults.ServerPool.finish`).
     """
     pool = ServerPool()
     yield pool
@@ -43,7 +43,7 @@ def serve() -> Iterator[ServerPool]:
 
 
 def run_or_skip(fn: Callable, *args, **kw):
-    """Run a :mod:`bench.fault_cases` scenario; :class:`NotApplicable` becomes a skip
+    """Run a :mod:`bench.reliability.cases` scenario; :class:`NotApplicable` becomes a skip
     with its reason (e.g. the blocking model cannot hold two clients at once)."""
     try:
         return fn(*args, **kw)
@@ -71,7 +71,7 @@ def _close_test_sockets() -> Iterator[None]:
 
 def connect(address: tuple[str, int], timeout: float = SOCKET_TIMEOUT,
             rcvbuf: int | None = None) -> socket.socket:
-    """:func:`bench.faults.connect`, closed automatically when the test ends."""
+    """:func:`bench.reliability.faults.connect`, closed automatically when the test ends."""
     sock = faults.connect(address, timeout, rcvbuf)
     _test_sockets.append(sock)
     return sock

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import results
+from bench.results import schema as results
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -68,8 +68,8 @@ def test_bad_flags_get_one_line_and_exit_2(tmp_path, args, message):
 
 
 def test_a_server_that_does_not_start_comes_back_as_error_stages(tmp_path):
-    from bench import runner
-    from bench.plan import Group, Stage
+    from bench.compare import runner
+    from bench.compare.plan import Group, Stage
 
     group = Group("no-such-backend", "echo", 0, (Stage(1, 0.1, 0.1, 10.0), Stage(2, 0.1, 0.1, 10.0)))
     raws = runner.run_group(group, runner.RunnerOptions(workdir=tmp_path))

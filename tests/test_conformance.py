@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from bench.loadgen.sequence import format_line, parse_line
 from conftest import (
     LineReader,
     bench_command,
@@ -92,14 +93,15 @@ def eventually_served(address: tuple[str, int], timeout: float = 5.0) -> bool:
 
 
 def numbered_lines(sender: int, count: int, width: int = 40) -> list[bytes]:
-    """``count`` distinct lines from ``sender``: ``D sender seq xxxx...\\n``."""
-    return [(b"D %d %06d " % (sender, seq)).ljust(width, b"x") + b"\n" for seq in range(count)]
+    """``count`` distinct sequenced lines from ``sender`` (:mod:`bench.loadgen.sequence`),
+    each ``width`` bytes plus the newline."""
+    return [format_line(b"%d" % sender, seq, 0, width + 1) for seq in range(count)]
 
 
 def parse(line: bytes) -> tuple[int, int]:
     """(sender, seq) of a line made by :func:`numbered_lines`."""
-    _, sender, seq, _ = line.split(b" ", 3)
-    return int(sender), int(seq)
+    sender, seq, _ = parse_line(line)
+    return int(sender), seq
 
 
 # --- echo -----------------------------------------------------------------------------

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.latency import StageTally
-from bench.ready import read_first_line
-from bench.supervise import LOCUSTFILE, bench_command, locust_command
+from bench.results.tally import StageTally
+from bench.procs.ready import read_first_line
+from bench.procs.children import LOCUSTFILE, bench_command, locust_command
 
 try:
     from tests.uiproc import UiProcess, assert_all_gone, free_port
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(90)
 
 COUNTING_LOCUSTFILE = str(Path(__file__).parent / "fixtures" / "counting_locustfile.py")
 # One short measured stage: 4 users, 0.5 s warm-up, 2 s measured. The master then waits
-# one worker report interval (bench.stages.WORKER_FLUSH_S) before writing its result.
+# one worker report interval (bench.loadgen.stages.WORKER_FLUSH_S) before writing its result.
 STAGE = {"users": 4, "warmup": 0.5, "duration": 2.0, "rate": 10.0}
 # Seconds for a whole distributed run: Locust start (~2 s per process, three at once on
 # two cores), workers joining, the stage, the flush, the shutdown.

@@ -1,5 +1,5 @@
 """The adversarial suite (issue 6): every fault case against every backend, each a real
-``bench serve`` subprocess on port 0. The cases live in :mod:`bench.fault_cases`, shared
+``bench serve`` subprocess on port 0. The cases live in :mod:`bench.reliability.cases`, shared
 with ``bench reliability``; a case a model cannot take part in is skipped with the reason
 (the blocking loop serves one client at a time).
 """
@@ -10,7 +10,7 @@ import io
 
 import pytest
 
-from bench.fault_cases import CASES
+from bench.reliability.cases import CASES
 from conftest import BACKENDS, run_or_skip
 from servers import runtime
 

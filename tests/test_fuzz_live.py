@@ -1,6 +1,6 @@
 """Framing fuzzed with hypothesis against live servers: random bytes (NUL, invalid
 UTF-8, CR, many newlines), split into random chunks, checked against the contract's
-model (:func:`bench.faults.expect_framing`). Example counts are small: the thorough
+model (:func:`bench.reliability.faults.expect_framing`). Example counts are small: the thorough
 fuzzing of the pure core is in test_protocol.py.
 """
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.faults import check_framing, echoes, expect_framing
+from bench.reliability.faults import check_framing, echoes, expect_framing
 from conftest import BACKENDS
 
 pytestmark = pytest.mark.timeout(90)

@@ -1,10 +1,10 @@
-"""bench.latency: microsecond tallies per stage, merged across processes."""
+"""bench.results.tally: microsecond tallies per stage, merged across processes."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.latency import StageBook, StageTally, stage_summary
+from bench.results.tally import StageBook, StageTally, stage_summary
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -51,7 +51,7 @@ def _raw(requests: int, window_s: float, users_reached: int, error: str | None =
 
 
 def test_combine_takes_the_median_rate_and_divides_memory_by_users_reached():
-    from bench.combine import combine
+    from bench.results.combine import combine
 
     run = combine([_raw(100, 1.0, 5), _raw(300, 1.0, 8), _raw(200, 1.0, 6)], 64)
     assert run["rps"] == 200 and sorted(run["rps_samples"]) == [100, 200, 300]
@@ -61,7 +61,7 @@ def test_combine_takes_the_median_rate_and_divides_memory_by_users_reached():
 
 
 def test_combine_of_only_errored_repeats_is_an_error_run_with_zero_figures():
-    from bench.combine import combine
+    from bench.results.combine import combine
 
     run = combine([_raw(0, 0.0, 0, error="boom")], 64)
     assert run["error"] == "boom" and run["rps"] == 0.0

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.perf import ToolsMissing, find_tools
-from bench.perf_table import (
+from bench.perf.run import ToolsMissing, find_tools
+from bench.perf.table import (
     ToolOutputError,
     broadcast_table,
     cpu_capacity,

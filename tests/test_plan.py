@@ -1,10 +1,10 @@
-"""bench.plan: scenarios as data (pure; no processes)."""
+"""bench.compare.plan: scenarios as data (pure; no processes)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.plan import PlanOptions, broadcast_rate_for, build_plan, estimate_s
+from bench.compare.plan import PlanOptions, broadcast_rate_for, build_plan, estimate_s
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bench import analysis, report, results
+from bench.results import analysis
+from bench.results import report
+from bench.results import schema as results
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results_small.json"
 HOSTILE = "<script>alert(1)</script>"
@@ -332,7 +334,7 @@ def test_a_busy_machine_is_a_caveat_of_the_report(doc) -> None:
 
 
 def test_broadcast_chart_shows_lost_and_out_of_order_lines_only_when_runs_carry_them(doc, tmp_path) -> None:
-    from bench import charts
+    from bench.results import charts
 
     with_ooo = copy.deepcopy(doc)
     for run in with_ooo["runs"]:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import analysis, report
+from bench.results import analysis
+from bench.results import report
 
 try:
     from tests.browser import chromium_driver

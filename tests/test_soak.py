@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.soak import broadcast_soak, leak_check
+from bench.reliability.soak import broadcast_soak, leak_check
 from conftest import BACKENDS, run_or_skip
 
 pytestmark = pytest.mark.timeout(120)

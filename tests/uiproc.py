@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.ready import read_first_line
-from bench.supervise import bench_command, free_port  # noqa: F401  (free_port: used by tests)
+from bench.procs.ready import read_first_line
+from bench.procs.children import bench_command, free_port  # noqa: F401  (free_port: used by tests)
 
 # Locust's web UI takes ~2 s to start (imports); a busy 2-core machine, several times that.
 UI_READY_TIMEOUT_S = 60.0

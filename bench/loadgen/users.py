@@ -1,0 +1,274 @@
+"""Locust users that speak the line protocol over one persistent TCP connection.
+
+* :class:`EchoUser`: closed loop. Send one line of ``--message-bytes`` (newline
+  included), wait for it to come back whole, repeat.
+* :class:`BroadcastUser`: joins the room; a sender sends ``--broadcast-rate`` lines
+  per second, each a sequenced line (:mod:`bench.loadgen.sequence`); a reader greenlet
+  times every line it receives (send to receipt, wall clock, so it works across
+  processes on one machine) and counts per sender the sequence gaps (lost lines) and
+  lines older than one already seen (out of order).
+
+Every round trip or delivery fires Locust's ``events.request`` (type ``tcp``, name
+``echo`` or ``broadcast``) and is also recorded in microseconds in
+:data:`bench.results.tally.BOOK`. Every wait (connect, send, reply, a silent broadcast
+room) has a timeout, ``--request-timeout``; a failure is counted by kind
+(timeout, reset, refused, protocol), the connection is dropped and made again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import time
+
+import gevent
+from gevent import socket
+from gevent.event import Event
+from locust import User, task
+
+from bench.results import tally as latency
+from bench.results.config import DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
+from bench.loadgen.sequence import OUT_OF_ORDER, SequenceCheck, format_line, parse_line
+from bench.loadgen.stages import PHASE
+
+RECV_SIZE = 65536
+# After a refused or reset connection, wait this long before connecting again, so a
+# dead server costs a few failures per second per user, not a spinning CPU.
+RECONNECT_PAUSE_S = 0.05
+# A broadcast receiver is "timed out" when it hears nothing for the request timeout
+# or for this many expected line intervals, whichever is longer.
+SILENT_INTERVALS = 10
+
+_sender_ids = itertools.count(1)
+
+
+class ProtocolError(Exception):
+    """The server sent something the contract does not allow here (e.g. an ERR line)."""
+
+
+def failure_kind(exc: BaseException) -> str:
+    """Classify a failed wait as timeout, refused, reset or protocol."""
+    if isinstance(exc, (TimeoutError, socket.timeout, gevent.Timeout)):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, ProtocolError):
+        return "protocol"
+    return "reset"  # ConnectionResetError, BrokenPipeError, EOF, other OSError
+
+
+def parse_host(host: str | None) -> tuple[str, int]:
+    """``HOST:PORT``, ``tcp://HOST:PORT`` or ``[::1]:PORT`` -> (host, port)."""
+    if not host:
+        raise ValueError("no host: pass --host HOST:PORT")
+    text = host.split("://", 1)[-1].rstrip("/")
+    name, _, port = text.rpartition(":")
+    if not name or not port.isdigit():
+        raise ValueError(f"host must be HOST:PORT, got {host!r}")
+    return name.strip("[]"), int(port)
+
+
+class LineUser(User):
+    """Shared plumbing: options, one connection, reporting."""
+
+    abstract = True
+
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        self.message_bytes = max(1, getattr(options, "message_bytes", DEFAULT_MESSAGE_BYTES))
+        self.timeout = getattr(options, "request_timeout", DEFAULT_REQUEST_TIMEOUT)
+        self.address = parse_host(self.host)
+        self.sock: socket.socket | None = None
+        self._fire = self.environment.events.request.fire
+
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection(self.address, timeout=self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        return sock
+
+    def drop(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+    def on_stop(self) -> None:
+        self.drop()
+
+    def failed(self, name: str, exc: BaseException, started_ns: int, length: int = 0) -> None:
+        """Count one failure (Locust and our book) and drop the connection.
+        ``started_ns``: ``time.perf_counter_ns()`` when the failed wait began."""
+        kind = failure_kind(exc)
+        latency.BOOK.fail(kind)
+        self._fire(request_type="tcp", name=name, response_time=(time.perf_counter_ns() - started_ns) / 1e6,
+                   response_length=length, exception=exc if str(exc) else Exception(kind), context={})
+        self.drop()
+
+
+class EchoUser(LineUser):
+    """One connection, closed loop: a line out, the same line back, repeat."""
+
+    @task
+    def echo_forever(self) -> None:
+        # One task call runs until Locust stops the user: a loop here costs nothing per
+        # round trip, a task per round trip costs Locust's scheduler each time.
+        size = self.message_bytes
+        payload = b"x" * (size - 1) + b"\n"
+        fire, record, perf = self._fire, latency.BOOK.record, time.perf_counter_ns
+        while True:
+            t0 = perf()  # a failed connect is timed from here
+            try:
+                sock = self.sock
+                if sock is None:
+                    sock = self.connect()
+                    t0 = perf()  # a round trip is timed without the connect
+                sock.sendall(payload)
+                reply = sock.recv(RECV_SIZE)
+                if reply != payload:
+                    reply = self._rest_of_reply(sock, reply, payload)
+                elapsed_ns = perf() - t0
+            except (OSError, ProtocolError, gevent.Timeout) as exc:
+                self.failed("echo", exc, t0)
+                gevent.sleep(RECONNECT_PAUSE_S)
+                continue
+            record(elapsed_ns // 1000)
+            fire(request_type="tcp", name="echo", response_time=elapsed_ns / 1e6,
+                 response_length=size, exception=None, context={})
+
+    @staticmethod
+    def _rest_of_reply(sock: socket.socket, got: bytes, payload: bytes) -> bytes:
+        """The reply arrived in pieces (or is wrong): read up to a line's worth and check."""
+        buf = bytearray(got)
+        while len(buf) < len(payload):
+            if buf.startswith(b"ERR"):
+                raise ProtocolError(bytes(buf).split(b"\n", 1)[0].decode("ascii", "replace"))
+            if not got:
+                raise ConnectionResetError("server closed the connection")
+            got = sock.recv(RECV_SIZE)
+            buf += got
+        if bytes(buf) != payload:
+            raise ProtocolError(f"reply is not the line sent ({len(buf)} bytes)")
+        return bytes(buf)
+
+
+class BroadcastUser(LineUser):
+    """Joins the room, sends at a set rate, times what everyone else sends."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.sender_id = f"{os.getpid():x}.{next(_sender_ids)}".encode()
+        self.seq = 0
+        self.order = SequenceCheck()
+        self.broken = Event()
+        self.reader: gevent.Greenlet | None = None
+
+    def on_stop(self) -> None:
+        if self.reader is not None:
+            self.reader.kill(block=False)
+        super().on_stop()
+
+    def rate(self) -> float:
+        """Lines/s this user sends: the stage's (bench compare) or the option's (web UI form)."""
+        if PHASE.controlled:
+            return PHASE.rate
+        return float(getattr(self.environment.parsed_options, "broadcast_rate", PHASE.rate))
+
+    def room_size(self) -> int:
+        """Users in the room: the stage's target, or what this runner has running."""
+        if PHASE.controlled:
+            return PHASE.users
+        runner = self.environment.runner
+        return runner.user_count if runner is not None else 0
+
+    def line(self) -> bytes:
+        self.seq += 1
+        return format_line(self.sender_id, self.seq, time.time_ns() // 1000, self.message_bytes)
+
+    @task
+    def broadcast_forever(self) -> None:
+        while True:
+            started = time.perf_counter_ns()
+            try:
+                sock = self.connect()
+            except OSError as exc:
+                self.failed("broadcast", exc, started)
+                gevent.sleep(RECONNECT_PAUSE_S)
+                continue
+            self.broken.clear()
+            self.reader = gevent.spawn(self.read_forever, sock)
+            # a random phase, so users that start together do not send together
+            self.broken.wait(random.random() / max(self.rate(), 1e-3))
+            next_send = time.monotonic()
+            while not self.broken.is_set():
+                started = time.perf_counter_ns()
+                try:
+                    sock.sendall(self.line())
+                except OSError as exc:
+                    # When the reader failed first it has already counted this connection
+                    # and closed the socket under this sendall: do not count it twice.
+                    if not self.broken.is_set():
+                        self.broken.set()
+                        self.reader.kill(block=False)
+                        self.failed("broadcast", exc, started)
+                    break
+                latency.BOOK.sent_line()
+                interval = 1.0 / max(self.rate(), 1e-3)
+                next_send = max(next_send + interval, time.monotonic())
+                self.broken.wait(max(0.0, next_send - time.monotonic()))
+            self.reader.kill(block=True)
+            self.drop()
+            gevent.sleep(RECONNECT_PAUSE_S)
+
+    def read_forever(self, sock: socket.socket) -> None:
+        """Receive lines until the connection fails; record each delivery."""
+        fire, book, order = self._fire, latency.BOOK, self.order
+        pending = b""
+        phase = None
+        while True:
+            # room size and rate change only with the stage (the controller bumps
+            # PHASE.version); without a controller the room is whatever Locust runs now
+            if phase != PHASE.version or not PHASE.controlled:
+                phase = PHASE.version
+                others = self.room_size() - 1
+                expected = max(others, 1) * self.rate()  # lines/s reaching this user
+                sock.settimeout(max(self.timeout, SILENT_INTERVALS / max(expected, 1e-3)))
+            started = time.perf_counter_ns()
+            try:
+                data = sock.recv(RECV_SIZE)
+                if not data:
+                    raise ConnectionResetError("server closed the connection")
+            except TimeoutError as exc:
+                if others < 1:
+                    continue  # alone in the room: silence is right
+                book.fail("timeout")  # a silent room: count it, keep listening
+                fire(request_type="tcp", name="broadcast", response_time=(time.perf_counter_ns() - started) / 1e6,
+                     response_length=0, exception=exc, context={})
+                continue
+            except OSError as exc:
+                self.broken.set()
+                self.failed("broadcast", exc, started)
+                return
+            now_us = time.time_ns() // 1000
+            lines = (pending + data).split(b"\n")
+            pending = lines.pop()
+            for raw in lines:
+                try:
+                    sender, seq, sent_us = parse_line(raw)
+                except ValueError:
+                    self.broken.set()
+                    self.failed("broadcast", ProtocolError(f"unexpected line {raw[:40]!r}"), started)
+                    return
+                lost = order.see(sender, seq)
+                if lost == OUT_OF_ORDER:
+                    book.gap(out_of_order=1)
+                    continue
+                if lost:
+                    book.gap(lost=lost)
+                lat_us = now_us - sent_us
+                book.record(lat_us)
+                fire(request_type="tcp", name="broadcast", response_time=lat_us / 1000,
+                     response_length=len(raw) + 1, exception=None, context={})
