@@ -424,7 +424,15 @@ static PyTypeObject EngineType = {
     .tp_getset = Engine_getset,
 };
 
+static PyObject *bucket_value(PyObject *self, PyObject *arg) {
+    unsigned long long us = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    return PyLong_FromUnsignedLongLong(hist_value(hist_index(hist_clamp(us))));
+}
+
 static PyMethodDef module_methods[] = {
+    {"bucket_value", (PyCFunction)bucket_value, METH_O,
+     "bucket_value(us) -> the value harvest() reports for a latency of `us` microseconds."},
     {"echo_server", (PyCFunction)(void (*)(void))sockbench_echo_server, METH_VARARGS | METH_KEYWORDS,
      "echo_server(listen_fd, seconds=0.0): echo every byte received on connections accepted from "
      "listen_fd (one thread, epoll) until `seconds` have passed (0: forever) or a signal handler "
