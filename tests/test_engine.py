@@ -152,15 +152,19 @@ def test_refused_connections_are_paced(engine):
 def test_broadcast_closed_loop_against_a_backend(engine, serve):
     server = serve("asyncio", "--mode", "broadcast")
     members = [engine.add_broadcast(*server.address, 64) for _ in range(4)]
-    time.sleep(1.5)
+    time.sleep(1.0)
+    start = engine.harvest()["broadcast"]  # joining: lines may precede a member's arrival
+    assert start.sent > 0
+    time.sleep(1.0)
     settle(engine, members)
     room = engine.harvest()["broadcast"]
     assert room.failed == 0, room.failures
     assert room.sent > 100
     assert room.lost == room.duplicated == room.out_of_order == 0
-    # each line reaches the 3 others; lines in flight at removal may not have
-    assert 3 * room.sent - 3 * len(members) <= room.requests <= 3 * room.sent
-    assert 1 <= room.min_us <= percentile_us(room.latency_us, 0.5) < 100_000
+    # each line reaches the 3 others; one line per member may be in flight at either end
+    others, in_flight = len(members) - 1, len(members)
+    assert others * (room.sent - in_flight) <= room.requests <= others * (room.sent + in_flight), room
+    assert 1 <= room.min_us <= percentile_us(room.latency_us, 0.5) < 200_000
 
 
 def test_broadcast_loss_duplicates_and_reordering_are_detected(engine):
