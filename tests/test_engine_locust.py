@@ -138,3 +138,36 @@ def test_python_fallback_runs_the_pure_python_users(serve, tmp_path):
     rows = csv_rows(prefix)
     assert int(rows["echo"]["Request Count"]) > 100
     assert int(rows["echo"]["Failure Count"]) == 0
+
+
+def test_stage_windows_fill_the_microsecond_book(serve, tmp_path):
+    require_engine()
+    from bench.latency import StageTally
+    from bench.loadgen.engine_users import __file__ as users_file
+
+    server = serve("asyncio", "--mode", "broadcast")
+    out = tmp_path / "result.json"
+    stages = [{"users": 4, "warmup": 0.5, "duration": 1.5, "rate": 50.0},
+              {"users": 6, "warmup": 0.5, "duration": 1.5, "rate": 100.0}]
+    locustfile = str(Path(users_file).with_name("engine_locustfile.py"))
+    with open(tmp_path / "locust.log", "wb") as log:
+        proc = subprocess.Popen(locust_command(
+            "--headless", "--host", f"{server.host}:{server.port}", "-u", "4", "-r", "200",
+            "--stop-timeout", "0", "--exit-code-on-error", "0", "--only-summary", "--loglevel", "WARNING",
+            "--sockbench-stages", json.dumps(stages), "--sockbench-out", str(out), "EngineBroadcastUser",
+            locustfile=locustfile), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    wait_all([proc], tmp_path)
+    result = json.loads(out.read_text())["stages"]
+    for stage, window in zip(stages, result):
+        tally = StageTally()
+        tally.add_wire(window["tally"])
+        seconds = window["t_end"] - window["t_start"]
+        users, rate = stage["users"], stage["rate"]
+        assert window["users_reached"] == users
+        assert sum(tally.failures.values()) == 0, tally.failures
+        # the engine followed the stage's rate, and only the window was filed
+        assert tally.sent == pytest.approx(users * rate * seconds, rel=0.15)
+        assert tally.requests == pytest.approx((users - 1) * tally.sent, rel=0.15)
+        assert tally.hist.get_total_count() == tally.requests
+        assert 0 < tally.hist.get_value_at_percentile(50) < 200_000  # µs
