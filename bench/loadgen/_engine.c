@@ -184,14 +184,14 @@ static long long add_conn(EngineObject *self, int kind, const char *host, int po
     if (e->nfree) {
         slot = e->free_slots[--e->nfree];
     } else {
+        /* no slot free: every slot below the high-water mark is in use, so it is nconns */
         slot = e->nconns;
-        uint32_t cap = e->table_cap, pcap = e->pending_cap;
+        uint32_t free_cap = e->table_cap; /* free_slots always has the table's capacity */
         if (grow((void **)&e->table, &e->table_cap, slot + 1, sizeof(conn_t *)) < 0 ||
-            grow((void **)&e->free_slots, &cap, e->table_cap, sizeof(uint32_t)) < 0) {
+            grow((void **)&e->free_slots, &free_cap, e->table_cap, sizeof(uint32_t)) < 0) {
             pthread_mutex_unlock(&e->lock);
             goto nomem;
         }
-        (void)pcap;
     }
     if (grow((void **)&e->pending, &e->pending_cap, e->npending + 1, sizeof(uint32_t)) < 0) {
         e->free_slots[e->nfree++] = slot;
