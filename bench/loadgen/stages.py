@@ -29,8 +29,8 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import gevent
 from locust import events
@@ -57,10 +57,16 @@ class Phase:
     rate: float = DEFAULT_BROADCAST_RATE  # broadcast lines/s per user for this stage
     controlled: bool = False          # a stage controller sets these (else: the options)
     version: int = 0                  # bumped by every apply(): users re-read on a change
+    # called with no arguments at the start of every apply(), before the window moves
+    before_change: list[Callable[[], None]] = field(default_factory=list)
 
     def apply(self, stage: int | None, users: int, rate: float) -> None:
         """Enter a phase: ``stage`` is the index being measured (None outside windows),
-        where :data:`bench.results.tally.BOOK` files what users record from now on."""
+        where :data:`bench.results.tally.BOOK` files what users record from now on.
+        Every :attr:`before_change` callback runs first (the engine's harvester: what was
+        counted while the old window was open is filed under it)."""
+        for callback in self.before_change:
+            callback()
         self.users, self.rate, self.controlled = users, rate, True
         self.version += 1
         latency.BOOK.current = stage
