@@ -168,11 +168,18 @@ def mass_disconnect_probe(tools: dict[str, Path], name: str, conns: int = IDLE_C
         rtts: list[tuple[float, float]] = []  # (start, seconds)
         stop = threading.Event()
 
+        failed: list[str] = []
+
         def loop() -> None:
             while not stop.is_set():
                 t0 = time.perf_counter()
-                probe.sendall(LINE)
-                _recv_exactly(probe, len(LINE))
+                try:
+                    probe.sendall(LINE)
+                    _recv_exactly(probe, len(LINE))
+                except OSError as exc:  # counts as a round trip as long as it waited
+                    rtts.append((t0, time.perf_counter() - t0))
+                    failed.append(str(exc) or type(exc).__name__)
+                    return
                 rtts.append((t0, time.perf_counter() - t0))
                 time.sleep(0.001)
 
@@ -196,7 +203,7 @@ def mass_disconnect_probe(tools: dict[str, Path], name: str, conns: int = IDLE_C
     after = [r for t, r in rtts if t + r >= leave_at]
     return {"worst_ms": max(after) * 1e3 if after else None,
             "before_ms": statistics.median(before) * 1e3 if before else None,
-            "round_trips": len(after)}
+            "round_trips": len(after), "error": failed[0] if failed else None}
 
 
 # -- the table ---------------------------------------------------------------------------

@@ -16,7 +16,10 @@ the figures are in the comments where the choice is made):
   greenlet runs one *turn* of its flow: read what arrived, relay the complete lines. A
   turn that must wait (an echo reply the socket will not take) keeps its worker
   greenlet while it waits, exactly like a greenlet-per-connection server; another
-  worker carries on with the queue meanwhile.
+  worker carries on with the queue meanwhile. Measured against the greenlet-per-connection
+  version in one run: 0.9 instead of 8.9 KiB per idle connection (5,000 idle), and a
+  fresh client's worst round trip while 5,000 others leave at once 32-68 ms instead of
+  136-221 ms (no greenlet to switch to, finish and free per leaving connection).
 * **Batching per hub pass, two switches per pass instead of two per request.** Every
   connection that became readable in one hub pass is queued by its callback; one
   worker then serves the whole queue before switching back to the hub.
