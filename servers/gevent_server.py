@@ -1,39 +1,42 @@
-"""gevent backend (the flagship): a greenlet per connection on gevent's hub.
+"""gevent backend (the flagship): blocking-style connection code on gevent's hub, with a
+greenlet only while a connection has work.
 
-Each connection's greenlet loops *wait until readable* -> ``recv`` ->
-:meth:`Session.feed` -> reply. The code reads like the blocking server, but every wait
-yields to gevent's hub, so thousands of connections share one OS thread. gevent is
-imported only in this module, and nothing is monkey-patched.
+A connection's flow reads like the blocking server: *wait until readable* -> ``recv`` ->
+:meth:`Session.feed` -> reply, and a reply the client is not taking yet is waited for
+right there, in the flow (back-pressure). Every wait yields to gevent's hub, so thousands
+of connections share one OS thread. gevent is imported only in this module, and nothing
+is monkey-patched.
 
-Why it is written closer to the metal than a textbook gevent server (each trick was
-measured with ``bench perf``; together they take echo from ~0.25x to over 0.5x of the
-C ceiling):
+How the flows are scheduled (each choice measured with ``python -m bench.perf_probes``;
+the figures are in the comments where the choice is made):
 
-* **Raw stdlib sockets, not gevent's socket class.** ``gevent.socket.socket.recv`` is
-  a Python-level wrapper that tries the call, catches EAGAIN, allocates a Waiter and
-  waits on a watcher, for every call. Here each connection is a plain non-blocking
-  ``socket.socket`` whose ``recv``/``send`` go straight to C.
-* **One long-lived read watcher per connection, whose callback is the greenlet's own
-  ``switch``.** ``hub.wait(watcher)`` allocates a Waiter and starts and stops the
-  libev watcher on every wait; instead the watcher is started once, and waiting is a
-  bare ``hub.switch()``. libev only runs callbacks while the hub runs, i.e. while
-  the greenlet is parked in ``hub.switch()``, so the watcher can only wake it there.
-* **Wait first, then recv.** In a request/reply exchange the next request has not
-  arrived yet when a reply has just been sent, so "try recv, wait on EAGAIN" would
-  pay for a failed system call *and* a Python exception (BlockingIOError) on almost
-  every round trip. libev's watchers are level-triggered, so waiting first loses
-  nothing: bytes still unread in the socket make the watcher fire again at once.
-* **Our own accept loop** instead of ``StreamServer``, which wraps every accepted
-  socket in gevent's socket class (two more watchers and the wrapper per client).
+* **A greenlet only while a connection has work.** An idle connection is a read watcher
+  and nothing else: no greenlet, no saved stack. When it becomes readable, the watcher's
+  callback (run by the hub, no switch) puts it on the *ready* queue, and a worker
+  greenlet runs one *turn* of its flow: read what arrived, relay the complete lines. A
+  turn that must wait (an echo reply the socket will not take) keeps its worker
+  greenlet while it waits, exactly like a greenlet-per-connection server; another
+  worker carries on with the queue meanwhile. Measured against the greenlet-per-connection
+  version in one run: 0.9 instead of 8.9 KiB per idle connection (5,000 idle), and a
+  fresh client's worst round trip while 5,000 others leave at once 32-68 ms instead of
+  136-221 ms (no greenlet to switch to, finish and free per leaving connection).
+* **Batching per hub pass, two switches per pass instead of two per request.** Every
+  connection that became readable in one hub pass is queued by its callback; one
+  worker then serves the whole queue before switching back to the hub.
+* **Round-robin fairness.** The queue is FIFO and a connection gets one turn (one
+  ``recv``) per pass; libev's watchers are level-triggered, so bytes left unread queue
+  it again next pass, behind everyone who was waiting.
+* **Raw stdlib sockets, not gevent's socket class.** ``gevent.socket.socket.recv`` is a
+  Python-level wrapper that allocates a Waiter and starts a watcher on every would-block;
+  here ``recv``/``send`` go straight to C on plain non-blocking sockets.
+* **Our own accept loop** instead of ``StreamServer`` (which wraps every accepted socket
+  in gevent's socket class), accepting at most :data:`ACCEPT_BATCH` per pass so a
+  connection flood cannot starve the clients being served.
 * **Broadcast output is coalesced per hub pass**, like the select backend: a line is
   appended to each receiver's bounded :class:`OutputBuffer`, and one callback, run by
-  the hub after every greenlet woken in this pass has had its turn, sends each
-  receiver's whole backlog with a single ``send``. Ten lines arriving together cost
-  each receiver one system call, not ten. What a socket does not take waits for a
-  writability callback; a receiver that falls ``max_output_buffer`` behind is cut.
-
-Echo replies are sent by the connection's own greenlet; if the client stops reading,
-that greenlet stops reading from it too (back-pressure) and waits for writability.
+  the hub after the workers have routed this pass's lines, sends each receiver's whole
+  backlog with a single ``send``. What a socket does not take waits for a writability
+  callback; a receiver that falls ``max_output_buffer`` behind is cut.
 """
 
 from __future__ import annotations
@@ -41,12 +44,12 @@ from __future__ import annotations
 import signal
 import socket
 import time
+from collections import deque
 from typing import Any
 
 import gevent
 import gevent.event
-import gevent.pool
-from greenlet import getcurrent
+from greenlet import getcurrent, greenlet
 
 from servers import runtime
 from servers.config import ServerConfig
@@ -63,8 +66,10 @@ from servers.protocol import (
     err_reason,
 )
 
-# On SIGTERM, how long client greenlets get to finish before the process exits anyway.
+# On SIGTERM, how long clients get to be gone before the process exits anyway.
 SHUTDOWN_GRACE = 1.0
+# How often the shutdown wait polls for the last clients to be gone.
+DRAIN_POLL = 0.01
 # libev event masks for io watchers.
 READ, WRITE = 1, 2
 # Accept at most this many connections per wake-up, so a connection flood cannot starve
@@ -141,14 +146,14 @@ class _Client:
             pass
 
     def kill(self, reason: str) -> None:
-        """Disconnect: the reading greenlet wakes with EOF and cleans up."""
+        """Disconnect: the read watcher fires, and the connection's turn finds EOF."""
         if not self.reason:
             self.reason = reason
         runtime.shutdown_quietly(self.sock)
 
 
 class GeventServer:
-    """Accept loop, per-connection greenlets, broadcast flushing and the sweeper."""
+    """Accept loop, the ready queue and its worker greenlets, broadcast flushing, sweeper."""
 
     def __init__(self, listener: socket.socket, config: ServerConfig, log: runtime.EventLog) -> None:
         self.listener = listener
@@ -161,16 +166,19 @@ class GeventServer:
         self.roster: Roster[_Client] = Roster(config.limits.max_clients)
         self.output_limit = output_limit(config.limits, config.mode)
         self.backoff = runtime.AcceptBackoff(log)
-        # One slot beyond max_clients so a connection past the limit can still be
-        # accepted and told "ERR server full" instead of waiting in the backlog.
-        self.pool = gevent.pool.Pool(config.limits.max_clients + 1)
         # Broadcast receivers with output queued in this hub pass (see _flush_queued).
         self.to_flush: list[_Client] = []
+        # Connections with input to take, in the order they became readable.
+        self.ready: deque[_Client] = deque()
+        # Worker greenlets with nothing to do, parked until the queue fills again.
+        self.idle_workers: list[greenlet] = []
+        # True while a worker is serving the queue or has been woken to: no other is needed.
+        self.dispatching = False
 
     # -- accepting ---------------------------------------------------------------------
 
     def accept_forever(self) -> None:
-        """Greenlet: accept connections and spawn a greenlet for each.
+        """Greenlet: accept connections and start watching each.
 
         Out of descriptors (EMFILE and friends): sleep 10 ms doubling to 1 s, as
         gevent's baseserver does, logging once per burst, instead of spinning.
@@ -198,16 +206,6 @@ class GeventServer:
         finally:
             readable.close()
 
-    # -- one connection ------------------------------------------------------------------
-
-    def start_client(self, sock: socket.socket, address: tuple) -> None:
-        """A greenlet per connection, bounded by the pool."""
-        self.pool.spawn(self.handle_client, sock, address)
-
-    def drain(self, timeout: float) -> None:
-        """After every client was told to go: wait (at most ``timeout``) until they have."""
-        self.pool.join(timeout=timeout)
-
     def admit(self, sock: socket.socket, address: tuple) -> _Client | None:
         """Set up a new connection and join it to the roster; None (and the socket
         closed, after ``ERR server full`` when it applies) when it cannot stay."""
@@ -226,21 +224,117 @@ class GeventServer:
         self.log.connected(client.peer)
         return client
 
-    def handle_client(self, sock: socket.socket, address: tuple) -> None:
-        """The greenlet of one connection. Closes ``sock`` when it returns."""
+    def start_client(self, sock: socket.socket, address: tuple) -> None:
+        """Admit a connection and park it on its read watcher: it has no greenlet until
+        it has input."""
         client = self.admit(sock, address)
-        if client is None:
-            return
-        reason = ""
+        if client is not None:
+            client.readable.start(self._on_readable, client)
+
+    def drain(self, timeout: float) -> None:
+        """After every client was told to go: wait (at most ``timeout``) until they have."""
+        deadline = time.monotonic() + timeout
+        while len(self.roster) and time.monotonic() < deadline:
+            gevent.sleep(DRAIN_POLL)
+
+    # -- the ready queue and its workers -------------------------------------------------
+
+    def _on_readable(self, client: _Client) -> None:
+        """Read-watcher callback (runs on the hub): queue the connection for a turn."""
+        if client.queued:
+            return  # level-triggered: it fires every pass until its turn has come
+        client.queued = True
+        self.ready.append(client)
+        if not self.dispatching:
+            self.dispatching = True
+            self._wake_worker()
+
+    def _wake_worker(self) -> None:
+        """Have a worker (a parked one, else a new one) serve the queue, once the hub
+        has queued everything that became readable in this pass."""
+        workers = self.idle_workers
+        worker = workers.pop() if workers else greenlet(self._work, self.hub)
+        self.loop.run_callback(worker.switch)
+
+    def _work(self) -> None:
+        """A worker greenlet: give each queued connection its turn, oldest first, then
+        park until the queue fills again."""
+        ready, me = self.ready, getcurrent()
+        while True:
+            while ready:
+                client = ready.popleft()
+                client.queued = False
+                self._turn(client)
+            self.dispatching = False
+            self.idle_workers.append(me)
+            self.hub.switch()
+
+    def _park(self) -> None:
+        """Wait in this worker for a watcher whose callback is its ``switch``; the rest
+        of the queue goes to another worker meanwhile."""
+        self.dispatching = False
+        if self.ready:
+            self.dispatching = True
+            self._wake_worker()
+        self.hub.switch()
+
+    # -- one connection ------------------------------------------------------------------
+
+    def _turn(self, client: _Client) -> None:
+        """One turn of a connection's flow: take what arrived, relay the complete lines.
+
+        Never raises: an error ends the connection. (One function, not a chain of
+        helpers: it runs once per request, and each Python call costs.)
+        """
+        sock = client.sock
         try:
-            self._serve(client)
+            try:
+                data = sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                return  # a spurious wake-up: the watcher fires again when data comes
+            if not data:
+                self.finish(client, "")
+                return
+            lines = client.session.feed(data, time.monotonic())
+            if not lines:
+                return
+            if not self.echo:
+                self.route(client, lines)
+                return
+            # Usually the whole reply fits in the socket buffer at once.
+            try:
+                sent = sock.send(lines)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(lines):
+                self._send_rest(client, memoryview(lines)[sent:])
+            return
         except LineTooLong:
             reason = err_reason(ERR_LINE_TOO_LONG)
             client.send_err(ERR_LINE_TOO_LONG)
         except OSError as exc:
             reason = f"error: {exc.strerror or exc}"
+        except Exception as exc:  # a bug must cost one connection, not the server
+            reason = f"internal error: {exc!r}"
+            self.log.warning(f"client {client.peer}: {reason}")
+        self.finish(client, reason)
+
+    def _send_rest(self, client: _Client, rest: memoryview) -> None:
+        """Echo back-pressure: stop reading, and wait in this greenlet until the client
+        has taken the reply."""
+        client.readable.stop()
+        writable = client.writable
+        writable.start(getcurrent().switch)
+        try:
+            while rest:
+                self._park()
+                try:
+                    rest = rest[client.sock.send(rest):]
+                except BlockingIOError:
+                    pass
         finally:
-            self.finish(client, reason)
+            writable.stop()
+        client.readable.start(self._on_readable, client)
 
     def finish(self, client: _Client, reason: str) -> None:
         """Forget a connection, release its watchers and socket, log why it ended."""
@@ -249,37 +343,6 @@ class GeventServer:
         client.reason = client.reason or reason or "closed"
         self._close(client)
         self.log.disconnected(client.peer, "" if client.reason == "closed" else client.reason)
-
-    def _serve(self, client: _Client) -> None:
-        """Relay lines until EOF. Raises LineTooLong or OSError to end the connection."""
-        # Everything the loop touches is bound to a local once: attribute lookups on
-        # every round trip are a measurable share of the cost at this speed.
-        recv, send, feed, clock = client.sock.recv, client.sock.send, client.session.feed, time.monotonic
-        wait = self.hub.switch  # park this greenlet; the read watcher switches back
-        readable = client.readable
-        readable.start(getcurrent().switch)
-        echo = self.echo
-        while True:
-            wait()
-            try:
-                data = recv(RECV_SIZE)
-            except BlockingIOError:
-                continue  # a spurious wake-up: wait again
-            if not data:
-                return
-            lines = feed(data, clock())
-            if not lines:
-                continue
-            if echo:
-                # Usually the whole reply fits in the socket buffer at once.
-                try:
-                    sent = send(lines)
-                except BlockingIOError:
-                    sent = 0
-                if sent < len(lines):
-                    self._send_rest(client, memoryview(lines)[sent:])
-                continue
-            self.route(client, lines)
 
     def route(self, sender: _Client, lines: bytes) -> None:
         """Broadcast: queue ``lines`` for every other client; flush once per hub pass."""
@@ -290,31 +353,16 @@ class GeventServer:
                     self.loop.run_callback(self._flush_queued)
                 to_flush.append(receiver)
 
-    def _send_rest(self, client: _Client, rest: memoryview) -> None:
-        """Echo back-pressure: stop reading and wait until the client takes the reply."""
-        client.readable.stop()
-        client.writable.start(getcurrent().switch)
-        try:
-            while rest:
-                self.hub.switch()
-                try:
-                    rest = rest[client.sock.send(rest):]
-                except BlockingIOError:
-                    pass
-        finally:
-            client.writable.stop()
-        client.readable.start(getcurrent().switch)
-
     def _flush_queued(self) -> None:
         """Hub callback: one ``send`` per receiver that got broadcast lines this pass.
 
-        Scheduled with ``loop.run_callback``, so it runs after every greenlet woken in
-        the current pass has routed its lines: the coalescing point.
+        Scheduled with ``loop.run_callback``, so it runs after the workers have routed
+        this pass's lines: the coalescing point.
         """
         queued = self.to_flush
         for client in queued:
             client.flush()  # never adds to the list: flushing routes nothing
-        queued.clear()  # in place: reading greenlets hold this very list
+        queued.clear()  # in place: route() holds this very list
 
     def _close(self, client: _Client) -> None:
         """Release the watchers (before the descriptor can be reused), then the socket."""
