@@ -13,24 +13,30 @@ import threading
 
 from servers import runtime
 from servers.config import ServerConfig
-from servers.protocol import Roster
+from servers.protocol import Reason, Roster
 from servers.thread_conn import ThreadClient, accept_loop, serve_client
 
 
 def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) -> None:
-    """Serve on ``listener`` until SIGTERM or SIGINT (raised here as runtime.Stop)."""
+    """Serve on ``listener`` until SIGTERM or SIGINT (raised here as runtime.Stop),
+    then close the client being served so it sees EOF."""
     runtime.raise_stop_on_signals()
     roster: Roster[ThreadClient] = Roster(1)
     lock = threading.Lock()  # uncontended: kept so the shared handler has one signature
+    current: list[ThreadClient] = []  # the client being served (it leaves the roster on Stop)
 
-    def on_connection(sock: socket.socket, peer: str) -> None:
+    def admit(sock: socket.socket, peer: str) -> None:
         client = ThreadClient(sock, peer, config)
+        current[:] = [client]
         roster.join(client)
         log.connected(peer)
         serve_client(client, roster, lock, config, log)
 
     runtime.announce_ready(listener)
     try:
-        accept_loop(listener, log, on_connection)
+        accept_loop(listener, log, admit)
     except runtime.Stop:
-        pass
+        stopped = [client for client in current if client.reason == Reason.SERVER_STOPPING]
+        runtime.close_gracefully([client.sock for client in stopped])
+        for client in stopped:
+            log.disconnected(client.peer, Reason.SERVER_STOPPING)

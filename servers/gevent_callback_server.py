@@ -22,29 +22,19 @@ from __future__ import annotations
 import socket
 import time
 
-import gevent
-
 from servers import gevent_server, runtime
 from servers.config import ServerConfig
 from servers.gevent_server import GeventServer, _Client
-from servers.protocol import ERR_LINE_TOO_LONG, RECV_SIZE, LineTooLong, err_reason
-
-# How often the shutdown waits poll for the last clients to be gone.
-DRAIN_POLL = 0.01
+from servers.protocol import RECV_SIZE, LineTooLong, Reason, error_reason
 
 
 class CallbackServer(GeventServer):
     """GeventServer whose connections are served by watcher callbacks."""
 
-    def start_client(self, sock: socket.socket, address: tuple) -> None:
-        client = self.admit(sock, address)
+    def start_client(self, sock: socket.socket, peer: str) -> None:
+        client = self.admit(sock, peer)
         if client is not None:
             client.readable.start(self._reader(client))
-
-    def drain(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.roster) and time.monotonic() < deadline:
-            gevent.sleep(DRAIN_POLL)
 
     def _reader(self, client: _Client):
         """The read callback of one connection, a closure over what it touches.
@@ -55,7 +45,7 @@ class CallbackServer(GeventServer):
         sock = client.sock
         recv, send, feed, clock = sock.recv, sock.send, client.session.feed, time.monotonic
         readable, writable, out = client.readable, client.writable, client.out
-        echo, route, finish = self.echo, self.route, self.finish
+        echo, route, close = self.echo, self.route, self.close
 
         def on_readable() -> None:
             try:
@@ -63,16 +53,15 @@ class CallbackServer(GeventServer):
             except BlockingIOError:
                 return  # spurious: the watcher fires again when data comes
             except OSError as exc:
-                finish(client, f"error: {exc.strerror or exc}")
+                close(client, error_reason(exc))
                 return
             if not data:
-                finish(client, "")
+                close(client, Reason.CLOSED)
                 return
             try:
                 lines = feed(data, clock())
-            except LineTooLong:
-                client.send_err(ERR_LINE_TOO_LONG)
-                finish(client, err_reason(ERR_LINE_TOO_LONG))
+            except LineTooLong as exc:
+                fail_after(exc.lines, Reason.LINE_TOO_LONG)
                 return
             if not lines:
                 return
@@ -84,7 +73,7 @@ class CallbackServer(GeventServer):
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
-                finish(client, f"error: {exc.strerror or exc}")
+                close(client, error_reason(exc))
                 return
             if sent < len(lines):
                 # Back-pressure: park the rest, stop reading until it is written.
@@ -101,13 +90,31 @@ class CallbackServer(GeventServer):
                 sent = 0
             except OSError as exc:
                 view.release()
-                finish(client, f"error: {exc.strerror or exc}")
+                close(client, error_reason(exc))
                 return
             view.release()
             out.consume(sent)
             if not len(out):
                 writable.stop()
-                readable.start(on_readable)
+                if client.reason:  # the last bytes before a close (fail_after)
+                    close(client, client.reason)
+                else:
+                    readable.start(on_readable)
+
+        def fail_after(lines: bytes, reason: Reason) -> None:
+            """Deliver the lines owed (routed, or echoed before the reason's ERR line),
+            then close."""
+            if not echo:
+                route(client, lines)
+                client.fail(reason)
+                close(client, reason)
+                return
+            client.reason = reason
+            readable.stop()
+            reply = lines + (reason.reply or b"")
+            out.limit += len(reply)  # what is owed always fits
+            out.push(reply)
+            writable.start(on_writable)
 
         return on_readable
 

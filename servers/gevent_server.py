@@ -51,25 +51,19 @@ from greenlet import getcurrent
 from servers import runtime
 from servers.config import ServerConfig
 from servers.protocol import (
-    ERR_LINE_TOO_LONG,
-    ERR_SERVER_FULL,
     RECV_SIZE,
     LineTooLong,
     Mode,
     OutputBuffer,
+    Reason,
     Roster,
     Session,
+    error_reason,
     output_limit,
-    err_reason,
 )
 
-# On SIGTERM, how long client greenlets get to finish before the process exits anyway.
-SHUTDOWN_GRACE = 1.0
 # libev event masks for io watchers.
 READ, WRITE = 1, 2
-# Accept at most this many connections per wake-up, so a connection flood cannot starve
-# the clients already being served (the select backend uses the same bound).
-ACCEPT_BATCH = 64
 
 
 class _Client:
@@ -92,12 +86,19 @@ class _Client:
     # -- broadcast output (runs in other greenlets and in hub callbacks; never waits) --
 
     def deliver(self, data: bytes) -> bool:
-        """Queue a broadcast line. Returns True when this client must be flushed."""
+        """Queue a broadcast line. Returns True when this client must be flushed.
+
+        A receiver is judged on what it failed to take: before its buffer may
+        overflow, the backlog is offered to the socket (its writability callback may
+        simply not have run yet in this pass).
+        """
         if self.reason:
             return False
         if not self.out.push(data):
-            self.kill("slow consumer: output buffer full")
-            return False
+            self.flush()
+            if self.reason or not self.out.push(data):
+                self.fail(Reason.SLOW_CONSUMER)
+                return False
         # While a writability callback is pending, it will send the backlog itself.
         if self.queued or self.writable.active:
             return False
@@ -124,7 +125,7 @@ class _Client:
             sent = -1
         view.release()  # before anyone pushes to the buffer again
         if sent < 0:
-            self.kill("send failed")
+            self.fail("error: send failed")
             self.writable.stop()
             return
         out.consume(sent)
@@ -133,17 +134,18 @@ class _Client:
         elif not self.writable.active:
             self.writable.start(self.flush)
 
-    def send_err(self, err: bytes) -> None:
-        """Best-effort protocol ERR line, without waiting."""
-        try:
-            self.sock.send(err)
-        except OSError:
-            pass
-
-    def kill(self, reason: str) -> None:
-        """Disconnect: the reading greenlet wakes with EOF and cleans up."""
-        if not self.reason:
-            self.reason = reason
+    def fail(self, reason: str) -> None:
+        """End the connection for ``reason``: its ERR line if it has one (best effort,
+        without waiting), then the reading greenlet wakes with EOF and closes it."""
+        if self.reason:
+            return
+        self.reason = reason
+        reply = getattr(reason, "reply", None)
+        if reply is not None:
+            try:
+                self.sock.send(reply)
+            except OSError:
+                pass
         runtime.shutdown_quietly(self.sock)
 
 
@@ -158,7 +160,7 @@ class GeventServer:
         self.log = log
         self.hub = gevent.get_hub()
         self.loop = self.hub.loop
-        self.roster: Roster[_Client] = Roster(config.limits.max_clients)
+        self.roster: Roster[_Client] = Roster(config.limits.max_clients, config.limits)
         self.output_limit = output_limit(config.limits, config.mode)
         self.backoff = runtime.AcceptBackoff(log)
         # One slot beyond max_clients so a connection past the limit can still be
@@ -181,74 +183,59 @@ class GeventServer:
         try:
             while True:
                 self.hub.wait(readable)
-                for _ in range(ACCEPT_BATCH):
-                    try:
-                        sock, address = listener.accept()
-                    except BlockingIOError:
-                        break
-                    except OSError as exc:
-                        if exc.errno in runtime.RESOURCE_ERRNOS:
-                            gevent.sleep(self.backoff.failed(exc))
-                            break
-                        if exc.errno in runtime.TRANSIENT_ACCEPT_ERRNOS:
-                            continue
-                        raise
-                    self.backoff.succeeded()
-                    self.start_client(sock, address)
+                delay = runtime.accept_batch(listener, self.backoff, self.start_client)
+                if delay:
+                    gevent.sleep(delay)
         finally:
             readable.close()
 
     # -- one connection ------------------------------------------------------------------
 
-    def start_client(self, sock: socket.socket, address: tuple) -> None:
+    def start_client(self, sock: socket.socket, peer: str) -> None:
         """A greenlet per connection, bounded by the pool."""
-        self.pool.spawn(self.handle_client, sock, address)
+        self.pool.spawn(self.handle_client, sock, peer)
 
-    def drain(self, timeout: float) -> None:
-        """After every client was told to go: wait (at most ``timeout``) until they have."""
-        self.pool.join(timeout=timeout)
-
-    def admit(self, sock: socket.socket, address: tuple) -> _Client | None:
-        """Set up a new connection and join it to the roster; None (and the socket
-        closed, after ``ERR server full`` when it applies) when it cannot stay."""
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            runtime.close_quietly(sock)  # reset before we got to it
-            return None
-        client = _Client(sock, runtime.format_address(address),
-                         Session(self.limits, time.monotonic()), self.loop, self.output_limit)
+    def admit(self, sock: socket.socket, peer: str) -> _Client | None:
+        """Set up a new connection and join it to the roster; None (the connection
+        refused: ``ERR server full``, closed, logged) when it cannot stay."""
+        sock.setblocking(False)
+        client = _Client(sock, peer, Session(self.limits, time.monotonic()), self.loop, self.output_limit)
         if not self.roster.join(client):
-            client.send_err(ERR_SERVER_FULL)
-            self._close(client)
+            client.readable.close()
+            client.writable.close()
+            runtime.refuse(sock, peer, Reason.SERVER_FULL, self.log)
             return None
         self.log.connected(client.peer)
         return client
 
-    def handle_client(self, sock: socket.socket, address: tuple) -> None:
+    def handle_client(self, sock: socket.socket, peer: str) -> None:
         """The greenlet of one connection. Closes ``sock`` when it returns."""
-        client = self.admit(sock, address)
+        client = self.admit(sock, peer)
         if client is None:
             return
-        reason = ""
+        reason: str = Reason.CLOSED
         try:
             self._serve(client)
-        except LineTooLong:
-            reason = err_reason(ERR_LINE_TOO_LONG)
-            client.send_err(ERR_LINE_TOO_LONG)
+        except LineTooLong as exc:
+            # The lines before the offending one are owed first, then the ERR line.
+            if exc.lines:
+                self.relay(client, exc.lines)
+            client.fail(Reason.LINE_TOO_LONG)
         except OSError as exc:
-            reason = f"error: {exc.strerror or exc}"
+            reason = error_reason(exc)
         finally:
-            self.finish(client, reason)
+            self.close(client, reason)
 
-    def finish(self, client: _Client, reason: str) -> None:
-        """Forget a connection, release its watchers and socket, log why it ended."""
+    def close(self, client: _Client, reason: str) -> None:
+        """Forget a connection, release its watchers and socket, log why it ended.
+        Harmless twice (the shutdown closes clients whose greenlets are parked)."""
+        if client not in self.roster:
+            return
         self.roster.leave(client)
         # A reason also tells a pending flush() that the socket is gone.
-        client.reason = client.reason or reason or "closed"
+        client.reason = client.reason or reason
         self._close(client)
-        self.log.disconnected(client.peer, "" if client.reason == "closed" else client.reason)
+        self.log.disconnected(client.peer, client.reason)
 
     def _serve(self, client: _Client) -> None:
         """Relay lines until EOF. Raises LineTooLong or OSError to end the connection."""
@@ -280,6 +267,19 @@ class GeventServer:
                     self._send_rest(client, memoryview(lines)[sent:])
                 continue
             self.route(client, lines)
+
+    def relay(self, client: _Client, lines: bytes) -> None:
+        """Off the hot loop (e.g. the lines before an over-long one): send ``lines``
+        back (echo) or route them to the room (broadcast)."""
+        if not self.echo:
+            self.route(client, lines)
+            return
+        try:
+            sent = client.sock.send(lines)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(lines):
+            self._send_rest(client, memoryview(lines)[sent:])
 
     def route(self, sender: _Client, lines: bytes) -> None:
         """Broadcast: queue ``lines`` for every other client; flush once per hub pass."""
@@ -322,21 +322,26 @@ class GeventServer:
         client.writable.close()
         runtime.close_quietly(client.sock)
 
-    # -- timeouts ------------------------------------------------------------------------
+    # -- timeouts and shutdown -----------------------------------------------------------
 
     def sweep(self) -> None:
         """Greenlet: disconnect clients whose idle or line timeout has struck."""
-        limits = self.limits
         while True:
-            gevent.sleep(limits.sweep_interval)
-            now = time.monotonic()
-            for client in self.roster:
-                if client.reason:
-                    continue
-                err = client.session.expired(limits, now)
-                if err is not None:
-                    client.send_err(err)
-                    client.kill(err_reason(err))
+            gevent.sleep(self.limits.sweep_interval)
+            for client, reason in self.roster.expired(time.monotonic()):
+                client.fail(reason)
+
+    def stop_clients(self) -> None:
+        """Shutdown: stop serving every client (its watchers closed, its greenlet
+        left parked) and close their sockets so each sees EOF."""
+        clients = list(self.roster)
+        for client in clients:
+            client.reason = client.reason or Reason.SERVER_STOPPING
+            client.readable.close()
+            client.writable.close()
+        runtime.close_gracefully([client.sock for client in clients])
+        for client in clients:
+            self.close(client, Reason.SERVER_STOPPING)
 
 
 def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog,
@@ -355,6 +360,4 @@ def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog,
             handler.cancel()
         sweeper.kill()
         acceptor.kill()  # stop accepting; clients are ours to end
-        for client in server.roster:
-            client.kill("server stopping")
-        server.drain(SHUTDOWN_GRACE)
+        server.stop_clients()
