@@ -21,6 +21,7 @@ from typing import Callable
 
 from bench.ready import parse_ready, read_first_line
 from bench.supervise import bench_command
+from servers.backends import serve_args
 
 # Seconds to wait for the READY line (startup is ~0.2 s; this covers a loaded machine).
 READY_TIMEOUT = 10.0
@@ -91,7 +92,8 @@ def _limit_open_files(nofile: int) -> Callable[[], None]:
 
 def start_server(backend: str, *flags: str, quiet: bool = True, nofile: int | None = None,
                  port: int = 0) -> Server:
-    """Start ``bench serve BACKEND --port 0 FLAGS...`` and wait for READY.
+    """Start ``bench serve BACKEND --port 0 FLAGS...`` and wait for READY. ``backend``
+    may also name a variant (:data:`servers.backends.VARIANTS`, e.g. ``asyncio+uvloop``).
 
     Args:
         nofile: if given, the server's open-files limit (soft and hard).
@@ -99,7 +101,7 @@ def start_server(backend: str, *flags: str, quiet: bool = True, nofile: int | No
     Raises:
         AssertionError: READY did not come (the message carries the server's stderr).
     """
-    args = ["serve", backend, "--port", str(port), *flags] + (["--quiet"] if quiet else [])
+    args = ["serve", *serve_args(backend), "--port", str(port), *flags] + (["--quiet"] if quiet else [])
     fd, path = tempfile.mkstemp(prefix=f"sockbench-{backend}-", suffix=".stderr")
     with os.fdopen(fd, "wb") as err:
         proc = subprocess.Popen(bench_command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -285,9 +287,8 @@ class FramingExpectation:
             so the server never closes with unread input, which would turn its FIN
             into an RST and could destroy the ERR line in flight).
         lines: the complete lines before any violation, each to be echoed.
-        too_long: the stream breaks the limit: the answer is a prefix of ``lines``
-            (whole lines; those in the same read as the violation may be dropped),
-            then ``ERR line too long``, then EOF.
+        too_long: the stream breaks the limit: the answer is every one of ``lines``
+            (however the bytes were split), then ``ERR line too long``, then EOF.
     """
 
     send: bytes
@@ -340,6 +341,5 @@ def check_framing(address: tuple[str, int], payload: bytes, cuts: list[int], max
         assert how == "eof", "half-closed client was reset instead of closed"
         return
     assert got.endswith(err_line), f"over-long line: no {err_line!r} at the end of {got[-120:]!r} ({how})"
-    prefix = got[: -len(err_line)]
-    assert echoed.startswith(prefix), f"echo before the ERR is not a prefix of the lines: {prefix[:120]!r}"
-    assert not prefix or prefix.endswith(b"\n"), "echo before the ERR ends mid-line"
+    before = got[: -len(err_line)]
+    assert before == echoed, f"lines before the ERR: want {echoed[-120:]!r}, got {before[-120:]!r}"

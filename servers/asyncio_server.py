@@ -232,7 +232,7 @@ class _Acceptor:
         self.loop.remove_reader(self.listener.fileno())
 
 
-def _stop_clients(room: _Room) -> None:
+def _stop_clients(room: _Room, listener: socket.socket) -> None:
     """Shutdown: take each client's connection from its transport (a duplicate
     descriptor, then the transport is aborted) and close them all so each sees EOF."""
     socks = []
@@ -249,7 +249,7 @@ def _stop_clients(room: _Room) -> None:
         except (OSError, AttributeError):
             pass
         transport.abort()
-    runtime.close_gracefully(socks)
+    runtime.close_gracefully(listener, socks)
     for client in clients:
         room.roster.leave(client)
         room.log.disconnected(client.peer, Reason.SERVER_STOPPING)
@@ -275,9 +275,12 @@ async def _serve(listener: socket.socket, config: ServerConfig, log: runtime.Eve
     try:
         await stop.wait()
     finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        runtime.ignore_stop_signals()  # a second Ctrl-C must not cut the shutdown short
         sweeper.cancel()
         acceptor.close()
-        _stop_clients(room)
+        _stop_clients(room, listener)
 
 
 def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) -> None:

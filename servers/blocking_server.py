@@ -37,6 +37,6 @@ def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) 
         accept_loop(listener, log, admit)
     except runtime.Stop:
         stopped = [client for client in current if client.reason == Reason.SERVER_STOPPING]
-        runtime.close_gracefully([client.sock for client in stopped])
+        runtime.close_gracefully(listener, [client.sock for client in stopped])
         for client in stopped:
             log.disconnected(client.peer, Reason.SERVER_STOPPING)

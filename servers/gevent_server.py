@@ -339,7 +339,7 @@ class GeventServer:
             client.reason = client.reason or Reason.SERVER_STOPPING
             client.readable.close()
             client.writable.close()
-        runtime.close_gracefully([client.sock for client in clients])
+        runtime.close_gracefully(self.listener, [client.sock for client in clients])
         for client in clients:
             self.close(client, Reason.SERVER_STOPPING)
 
@@ -358,6 +358,7 @@ def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog,
     finally:
         for handler in handlers:
             handler.cancel()
+        runtime.ignore_stop_signals()  # a second Ctrl-C must not cut the shutdown short
         sweeper.kill()
         acceptor.kill()  # stop accepting; clients are ours to end
         server.stop_clients()

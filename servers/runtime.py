@@ -226,16 +226,27 @@ def refuse(sock: socket.socket, peer: str, reason: Reason, log: EventLog) -> Non
     log.refused(peer, reason)
 
 
-def close_gracefully(socks: Iterable[socket.socket], grace: float = CLOSE_GRACE) -> None:
-    """Close client sockets at shutdown so that every peer sees EOF, never a reset.
+def close_gracefully(listener: socket.socket, socks: Iterable[socket.socket],
+                     grace: float = CLOSE_GRACE) -> None:
+    """Shutdown: close the listener and every client socket so that each peer sees
+    EOF, never a reset.
 
     Closing a socket with unread input makes the kernel send RST, which can destroy
-    replies in flight and makes the client see ``ConnectionResetError``. So: shut down
-    the write side of each (the FIN follows whatever was already sent), then read and
-    discard input until the peer closes its side too (it just saw EOF) or ``grace``
-    seconds pass, then close. Blocks the calling thread; backends call it once their
-    own loop has stopped serving these sockets.
+    replies in flight and makes the client see ``ConnectionResetError``; so does closing
+    a listener with connections still waiting in its backlog. So: take those waiting
+    connections first, then shut down the write side of each socket (the FIN follows
+    whatever was already sent), read and discard input until the peer closes its side
+    too (it just saw EOF) or ``grace`` seconds pass, then close. Blocks the calling
+    thread; backends call it once their own loop has stopped serving these sockets.
     """
+    socks = list(socks)
+    listener.setblocking(False)
+    for _ in range(1 << 16):  # bounded: the backlog is, too
+        try:
+            socks.append(listener.accept()[0])
+        except OSError:  # empty (or out of descriptors: those few may be reset)
+            break
+    close_quietly(listener)
     selector = selectors.DefaultSelector()
     try:
         for sock in socks:

@@ -121,7 +121,7 @@ class SelectServer:
         finally:
             self.selector.close()
             clients = list(self.roster)
-            runtime.close_gracefully([client.sock for client in clients])
+            runtime.close_gracefully(self.listener, [client.sock for client in clients])
             for client in clients:
                 self.log.disconnected(client.peer, Reason.SERVER_STOPPING)
 

@@ -45,13 +45,12 @@ def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) 
     except runtime.Stop:
         pass
     finally:
-        runtime.close_quietly(listener)
         with lock:
             clients = list(roster)
         # Claimed clients' threads stop touching their sockets; the rest are already
         # being closed by their own threads. Daemon threads need no join: they exit
         # with the process once their sockets are gone.
         stopped = [client for client in clients if client.stop()]
-        runtime.close_gracefully([client.sock for client in stopped])
+        runtime.close_gracefully(listener, [client.sock for client in stopped])
         for client in stopped:
             log.disconnected(client.peer, Reason.SERVER_STOPPING)

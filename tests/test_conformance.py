@@ -281,6 +281,32 @@ def test_over_long_line_is_refused_and_others_unaffected(serve, backend, payload
     assert echoes(bystander, b"still here\n")
 
 
+@pytest.mark.parametrize("chunks, max_line, good", [
+    ([b"ok\nabcdef\n"], 4, b"ok\n"),
+    ([b"ok\n", b"abcdef\n"], 4, b"ok\n"),
+    ([b"ok\nab\nabcd"], 4, b"ok\nab\n"),
+    ([b"hello\n" + b"A" * 70000 + b"\n"], 65536, b"hello\n"),
+], ids=["same-write", "two-writes", "unterminated-tail", "one-big-write"])
+def test_lines_before_an_over_long_one_are_echoed_first(serve, variant, chunks, max_line, good) -> None:
+    """Every complete line before the offending bytes comes back before the ERR line,
+    whether or not TCP delivered them in the same read."""
+    server = serve(variant, "--max-line", str(max_line))
+    reader = LineReader(connect(server.address))
+    for chunk in chunks:
+        reader.sock.sendall(chunk)
+    assert reader.drain() == good + b"ERR line too long\n"
+
+
+def test_lines_before_an_over_long_one_are_relayed_first(serve, variant) -> None:
+    skip_blocking(variant)
+    server = serve(variant, "--mode", "broadcast", "--max-line", "8")  # room for the sync lines
+    offender, other = join_room(server.address, 2)
+    offender.sock.sendall(b"ok\n" + b"x" * 9 + b"\n")
+    assert other.line() == b"ok\n", "the line before the over-long one was not relayed"
+    assert offender.drain() == b"ERR line too long\n"
+    assert nothing_arrives(other.sock, 0.2), "bytes of the over-long line were relayed"
+
+
 def test_server_full_and_a_freed_slot(serve, backend) -> None:
     skip_blocking(backend)
     server = serve(backend, "--max-clients", "2")
