@@ -12,7 +12,7 @@ from typing import Callable
 
 from bench import client, compare_cmd, perf_cmd, reliability_cmd, report_cmd, ui_cmd, worker_cmd
 from servers import main as serve_main
-from servers.argtypes import UsageParser
+from servers.argtypes import SubcommandParser, UsageParser
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -47,7 +47,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
 def build_parser() -> argparse.ArgumentParser:
     parser = UsageParser(prog="bench", description="sockbench: compare Python "
                          "concurrency models for a TCP line server.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=UsageParser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=SubcommandParser)
     sub.required = True
     for register in REGISTRARS:
         register(sub)

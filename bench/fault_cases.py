@@ -8,6 +8,7 @@ Shared by ``tests/test_faults.py`` and ``bench reliability``: a case is written 
 from __future__ import annotations
 
 import random
+import re
 import selectors
 import signal
 import socket
@@ -333,6 +334,9 @@ def fd_exhaustion(start: StartFn, backend: str, nofile: int = 64, clients: int =
         reset(s)
     echoes(server.address, tries=10.0)
     log = server.stderr()
+    failed = [int(n) for n in re.findall(r"after (\d+) failed accept attempts", log)]
+    # Backing off 10 ms doubling to 1 s, ~1.5 s of exhaustion is about 8 attempts.
+    assert all(n <= 30 for n in failed), f"{failed} failed accept() calls per burst: spinning"
     assert busy < 0.5, f"server used {busy:.0%} CPU while out of descriptors (spinning)"
     assert backoffs == 1, f"{backoffs} back-off lines for one burst; stderr tail:\n{log[-1500:]}"
     assert "Traceback" not in log, f"traceback:\n{log[-3000:]}"

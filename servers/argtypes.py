@@ -16,6 +16,24 @@ class UsageParser(argparse.ArgumentParser):
     def error(self, message: str) -> "NoReturn":  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, except that a subcommand's parser refuses arguments it does
+        not know itself, so the error names the subcommand (``bench serve: error:
+        unrecognized arguments: --bogus``), not the top-level program."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and self.is_subcommand:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+    # Set on the parsers of subcommands (see bench/cli.py's add_subparsers).
+    is_subcommand = False
+
+
+class SubcommandParser(UsageParser):
+    """The parser of one ``bench`` subcommand (see :meth:`UsageParser.parse_known_args`)."""
+
+    is_subcommand = True
+
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""

@@ -25,7 +25,17 @@ import time
 
 from servers import runtime
 from servers.config import ServerConfig
-from servers.protocol import RECV_SIZE, LineTooLong, Mode, Reason, Roster, Session, error_reason, output_limit
+from servers.protocol import (
+    FAIL_GRACE,
+    RECV_SIZE,
+    LineTooLong,
+    Mode,
+    Reason,
+    Roster,
+    Session,
+    error_reason,
+    output_limit,
+)
 
 
 def check_config(config: ServerConfig) -> None:
@@ -153,6 +163,8 @@ class LineProtocol(asyncio.Protocol):
             if reason.reply is not None:
                 transport.write(reason.reply)
             transport.close()
+            if transport.get_write_buffer_size():  # not reading: do not wait forever
+                asyncio.get_running_loop().call_later(FAIL_GRACE, transport.abort)
 
     def pause_writing(self) -> None:
         if self.room.echo and self.transport is not None:

@@ -22,10 +22,12 @@ from __future__ import annotations
 import socket
 import time
 
+import gevent
+
 from servers import gevent_server, runtime
 from servers.config import ServerConfig
 from servers.gevent_server import GeventServer, _Client
-from servers.protocol import RECV_SIZE, LineTooLong, Reason, error_reason
+from servers.protocol import FAIL_GRACE, RECV_SIZE, LineTooLong, Reason, error_reason
 
 
 class CallbackServer(GeventServer):
@@ -115,6 +117,7 @@ class CallbackServer(GeventServer):
             out.limit += len(reply)  # what is owed always fits
             out.push(reply)
             writable.start(on_writable)
+            gevent.spawn_later(FAIL_GRACE, close, client, reason)  # if it does not read
 
         return on_readable
 

@@ -83,6 +83,9 @@ DEFAULT_MAX_OUTPUT_BUFFER = 1 << 20
 # Bytes asked of one recv(). 64 KiB: a full line in one call, and what the kernel's
 # loopback socket buffer hands over at once anyway.
 RECV_SIZE = 65536
+# A client being disconnected for a Reason gets 1 s to take what it is still owed (the
+# lines before an over-long one, its ERR line); one that is not reading is closed anyway.
+FAIL_GRACE = 1.0
 # 5 minutes of silence: the common idle timeout of TCP proxies (nginx: 60 s, HAProxy
 # client timeout: typically 30-300 s).
 DEFAULT_IDLE_TIMEOUT = 300.0

@@ -23,6 +23,7 @@ import time
 from servers import runtime
 from servers.config import ServerConfig
 from servers.protocol import (
+    FAIL_GRACE,
     RECV_SIZE,
     LineTooLong,
     Mode,
@@ -77,6 +78,7 @@ class SelectServer:
         self.output_limit = output_limit(config.limits, config.mode)
         self.roster: Roster[_Client] = Roster(config.limits.max_clients, config.limits)
         self.dirty: dict[_Client, None] = {}  # clients with output queued this pass
+        self.failing: dict[_Client, float] = {}  # failed clients -> when to close them anyway
         self.backoff = runtime.AcceptBackoff(log)
         self.accept_paused_until = 0.0
         room = FD_SETSIZE - listener.fileno() - 1  # descriptors are handed out lowest first
@@ -115,6 +117,9 @@ class SelectServer:
                 if now >= next_sweep:
                     for client, reason in self.roster.expired(now):
                         self.fail(client, reason)
+                    for client, deadline in list(self.failing.items()):
+                        if now >= deadline:
+                            self.close(client, client.reason)
                     next_sweep = now + self.limits.sweep_interval
         except runtime.Stop:
             pass
@@ -227,6 +232,7 @@ class SelectServer:
         """Send the reason's ERR line after what is already queued for the client
         (the lines owed before it), then close."""
         client.reason = reason
+        self.failing[client] = time.monotonic() + FAIL_GRACE  # if it does not read
         reply = reason.reply or b""
         client.out.limit += len(reply)  # the ERR line always fits
         client.out.push(reply)
@@ -246,6 +252,7 @@ class SelectServer:
             return
         self.roster.leave(client)
         self.dirty.pop(client, None)
+        self.failing.pop(client, None)
         client.reason = reason
         try:
             self.selector.unregister(client.sock)

@@ -10,7 +10,14 @@ import io
 
 import pytest
 
-from bench.fault_cases import CASES, broadcast_burst_reader_keeps_up, framing_edges, sigterm_busy_clients
+from bench.fault_cases import (
+    CASES,
+    broadcast_burst_reader_keeps_up,
+    fd_exhaustion,
+    framing_edges,
+    max_clients_flood,
+    sigterm_busy_clients,
+)
 from conftest import BACKENDS, VARIANTS, run_or_skip
 from servers import backends, runtime
 
@@ -19,7 +26,8 @@ pytestmark = pytest.mark.timeout(60)
 
 # Cases that also run against the backends' variants (asyncio on uvloop), whose own
 # reading, writing and closing code has been known to break them.
-ON_VARIANTS = {framing_edges, sigterm_busy_clients, broadcast_burst_reader_keeps_up}
+ON_VARIANTS = {framing_edges, sigterm_busy_clients, broadcast_burst_reader_keeps_up, fd_exhaustion,
+               max_clients_flood}
 MATRIX = [(case, backend) for case in CASES.values()
           for backend in (VARIANTS if case in ON_VARIANTS else BACKENDS)]
 
