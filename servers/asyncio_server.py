@@ -25,17 +25,8 @@ import time
 
 from servers import runtime
 from servers.config import ServerConfig
-from servers.protocol import (
-    FAIL_GRACE,
-    RECV_SIZE,
-    LineTooLong,
-    Mode,
-    Reason,
-    Roster,
-    Session,
-    error_reason,
-    output_limit,
-)
+from servers.protocol import (FAIL_GRACE, RECV_SIZE, LineTooLong, Mode, Reason, Roster, Session,
+                              error_reason, output_limit)
 
 
 def check_config(config: ServerConfig) -> None:
@@ -95,9 +86,6 @@ class LineProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # No isinstance check: uvloop's transports do not subclass asyncio.Transport.
         self.transport = transport  # type: ignore[assignment]
-        if self.reason:  # stopped before its transport existed
-            transport.abort()
-            return
         # Echo: pause reading once unsent replies pass the limit (pause_writing below).
         transport.set_write_buffer_limits(high=self.room.output_limit)
         self.session = Session(self.room.limits, time.monotonic())
@@ -122,14 +110,10 @@ class LineProtocol(asyncio.Protocol):
             self.fail(Reason.LINE_TOO_LONG)
 
     def deliver(self, data: bytes) -> None:
-        """Queue a broadcast line; drop this receiver if it has fallen too far behind.
-
-        Lines wait in ``pending`` until the room flushes at the end of the loop pass.
-        A receiver is judged on what it failed to take, not on what has not been
-        offered to it yet: before the limit may be passed, pending lines are handed to
-        the transport (which tries the socket at once). uvloop may read one sender many
-        times in one pass, so without this a reader that keeps up would be cut.
-        """
+        """Queue a broadcast line until the room's end-of-pass flush; drop this
+        receiver if it has fallen too far behind. It is judged on what it failed to
+        take: before the limit may be passed, the pending lines are offered to the
+        socket (uvloop may read one sender many times in one pass)."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -202,65 +186,50 @@ class BufferedLineProtocol(asyncio.BufferedProtocol, LineProtocol):
         self.data_received(self._buffer[:nbytes])
 
 
-class _Acceptor:
-    """Our own accept loop on the listener, instead of ``loop.create_server``: the
-    shared errno triage and back-off (asyncio 3.11 retries a failed accept() in a tight
-    loop when out of descriptors; uvloop silently accepts and closes the excess), and
-    admission with ``ERR server full`` before any transport exists."""
+def _accept(loop: asyncio.AbstractEventLoop, listener: socket.socket, room: _Room,
+            protocol: type[LineProtocol]) -> None:
+    """Our own accept loop instead of ``loop.create_server``: the shared errno triage
+    and back-off (asyncio 3.11 retries a failed accept() in a tight loop when out of
+    descriptors; uvloop silently accepts and closes the excess), and admission before
+    any transport exists."""
+    backoff = runtime.AcceptBackoff(room.log)
+    fd = listener.fileno()
 
-    def __init__(self, listener: socket.socket, room: _Room, protocol: type[LineProtocol]) -> None:
-        self.listener = listener
-        self.room = room
-        self.protocol = protocol
-        self.loop = asyncio.get_running_loop()
-        self.backoff = runtime.AcceptBackoff(room.log)
-        listener.setblocking(False)
-        self.loop.add_reader(listener.fileno(), self.on_readable)
-
-    def on_readable(self) -> None:
-        delay = runtime.accept_batch(self.listener, self.backoff, self.admit)
-        if delay:
-            self.loop.remove_reader(self.listener.fileno())
-            self.loop.call_later(delay, self.loop.add_reader, self.listener.fileno(), self.on_readable)
-
-    def admit(self, sock: socket.socket, peer: str) -> None:
-        room = self.room
-        protocol = self.protocol(room, peer)
-        if not room.roster.join(protocol):
+    def admit(sock: socket.socket, peer: str) -> None:
+        client = protocol(room, peer)
+        if not room.roster.join(client):
             runtime.refuse(sock, peer, Reason.SERVER_FULL, room.log)
             return
         room.log.connected(peer)
-        asyncio.ensure_future(self._connect(protocol, sock))
+        loop.create_task(connect(client, sock))
 
-    async def _connect(self, protocol: LineProtocol, sock: socket.socket) -> None:
+    async def connect(client: LineProtocol, sock: socket.socket) -> None:
         try:
-            await self.loop.connect_accepted_socket(lambda: protocol, sock)
+            await loop.connect_accepted_socket(lambda: client, sock)
         except OSError as exc:  # reset before its transport was set up
-            self.room.roster.leave(protocol)
             runtime.close_quietly(sock)
-            self.room.log.disconnected(protocol.peer, error_reason(exc))
+            client.connection_lost(exc)
 
-    def close(self) -> None:
-        self.loop.remove_reader(self.listener.fileno())
+    def on_readable() -> None:
+        delay = runtime.accept_batch(listener, backoff, admit)
+        if delay:
+            loop.remove_reader(fd)
+            loop.call_later(delay, loop.add_reader, fd, on_readable)
+
+    listener.setblocking(False)
+    loop.add_reader(fd, on_readable)
 
 
 def _stop_clients(room: _Room, listener: socket.socket) -> None:
     """Shutdown: take each client's connection from its transport (a duplicate
     descriptor, then the transport is aborted) and close them all so each sees EOF."""
-    socks = []
-    clients = list(room.roster)
+    socks, clients = [], list(room.roster)
     for client in clients:
-        client.reason = client.reason or Reason.SERVER_STOPPING
-        client.session = None
-        transport = client.transport
-        if transport is None:
-            continue
-        raw = transport.get_extra_info("socket")
-        try:
-            socks.append(socket.socket(fileno=os.dup(raw.fileno())))
-        except (OSError, AttributeError):
-            pass
-        transport.abort()
+        client.reason, client.session = Reason.SERVER_STOPPING, None
+        if client.transport is not None:
+            fd = client.transport.get_extra_info("socket").fileno()
+            socks.append(socket.socket(fileno=os.dup(fd)))
+            client.transport.abort()
     runtime.close_gracefully(listener, socks)
     for client in clients:
         room.roster.leave(client)
@@ -281,7 +250,7 @@ async def _serve(listener: socket.socket, config: ServerConfig, log: runtime.Eve
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     room = _Room(config, log)
-    acceptor = _Acceptor(listener, room, LineProtocol if config.loop == "uvloop" else BufferedLineProtocol)
+    _accept(loop, listener, room, LineProtocol if config.loop == "uvloop" else BufferedLineProtocol)
     runtime.announce_ready(listener)
     sweeper = asyncio.ensure_future(_sweep(room))
     try:
@@ -291,7 +260,7 @@ async def _serve(listener: socket.socket, config: ServerConfig, log: runtime.Eve
             loop.remove_signal_handler(signum)
         runtime.ignore_stop_signals()  # a second Ctrl-C must not cut the shutdown short
         sweeper.cancel()
-        acceptor.close()
+        loop.remove_reader(listener.fileno())
         _stop_clients(room, listener)
 
 

@@ -27,7 +27,7 @@ import gevent
 from servers import gevent_server, runtime
 from servers.config import ServerConfig
 from servers.gevent_server import GeventServer, _Client
-from servers.protocol import FAIL_GRACE, RECV_SIZE, LineTooLong, Reason, error_reason
+from servers.protocol import RECV_SIZE, LineTooLong, Reason, error_reason
 
 
 class CallbackServer(GeventServer):
@@ -49,6 +49,10 @@ class CallbackServer(GeventServer):
         readable, writable, out = client.readable, client.writable, client.out
         echo, route, close = self.echo, self.route, self.close
 
+        def too_long(lines: bytes) -> None:
+            self.too_long(client, lines)
+            close(client, Reason.LINE_TOO_LONG)
+
         def on_readable() -> None:
             try:
                 data = recv(RECV_SIZE)
@@ -63,7 +67,8 @@ class CallbackServer(GeventServer):
             try:
                 lines = feed(data, clock())
             except LineTooLong as exc:
-                fail_after(exc.lines, Reason.LINE_TOO_LONG)
+                readable.stop()  # a greenlet (it may wait) delivers what is owed, then closes
+                gevent.spawn(too_long, exc.lines)
                 return
             if not lines:
                 return
@@ -98,26 +103,7 @@ class CallbackServer(GeventServer):
             out.consume(sent)
             if not len(out):
                 writable.stop()
-                if client.reason:  # the last bytes before a close (fail_after)
-                    close(client, client.reason)
-                else:
-                    readable.start(on_readable)
-
-        def fail_after(lines: bytes, reason: Reason) -> None:
-            """Deliver the lines owed (routed, or echoed before the reason's ERR line),
-            then close."""
-            if not echo:
-                route(client, lines)
-                client.fail(reason)
-                close(client, reason)
-                return
-            client.reason = reason
-            readable.stop()
-            reply = lines + (reason.reply or b"")
-            out.limit += len(reply)  # what is owed always fits
-            out.push(reply)
-            writable.start(on_writable)
-            gevent.spawn_later(FAIL_GRACE, close, client, reason)  # if it does not read
+                readable.start(on_readable)
 
         return on_readable
 

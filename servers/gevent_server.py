@@ -50,17 +50,8 @@ from greenlet import getcurrent
 
 from servers import runtime
 from servers.config import ServerConfig
-from servers.protocol import (
-    RECV_SIZE,
-    LineTooLong,
-    Mode,
-    OutputBuffer,
-    Reason,
-    Roster,
-    Session,
-    error_reason,
-    output_limit,
-)
+from servers.protocol import (RECV_SIZE, LineTooLong, Mode, OutputBuffer, Reason, Roster, Session,
+                              error_reason, output_limit)
 
 # libev event masks for io watchers.
 READ, WRITE = 1, 2
@@ -217,10 +208,7 @@ class GeventServer:
         try:
             self._serve(client)
         except LineTooLong as exc:
-            # The lines before the offending one are owed first, then the ERR line.
-            if exc.lines:
-                self.relay(client, exc.lines)
-            client.fail(Reason.LINE_TOO_LONG)
+            self.too_long(client, exc.lines)
         except OSError as exc:
             reason = error_reason(exc)
         finally:
@@ -268,18 +256,17 @@ class GeventServer:
                 continue
             self.route(client, lines)
 
-    def relay(self, client: _Client, lines: bytes) -> None:
-        """Off the hot loop (e.g. the lines before an over-long one): send ``lines``
-        back (echo) or route them to the room (broadcast)."""
-        if not self.echo:
-            self.route(client, lines)
-            return
+    def too_long(self, client: _Client, lines: bytes) -> None:
+        """An over-long line: the lines before it are owed first (echoed, waiting if
+        need be, or routed to the room), then the ERR line. Runs in a greenlet."""
         try:
-            sent = client.sock.send(lines)
-        except BlockingIOError:
-            sent = 0
-        if sent < len(lines):
-            self._send_rest(client, memoryview(lines)[sent:])
+            if not self.echo:
+                self.route(client, lines)
+            elif lines:
+                self._send_rest(client, memoryview(lines))
+        except OSError:
+            pass  # it went away, or a timeout ended it meanwhile
+        client.fail(Reason.LINE_TOO_LONG)
 
     def route(self, sender: _Client, lines: bytes) -> None:
         """Broadcast: queue ``lines`` for every other client; flush once per hub pass."""

@@ -30,16 +30,13 @@ WRITER_POLL_MS = 1000
 
 class ThreadClient:
     """A connected client: its socket, protocol session and broadcast backlog.
-
-    ``reason`` is set once, by whoever ends the connection first (its own thread,
-    a sender finding it too slow, the shutdown); the reading thread then closes it,
-    except at shutdown, when the stopping thread closes every socket gracefully.
-    """
+    ``reason`` is set once, by whoever ends the connection first; its reading thread
+    closes it, except at shutdown (:meth:`stop`)."""
 
     def __init__(self, sock: socket.socket, peer: str, config: ServerConfig) -> None:
         self.sock = sock
         self.peer = peer
-        self.session: Session | None = Session(config.limits, time.monotonic())
+        self.session = Session(config.limits, time.monotonic())
         self.backlog = OutputBuffer(config.limits.max_output_buffer)
         self.lock = threading.Lock()  # guards backlog, sending from it, writing, reason
         self.writing = False  # a writer thread is draining the backlog
@@ -56,34 +53,31 @@ class ThreadClient:
             if self.reason:
                 return  # on its way out
             if not len(self.backlog):
-                data = data[self._send_now(data):]
+                data = data[self._send(data):]
                 if not data:
                     return
             if not self.backlog.push(data):
                 self._send_backlog()
                 if not self.backlog.push(data):
-                    self._end(Reason.SLOW_CONSUMER)
+                    self._fail(Reason.SLOW_CONSUMER)
                     return
             if not self.writing:
                 self.writing = True
                 threading.Thread(target=self._drain, name=f"writer {self.peer}", daemon=True).start()
 
-    def _send_now(self, data: bytes | memoryview) -> int:
-        """One non-blocking send, under the lock; returns the bytes taken (0 when
-        the socket is full or broken: a broken one is ended)."""
+    def _send(self, data: bytes | memoryview) -> int:
+        """One non-blocking send, under the lock: the bytes taken (0 if none)."""
         try:
             return self.sock.send(data, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return 0
         except OSError as exc:
-            self._end(error_reason(exc))
+            self._fail(error_reason(exc))
             return 0
 
     def _send_backlog(self) -> None:
-        """Offer the backlog to the socket once, under the lock."""
-        view = self.backlog.view()
-        sent = self._send_now(view)
-        view.release()
+        with self.backlog.view() as view:
+            sent = self._send(view)
         self.backlog.consume(sent)
 
     def _drain(self) -> None:
@@ -102,12 +96,8 @@ class ThreadClient:
                     if not self.reason:
                         self._send_backlog()
 
-    def end(self, reason: str) -> None:
-        """Disconnect from another thread: the reader wakes with EOF and cleans up."""
-        with self.lock:
-            self._end(reason)
-
-    def _end(self, reason: str) -> None:
+    def _fail(self, reason: str) -> None:
+        """From another thread, lock held: the reader wakes with EOF and cleans up."""
         if not self.reason:
             self.reason = reason
         runtime.shutdown_quietly(self.sock)
@@ -132,11 +122,10 @@ def serve_client(
     """Serve ``client`` until it leaves or is disconnected, then close its socket
     (at shutdown the stopping thread closes it instead).
 
-    The client must already have joined ``roster``; it leaves it here.
+    A client in ``roster`` (the threading backend's) leaves it here.
     """
     sock = client.sock
     session = client.session
-    assert session is not None
     limits = config.limits
     echo = config.mode is Mode.ECHO
     readable = select.poll()
@@ -201,16 +190,10 @@ def _poll_ms(deadline: float | None) -> int:
 
 
 def _send_all(sock: socket.socket, data: bytes, timeout: float) -> None:
-    """Send all of ``data`` from this thread, waiting up to ``timeout`` s (0 = forever)
-    each time the socket is full.
-
-    Sockets here never get a Python-level timeout (``settimeout``), because with one,
-    CPython waits for writability even when ``MSG_DONTWAIT`` is passed, and
-    :meth:`ThreadClient.deliver` must never wait. Waits are explicit polls instead.
-
-    Raises:
-        socket.timeout: the client took nothing for ``timeout`` seconds.
-    """
+    """Send all of ``data``, waiting up to ``timeout`` s (0 = forever) each time the
+    socket is full; raises socket.timeout past it. Waits are explicit polls: with a
+    Python-level timeout (``settimeout``), CPython would wait for writability even with
+    ``MSG_DONTWAIT``, and :meth:`ThreadClient.deliver` must never wait."""
     view = memoryview(data)
     writable = select.poll()
     writable.register(sock.fileno(), select.POLLOUT)
