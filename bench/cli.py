@@ -19,7 +19,7 @@ from bench.compare import report_command as report_cmd
 from bench.ui import command as ui_cmd
 from bench.ui import worker as worker_cmd
 from servers import main as serve_main
-from servers.argtypes import UsageParser
+from servers.argtypes import SubcommandParser, UsageParser
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = UsageParser(prog="bench", description="sockbench: compare Python "
                          "concurrency models for a TCP line server.")
     parser.add_argument("--version", action="version", version=f"bench (sockbench) {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=UsageParser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=SubcommandParser)
     sub.required = True
     for register in REGISTRARS:
         register(sub)

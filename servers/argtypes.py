@@ -16,6 +16,24 @@ class UsageParser(argparse.ArgumentParser):
     def error(self, message: str) -> "NoReturn":  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, except that a subcommand's parser refuses arguments it does
+        not know itself, so the error names the subcommand (``bench serve: error:
+        unrecognized arguments: --bogus``), not the top-level program."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and self.is_subcommand:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+    # Set on the parsers of subcommands (see bench/cli.py's add_subparsers).
+    is_subcommand = False
+
+
+class SubcommandParser(UsageParser):
+    """The parser of one ``bench`` subcommand (see :meth:`UsageParser.parse_known_args`)."""
+
+    is_subcommand = True
+
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
@@ -84,13 +102,25 @@ def comma_items(text: str) -> list[str]:
     return items
 
 
+def _names_from(text: str, known: list[str]) -> tuple[str, ...]:
+    items = comma_items(text)
+    unknown = [b for b in items if b not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend {unknown[0]!r} (choose from {', '.join(known)})")
+    return tuple(items)
+
+
 def backend_list(text: str) -> tuple[str, ...]:
     """argparse type: comma-separated backend names (the one list syntax of every command)."""
     from servers.backends import BACKENDS
 
-    items = comma_items(text)
-    unknown = [b for b in items if b not in BACKENDS]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown backend {unknown[0]!r} (choose from {', '.join(BACKENDS)})")
-    return tuple(items)
+    return _names_from(text, list(BACKENDS))
+
+
+def backend_list_with_variants(text: str) -> tuple[str, ...]:
+    """argparse type: like :func:`backend_list`, also accepting variants such as
+    ``asyncio+uvloop`` (see :data:`servers.backends.VARIANTS`)."""
+    from servers.backends import BACKENDS, VARIANTS
+
+    return _names_from(text, [*BACKENDS, *VARIANTS])

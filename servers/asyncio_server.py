@@ -18,23 +18,15 @@ the plain Protocol stays (it measured slightly faster).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import time
 
 from servers import runtime
 from servers.config import ServerConfig
-from servers.protocol import (
-    ERR_LINE_TOO_LONG,
-    ERR_SERVER_FULL,
-    RECV_SIZE,
-    LineTooLong,
-    Mode,
-    Roster,
-    Session,
-    output_limit,
-    err_reason,
-)
+from servers.protocol import (FAIL_GRACE, RECV_SIZE, LineTooLong, Mode, Reason, Roster, Session,
+                              error_reason, output_limit)
 
 
 def check_config(config: ServerConfig) -> None:
@@ -54,10 +46,8 @@ class _Room:
         self.echo = config.mode is Mode.ECHO
         self.mode = config.mode
         self.output_limit = output_limit(config.limits, config.mode)
-        self.roster: Roster[LineProtocol] = Roster(config.limits.max_clients)
+        self.roster: Roster[LineProtocol] = Roster(config.limits.max_clients, config.limits)
         self.log = log
-        self.backoff = runtime.AcceptBackoff(log)
-        self.accept_failed_at = float("-inf")  # time.monotonic() of the last EMFILE on accept
         # Broadcast receivers with lines pending in this loop pass (see flush_pending).
         self.to_flush: list[LineProtocol] = []
 
@@ -81,13 +71,14 @@ class _Room:
 
 
 class LineProtocol(asyncio.Protocol):
-    """One client connection."""
+    """One client connection. It joins the roster when accepted, before its
+    transport exists (``session`` is None until then, and once it is leaving)."""
 
-    def __init__(self, room: _Room) -> None:
+    def __init__(self, room: _Room, peer: str) -> None:
         self.room = room
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
-        self.peer = "?"
+        self.peer = peer
         self.reason = ""
         self.pending: list[bytes] = []  # broadcast lines not yet handed to the transport
         self.pending_size = 0
@@ -95,63 +86,48 @@ class LineProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # No isinstance check: uvloop's transports do not subclass asyncio.Transport.
         self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.peer = runtime.format_address(peer) if peer else "?"
-        room = self.room
-        # Connections accepted in the same pass as a failure arrive here just after it;
-        # only one accepted by asyncio's retry (1 s later) ends the burst.
-        if time.monotonic() - room.accept_failed_at > 0.5:
-            room.backoff.succeeded()
-        if not room.roster.join(self):
-            transport.write(ERR_SERVER_FULL)
-            transport.close()
-            return
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Echo: pause reading once unsent replies pass the limit (pause_writing below).
-        transport.set_write_buffer_limits(high=room.output_limit)
-        self.session = Session(room.limits, time.monotonic())
-        room.log.connected(self.peer)
+        transport.set_write_buffer_limits(high=self.room.output_limit)
+        self.session = Session(self.room.limits, time.monotonic())
 
     def data_received(self, data: bytes) -> None:
         session = self.session
         if session is None:
-            return  # rejected (server full); the transport is closing
+            return  # leaving; ignore whatever else arrives
+        too_long = False
         try:
             lines = session.feed(data, time.monotonic())
-        except LineTooLong:
-            self.fail(ERR_LINE_TOO_LONG, err_reason(ERR_LINE_TOO_LONG))
-            return
-        if not lines:
-            return
-        room = self.room
-        if room.echo:
-            self.transport.write(lines)  # type: ignore[union-attr]
-            return
-        for receiver in room.roster.recipients(self, room.mode):
-            receiver.deliver(lines)
+        except LineTooLong as exc:
+            lines, too_long = exc.lines, True
+        if lines:
+            room = self.room
+            if room.echo:
+                self.transport.write(lines)  # type: ignore[union-attr]
+            else:
+                for receiver in room.roster.recipients(self, room.mode):
+                    receiver.deliver(lines)
+        if too_long:
+            self.fail(Reason.LINE_TOO_LONG)
 
     def deliver(self, data: bytes) -> None:
-        """Queue a broadcast line; drop this receiver if it has fallen too far behind.
-
-        Lines wait in ``pending`` until the room flushes at the end of the loop pass;
-        the limit counts them together with the transport's own unsent bytes.
-        """
+        """Queue a broadcast line until the room's end-of-pass flush; drop this
+        receiver if it has fallen too far behind. It is judged on what it failed to
+        take: before the limit may be passed, the pending lines are offered to the
+        socket (uvloop may read one sender many times in one pass)."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        size = self.pending_size + len(data)
-        if transport.get_write_buffer_size() + size > self.room.output_limit:
-            self.reason = "slow consumer: output buffer full"
-            self.pending.clear()
-            self.pending_size = 0
-            transport.abort()
-            return
+        limit = self.room.output_limit
+        if transport.get_write_buffer_size() + self.pending_size + len(data) > limit:
+            self.flush()
+            if transport.get_write_buffer_size() + len(data) > limit:
+                self.reason = Reason.SLOW_CONSUMER
+                transport.abort()
+                return
         if not self.pending:
             self.room.queue(self)
         self.pending.append(data)
-        self.pending_size = size
+        self.pending_size += len(data)
 
     def flush(self) -> None:
         """Hand the pending broadcast lines to the transport in one write."""
@@ -161,14 +137,18 @@ class LineProtocol(asyncio.Protocol):
         pending.clear()
         self.pending_size = 0
 
-    def fail(self, err: bytes, reason: str) -> None:
-        """Send a protocol ERR line, then close once it is written."""
+    def fail(self, reason: Reason) -> None:
+        """Send the reason's ERR line after what is queued, then close once written."""
         self.reason = reason
+        self.session = None
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(err)
+            self.flush()
+            if reason.reply is not None:
+                transport.write(reason.reply)
             transport.close()
-        self.session = None  # ignore whatever else arrives
+            if transport.get_write_buffer_size():  # not reading: do not wait forever
+                asyncio.get_running_loop().call_later(FAIL_GRACE, transport.abort)
 
     def pause_writing(self) -> None:
         if self.room.echo and self.transport is not None:
@@ -179,12 +159,13 @@ class LineProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        room = self.room
-        if self.session is not None or self.reason:
-            room.roster.leave(self)
-            reason = self.reason or (f"error: {exc}" if exc else "")
-            room.log.disconnected(self.peer, reason)
         self.session = None
+        self.pending.clear()
+        if self.reason == Reason.SERVER_STOPPING:
+            return  # closed and logged by the shutdown
+        self.room.roster.leave(self)
+        self.reason = self.reason or (error_reason(exc) if exc else Reason.CLOSED)
+        self.room.log.disconnected(self.peer, self.reason)
 
 
 class BufferedLineProtocol(asyncio.BufferedProtocol, LineProtocol):
@@ -205,39 +186,62 @@ class BufferedLineProtocol(asyncio.BufferedProtocol, LineProtocol):
         self.data_received(self._buffer[:nbytes])
 
 
+def _accept(loop: asyncio.AbstractEventLoop, listener: socket.socket, room: _Room,
+            protocol: type[LineProtocol]) -> None:
+    """Our own accept loop instead of ``loop.create_server``: the shared errno triage
+    and back-off (asyncio 3.11 retries a failed accept() in a tight loop when out of
+    descriptors; uvloop silently accepts and closes the excess), and admission before
+    any transport exists."""
+    backoff = runtime.AcceptBackoff(room.log)
+    fd = listener.fileno()
+
+    def admit(sock: socket.socket, peer: str) -> None:
+        client = protocol(room, peer)
+        if not room.roster.join(client):
+            runtime.refuse(sock, peer, Reason.SERVER_FULL, room.log)
+            return
+        room.log.connected(peer)
+        loop.create_task(connect(client, sock))
+
+    async def connect(client: LineProtocol, sock: socket.socket) -> None:
+        try:
+            await loop.connect_accepted_socket(lambda: client, sock)
+        except OSError as exc:  # reset before its transport was set up
+            runtime.close_quietly(sock)
+            client.connection_lost(exc)
+
+    def on_readable() -> None:
+        delay = runtime.accept_batch(listener, backoff, admit)
+        if delay:
+            loop.remove_reader(fd)
+            loop.call_later(delay, loop.add_reader, fd, on_readable)
+
+    listener.setblocking(False)
+    loop.add_reader(fd, on_readable)
+
+
+def _stop_clients(room: _Room, listener: socket.socket) -> None:
+    """Shutdown: take each client's connection from its transport (a duplicate
+    descriptor, then the transport is aborted) and close them all so each sees EOF."""
+    socks, clients = [], list(room.roster)
+    for client in clients:
+        client.reason, client.session = Reason.SERVER_STOPPING, None
+        if client.transport is not None:
+            fd = client.transport.get_extra_info("socket").fileno()
+            socks.append(socket.socket(fileno=os.dup(fd)))
+            client.transport.abort()
+    runtime.close_gracefully(listener, socks)
+    for client in clients:
+        room.roster.leave(client)
+        room.log.disconnected(client.peer, Reason.SERVER_STOPPING)
+
+
 async def _sweep(room: _Room) -> None:
     """Disconnect clients whose idle or line timeout has struck."""
-    limits = room.limits
     while True:
-        await asyncio.sleep(limits.sweep_interval)
-        now = time.monotonic()
-        for client in room.roster:
-            session = client.session
-            if session is None:
-                continue
-            err = session.expired(limits, now)
-            if err is not None:
-                client.fail(err, err_reason(err))
-
-
-def _accept_error_handler(room: _Room):
-    """A loop exception handler that logs running out of descriptors once per burst.
-
-    asyncio itself pauses accepting for 1 s on EMFILE/ENFILE, but reports every failed
-    accept() through the exception handler, a traceback each; route those through
-    :class:`runtime.AcceptBackoff` (one line per burst) and leave the rest to the default.
-    """
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
-        exc = context.get("exception")
-        if isinstance(exc, OSError) and exc.errno in runtime.RESOURCE_ERRNOS \
-                and "accept" in context.get("message", ""):
-            room.accept_failed_at = time.monotonic()
-            room.backoff.failed(exc)
-            return
-        loop.default_exception_handler(context)
-
-    return handler
+        await asyncio.sleep(room.limits.sweep_interval)
+        for client, reason in room.roster.expired(time.monotonic()):
+            client.fail(reason)
 
 
 async def _serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) -> None:
@@ -246,29 +250,23 @@ async def _serve(listener: socket.socket, config: ServerConfig, log: runtime.Eve
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     room = _Room(config, log)
-    loop.set_exception_handler(_accept_error_handler(room))
-    protocol = LineProtocol if config.loop == "uvloop" else BufferedLineProtocol
-    server = await loop.create_server(lambda: protocol(room), sock=listener, backlog=1024)
+    _accept(loop, listener, room, LineProtocol if config.loop == "uvloop" else BufferedLineProtocol)
     runtime.announce_ready(listener)
     sweeper = asyncio.ensure_future(_sweep(room))
     try:
         await stop.wait()
     finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        runtime.ignore_stop_signals()  # a second Ctrl-C must not cut the shutdown short
         sweeper.cancel()
-        server.close()
-        for client in room.roster:
-            if client.transport is not None:
-                client.reason = client.reason or "server stopping"
-                client.transport.close()
-        # Give transports a moment to flush and close; never more than 1 s.
-        try:
-            await asyncio.wait_for(server.wait_closed(), timeout=1.0)
-        except (asyncio.TimeoutError, Exception):
-            pass
+        loop.remove_reader(listener.fileno())
+        _stop_clients(room, listener)
 
 
 def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) -> None:
-    """Serve on ``listener`` until SIGTERM or SIGINT, then close every client."""
+    """Serve on ``listener`` until SIGTERM or SIGINT, then close every client so it
+    sees EOF (:func:`runtime.close_gracefully`)."""
     if config.loop == "uvloop":
         import uvloop
 

@@ -20,6 +20,19 @@ BACKENDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Variants of a backend that the test suite and `bench reliability` run as backends of
+# their own: name -> the `bench serve` arguments that select it.
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "asyncio+uvloop": ("asyncio", "--loop", "uvloop"),
+}
+
+
+def serve_args(name: str) -> list[str]:
+    """The ``bench serve`` arguments for a backend or a variant name
+    (``"asyncio+uvloop"`` -> ``["asyncio", "--loop", "uvloop"]``)."""
+    return list(VARIANTS.get(name, (name,)))
+
+
 def load(name: str) -> ModuleType:
     """Import and return the backend module called ``name``.
 

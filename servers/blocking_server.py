@@ -1,10 +1,5 @@
-"""blocking backend: the classic accept/serve loop, one connection at a time.
-
-The main thread accepts a connection and serves it until it closes; only then does it
-accept the next. Everyone else waits in the kernel's listen backlog. In broadcast mode
-there is never anyone else in the room, so lines go nowhere. This is the baseline the
-other models are measured against, and the model to pick only for one client at a time.
-"""
+"""blocking backend, the baseline: the classic accept/serve loop, one connection at a
+time; the others wait in the listen backlog (in broadcast mode, lines go nowhere)."""
 
 from __future__ import annotations
 
@@ -13,24 +8,28 @@ import threading
 
 from servers import runtime
 from servers.config import ServerConfig
-from servers.protocol import Roster
+from servers.protocol import Reason, Roster
 from servers.thread_conn import ThreadClient, accept_loop, serve_client
 
 
 def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) -> None:
-    """Serve on ``listener`` until SIGTERM or SIGINT (raised here as runtime.Stop)."""
+    """Serve until SIGTERM or SIGINT (raised here as runtime.Stop), then close the
+    client being served, and those waiting, so each sees EOF."""
     runtime.raise_stop_on_signals()
-    roster: Roster[ThreadClient] = Roster(1)
+    roster: Roster[ThreadClient] = Roster(1)  # nobody to broadcast to
     lock = threading.Lock()  # uncontended: kept so the shared handler has one signature
+    serving: list[ThreadClient] = []
 
-    def on_connection(sock: socket.socket, peer: str) -> None:
-        client = ThreadClient(sock, peer, config)
-        roster.join(client)
+    def admit(sock: socket.socket, peer: str) -> None:
+        serving[:] = [ThreadClient(sock, peer, config)]
         log.connected(peer)
-        serve_client(client, roster, lock, config, log)
+        serve_client(serving[0], roster, lock, config, log)
+        serving.clear()
 
     runtime.announce_ready(listener)
     try:
-        accept_loop(listener, log, on_connection)
+        accept_loop(listener, log, admit)
     except runtime.Stop:
-        pass
+        runtime.close_gracefully(listener, [client.sock for client in serving])
+        for client in serving:
+            log.disconnected(client.peer, Reason.SERVER_STOPPING)

@@ -27,24 +27,16 @@ import gevent
 from servers import gevent_server, runtime
 from servers.config import ServerConfig
 from servers.gevent_server import GeventServer, _Client
-from servers.protocol import ERR_LINE_TOO_LONG, RECV_SIZE, LineTooLong, err_reason
-
-# How often the shutdown waits poll for the last clients to be gone.
-DRAIN_POLL = 0.01
+from servers.protocol import RECV_SIZE, LineTooLong, Reason, error_reason
 
 
 class CallbackServer(GeventServer):
     """GeventServer whose connections are served by watcher callbacks."""
 
-    def start_client(self, sock: socket.socket, address: tuple) -> None:
-        client = self.admit(sock, address)
+    def start_client(self, sock: socket.socket, peer: str) -> None:
+        client = self.admit(sock, peer)
         if client is not None:
             client.readable.start(self._reader(client))
-
-    def drain(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.roster) and time.monotonic() < deadline:
-            gevent.sleep(DRAIN_POLL)
 
     def _reader(self, client: _Client):
         """The read callback of one connection, a closure over what it touches.
@@ -55,7 +47,7 @@ class CallbackServer(GeventServer):
         sock = client.sock
         recv, send, feed, clock = sock.recv, sock.send, client.session.feed, time.monotonic
         readable, writable, out = client.readable, client.writable, client.out
-        echo, route, finish = self.echo, self.route, self.finish
+        echo, route, close, too_long = self.echo, self.route, self.close, self.too_long
 
         def on_readable() -> None:
             try:
@@ -63,16 +55,16 @@ class CallbackServer(GeventServer):
             except BlockingIOError:
                 return  # spurious: the watcher fires again when data comes
             except OSError as exc:
-                finish(client, f"error: {exc.strerror or exc}")
+                close(client, error_reason(exc))
                 return
             if not data:
-                finish(client, "")
+                close(client, Reason.CLOSED)
                 return
             try:
                 lines = feed(data, clock())
-            except LineTooLong:
-                client.send_err(ERR_LINE_TOO_LONG)
-                finish(client, err_reason(ERR_LINE_TOO_LONG))
+            except LineTooLong as exc:
+                readable.stop()  # a greenlet (it may wait) delivers what is owed, then closes
+                gevent.spawn(too_long, client, exc.lines)
                 return
             if not lines:
                 return
@@ -84,7 +76,7 @@ class CallbackServer(GeventServer):
             except BlockingIOError:
                 sent = 0
             except OSError as exc:
-                finish(client, f"error: {exc.strerror or exc}")
+                close(client, error_reason(exc))
                 return
             if sent < len(lines):
                 # Back-pressure: park the rest, stop reading until it is written.
@@ -101,7 +93,7 @@ class CallbackServer(GeventServer):
                 sent = 0
             except OSError as exc:
                 view.release()
-                finish(client, f"error: {exc.strerror or exc}")
+                close(client, error_reason(exc))
                 return
             view.release()
             out.consume(sent)

@@ -7,7 +7,7 @@ right there, in the flow (back-pressure). Every wait yields to gevent's hub, so 
 of connections share one OS thread. gevent is imported only in this module, and nothing
 is monkey-patched.
 
-How the flows are scheduled (each choice measured with ``python -m bench.perf_probes``;
+How the flows are scheduled (each choice measured with ``bench perf``;
 the figures are in the comments where the choice is made):
 
 * **A greenlet only while a connection has work.** An idle connection is a read watcher
@@ -53,28 +53,11 @@ from greenlet import getcurrent, greenlet
 
 from servers import runtime
 from servers.config import ServerConfig
-from servers.protocol import (
-    ERR_LINE_TOO_LONG,
-    ERR_SERVER_FULL,
-    RECV_SIZE,
-    LineTooLong,
-    Mode,
-    OutputBuffer,
-    Roster,
-    Session,
-    output_limit,
-    err_reason,
-)
+from servers.protocol import (FAIL_GRACE, RECV_SIZE, LineTooLong, Mode, OutputBuffer, Reason, Roster,
+                              Session, error_reason, output_limit)
 
-# On SIGTERM, how long clients get to be gone before the process exits anyway.
-SHUTDOWN_GRACE = 1.0
-# How often the shutdown wait polls for the last clients to be gone.
-DRAIN_POLL = 0.01
 # libev event masks for io watchers.
 READ, WRITE = 1, 2
-# Accept at most this many connections per wake-up, so a connection flood cannot starve
-# the clients already being served (the select backend uses the same bound).
-ACCEPT_BATCH = 64
 
 
 class _Client:
@@ -97,12 +80,19 @@ class _Client:
     # -- broadcast output (runs in other greenlets and in hub callbacks; never waits) --
 
     def deliver(self, data: bytes) -> bool:
-        """Queue a broadcast line. Returns True when this client must be flushed."""
+        """Queue a broadcast line. Returns True when this client must be flushed.
+
+        A receiver is judged on what it failed to take: before its buffer may
+        overflow, the backlog is offered to the socket (its writability callback may
+        simply not have run yet in this pass).
+        """
         if self.reason:
             return False
         if not self.out.push(data):
-            self.kill("slow consumer: output buffer full")
-            return False
+            self.flush()
+            if self.reason or not self.out.push(data):
+                self.fail(Reason.SLOW_CONSUMER)
+                return False
         # While a writability callback is pending, it will send the backlog itself.
         if self.queued or self.writable.active:
             return False
@@ -129,7 +119,7 @@ class _Client:
             sent = -1
         view.release()  # before anyone pushes to the buffer again
         if sent < 0:
-            self.kill("send failed")
+            self.fail("error: send failed")
             self.writable.stop()
             return
         out.consume(sent)
@@ -138,17 +128,19 @@ class _Client:
         elif not self.writable.active:
             self.writable.start(self.flush)
 
-    def send_err(self, err: bytes) -> None:
-        """Best-effort protocol ERR line, without waiting."""
-        try:
-            self.sock.send(err)
-        except OSError:
-            pass
-
-    def kill(self, reason: str) -> None:
-        """Disconnect: the read watcher fires, and the connection's turn finds EOF."""
-        if not self.reason:
-            self.reason = reason
+    def fail(self, reason: str) -> None:
+        """End the connection for ``reason``: its ERR line if it has one (best effort,
+        without waiting), then the read watcher fires and the connection's turn finds
+        EOF and closes it."""
+        if self.reason:
+            return
+        self.reason = reason
+        reply = getattr(reason, "reply", None)
+        if reply is not None:
+            try:
+                self.sock.send(reply)
+            except OSError:
+                pass
         runtime.shutdown_quietly(self.sock)
 
 
@@ -163,7 +155,7 @@ class GeventServer:
         self.log = log
         self.hub = gevent.get_hub()
         self.loop = self.hub.loop
-        self.roster: Roster[_Client] = Roster(config.limits.max_clients)
+        self.roster: Roster[_Client] = Roster(config.limits.max_clients, config.limits)
         self.output_limit = output_limit(config.limits, config.mode)
         self.backoff = runtime.AcceptBackoff(log)
         # Broadcast receivers with output queued in this hub pass (see _flush_queued).
@@ -189,53 +181,33 @@ class GeventServer:
         try:
             while True:
                 self.hub.wait(readable)
-                for _ in range(ACCEPT_BATCH):
-                    try:
-                        sock, address = listener.accept()
-                    except BlockingIOError:
-                        break
-                    except OSError as exc:
-                        if exc.errno in runtime.RESOURCE_ERRNOS:
-                            gevent.sleep(self.backoff.failed(exc))
-                            break
-                        if exc.errno in runtime.TRANSIENT_ACCEPT_ERRNOS:
-                            continue
-                        raise
-                    self.backoff.succeeded()
-                    self.start_client(sock, address)
+                # at most a batch per wake-up, so a connection flood cannot starve the
+                # clients already being served
+                delay = runtime.accept_batch(listener, self.backoff, self.start_client)
+                if delay:
+                    gevent.sleep(delay)
         finally:
             readable.close()
 
-    def admit(self, sock: socket.socket, address: tuple) -> _Client | None:
-        """Set up a new connection and join it to the roster; None (and the socket
-        closed, after ``ERR server full`` when it applies) when it cannot stay."""
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            runtime.close_quietly(sock)  # reset before we got to it
-            return None
-        client = _Client(sock, runtime.format_address(address),
-                         Session(self.limits, time.monotonic()), self.loop, self.output_limit)
+    def admit(self, sock: socket.socket, peer: str) -> _Client | None:
+        """Set up a new connection and join it to the roster; None (the connection
+        refused: ``ERR server full``, closed, logged) when it cannot stay."""
+        sock.setblocking(False)
+        client = _Client(sock, peer, Session(self.limits, time.monotonic()), self.loop, self.output_limit)
         if not self.roster.join(client):
-            client.send_err(ERR_SERVER_FULL)
-            self._close(client)
+            client.readable.close()
+            client.writable.close()
+            runtime.refuse(sock, peer, Reason.SERVER_FULL, self.log)
             return None
         self.log.connected(client.peer)
         return client
 
-    def start_client(self, sock: socket.socket, address: tuple) -> None:
+    def start_client(self, sock: socket.socket, peer: str) -> None:
         """Admit a connection and park it on its read watcher: it has no greenlet until
         it has input."""
-        client = self.admit(sock, address)
+        client = self.admit(sock, peer)
         if client is not None:
             client.readable.start(self._on_readable, client)
-
-    def drain(self, timeout: float) -> None:
-        """After every client was told to go: wait (at most ``timeout``) until they have."""
-        deadline = time.monotonic() + timeout
-        while len(self.roster) and time.monotonic() < deadline:
-            gevent.sleep(DRAIN_POLL)
 
     # -- the ready queue and its workers -------------------------------------------------
 
@@ -293,7 +265,7 @@ class GeventServer:
             except BlockingIOError:
                 return  # a spurious wake-up: the watcher fires again when data comes
             if not data:
-                self.finish(client, "")
+                self.close(client, Reason.CLOSED)
                 return
             lines = client.session.feed(data, time.monotonic())
             if not lines:
@@ -309,15 +281,17 @@ class GeventServer:
             if sent < len(lines):
                 self._send_rest(client, memoryview(lines)[sent:])
             return
-        except LineTooLong:
-            reason = err_reason(ERR_LINE_TOO_LONG)
-            client.send_err(ERR_LINE_TOO_LONG)
+        except LineTooLong as exc:
+            # what is owed may take waiting: a greenlet of its own, off the ready queue
+            client.readable.stop()
+            gevent.spawn(self.too_long, client, exc.lines)
+            return
         except OSError as exc:
-            reason = f"error: {exc.strerror or exc}"
+            reason = error_reason(exc)
         except Exception as exc:  # a bug must cost one connection, not the server
             reason = f"internal error: {exc!r}"
             self.log.warning(f"client {client.peer}: {reason}")
-        self.finish(client, reason)
+        self.close(client, reason)
 
     def _send_rest(self, client: _Client, rest: memoryview) -> None:
         """Echo back-pressure: stop reading, and wait in this greenlet until the client
@@ -336,13 +310,40 @@ class GeventServer:
             writable.stop()
         client.readable.start(self._on_readable, client)
 
-    def finish(self, client: _Client, reason: str) -> None:
-        """Forget a connection, release its watchers and socket, log why it ended."""
+    def too_long(self, client: _Client, lines: bytes) -> None:
+        """An over-long line: the lines before it are owed first (echoed, waiting at
+        most :data:`FAIL_GRACE` for the client to take them, or routed to the room), then
+        the ERR line and the close. Runs in a greenlet of its own; reading has stopped."""
+        try:
+            if not self.echo:
+                self.route(client, lines)
+            elif lines:
+                self._send_owed(client, memoryview(lines))
+        except OSError:
+            pass  # it went away, or a timeout ended it meanwhile
+        client.fail(Reason.LINE_TOO_LONG)
+        self.close(client, Reason.LINE_TOO_LONG)
+
+    def _send_owed(self, client: _Client, rest: memoryview) -> None:
+        """Send ``rest``, waiting in this greenlet (not a worker) for writability, for at
+        most :data:`FAIL_GRACE` seconds in all."""
+        with gevent.Timeout(FAIL_GRACE, False):
+            while rest:
+                try:
+                    rest = rest[client.sock.send(rest):]
+                except BlockingIOError:
+                    self.hub.wait(client.writable)
+
+    def close(self, client: _Client, reason: str) -> None:
+        """Forget a connection, release its watchers and socket, log why it ended.
+        Harmless twice (the shutdown closes clients whose turns are parked)."""
+        if client not in self.roster:
+            return
         self.roster.leave(client)
         # A reason also tells a pending flush() that the socket is gone.
-        client.reason = client.reason or reason or "closed"
+        client.reason = client.reason or reason
         self._close(client)
-        self.log.disconnected(client.peer, "" if client.reason == "closed" else client.reason)
+        self.log.disconnected(client.peer, client.reason)
 
     def route(self, sender: _Client, lines: bytes) -> None:
         """Broadcast: queue ``lines`` for every other client; flush once per hub pass."""
@@ -370,21 +371,26 @@ class GeventServer:
         client.writable.close()
         runtime.close_quietly(client.sock)
 
-    # -- timeouts ------------------------------------------------------------------------
+    # -- timeouts and shutdown -----------------------------------------------------------
 
     def sweep(self) -> None:
         """Greenlet: disconnect clients whose idle or line timeout has struck."""
-        limits = self.limits
         while True:
-            gevent.sleep(limits.sweep_interval)
-            now = time.monotonic()
-            for client in self.roster:
-                if client.reason:
-                    continue
-                err = client.session.expired(limits, now)
-                if err is not None:
-                    client.send_err(err)
-                    client.kill(err_reason(err))
+            gevent.sleep(self.limits.sweep_interval)
+            for client, reason in self.roster.expired(time.monotonic()):
+                client.fail(reason)
+
+    def stop_clients(self) -> None:
+        """Shutdown: stop serving every client (its watchers closed, a parked turn left
+        parked) and close their sockets so each sees EOF, not a reset."""
+        clients = list(self.roster)
+        for client in clients:
+            client.reason = client.reason or Reason.SERVER_STOPPING
+            client.readable.close()
+            client.writable.close()
+        runtime.close_gracefully(self.listener, [client.sock for client in clients])
+        for client in clients:
+            self.close(client, Reason.SERVER_STOPPING)
 
 
 def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog,
@@ -401,8 +407,7 @@ def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog,
     finally:
         for handler in handlers:
             handler.cancel()
+        runtime.ignore_stop_signals()  # a second Ctrl-C must not cut the shutdown short
         sweeper.kill()
         acceptor.kill()  # stop accepting; clients are ours to end
-        for client in server.roster:
-            client.kill("server stopping")
-        server.drain(SHUTDOWN_GRACE)
+        server.stop_clients()

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from servers import backends, runtime
-from servers.argtypes import UsageParser, port_number, positive_int, seconds
+from servers.argtypes import EXIT_USAGE, SubcommandParser, port_number, positive_int, seconds
 from servers.config import ServerConfig
 from servers.protocol import (
     DEFAULT_IDLE_TIMEOUT,
@@ -45,11 +45,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--line-timeout", type=seconds, default=DEFAULT_LINE_TIMEOUT, metavar="S",
                         help="drop a client that leaves a line unfinished this long; 0 = off "
                         f"(default {DEFAULT_LINE_TIMEOUT:g})")
-    parser.add_argument("--selector", choices=["default", "select", "poll", "epoll"], default="default",
+    # Defaults of None, so that giving one to a backend it does not apply to is refused.
+    parser.add_argument("--selector", choices=["default", "select", "poll", "epoll"],
                         help="select backend only: the readiness API (default: the platform's best)")
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
-                        help="asyncio backend only: the event loop implementation")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"],
+                        help="asyncio backend only: the event loop implementation (default asyncio)")
     parser.add_argument("--quiet", action="store_true", help="do not log connects and disconnects")
+
+
+# Options that apply to one backend only: option -> (its attribute, that backend).
+BACKEND_OPTIONS = {"--selector": ("selector", "select"), "--loop": ("loop", "asyncio")}
+
+
+def misapplied_option(args: argparse.Namespace) -> str | None:
+    """The usage error for an option given to a backend it does not apply to, or None."""
+    for option, (attr, owner) in BACKEND_OPTIONS.items():
+        if getattr(args, attr, None) is not None and args.backend != owner:
+            return f"{option} applies to the {owner} backend only, not {args.backend}"
+    return None
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -68,13 +81,17 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         port=args.port,
         limits=limits,
         quiet=args.quiet,
-        selector=args.selector,
-        loop=args.loop,
+        selector=args.selector or "default",
+        loop=args.loop or "asyncio",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT. Returns the process exit status."""
+    misapplied = misapplied_option(args)
+    if misapplied is not None:
+        print(f"bench serve: error: {misapplied} (see bench serve --help)", file=sys.stderr)
+        return EXIT_USAGE
     config = config_from_args(args)
     # Until the backend installs its own handling, a signal unwinds cleanly (exit 0).
     runtime.raise_stop_on_signals()
@@ -105,6 +122,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m servers BACKEND ...``: the same as ``bench serve``."""
-    parser = UsageParser(prog="bench serve", description=__doc__)
+    parser = SubcommandParser(prog="bench serve", description=__doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -26,7 +26,34 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Generic, Iterator, TypeVar
+from typing import Generic, Iterator, Protocol, TypeVar
+
+class Reason(enum.StrEnum):
+    """Why a connection ended (or was refused): the one wording every backend logs.
+
+    A disconnect caused by a socket error is not a member: it is logged as
+    :func:`error_reason` (``"error: Connection reset by peer"``).
+    """
+
+    CLOSED = "closed"  # the client closed, after every reply it was owed
+    LINE_TOO_LONG = "line too long"
+    IDLE_TIMEOUT = "idle timeout"
+    LINE_TIMEOUT = "line timeout"
+    SLOW_CONSUMER = "slow consumer: output buffer full"
+    SERVER_FULL = "server full"
+    SERVER_STOPPING = "server stopping"
+
+    @property
+    def reply(self) -> bytes | None:
+        """The ``ERR`` line the client is sent before the close, or None (no message:
+        it closed, is not reading, or the server is stopping)."""
+        return _REPLIES.get(self)
+
+
+def error_reason(exc: BaseException) -> str:
+    """The disconnect reason for a socket error: ``"error: <strerror>"``."""
+    return f"error: {getattr(exc, 'strerror', None) or exc}"
+
 
 # Protocol error lines. Each is sent once, then the connection is closed.
 ERR_LINE_TOO_LONG = b"ERR line too long\n"
@@ -34,12 +61,12 @@ ERR_SERVER_FULL = b"ERR server full\n"
 ERR_IDLE_TIMEOUT = b"ERR idle timeout\n"
 ERR_LINE_TIMEOUT = b"ERR line timeout\n"
 
-
-
-def err_reason(err: bytes) -> str:
-    """The human reason in an ERR line, for the disconnect log: ``b"ERR line too long\\n"``
-    -> ``"line too long"``."""
-    return err.decode("ascii").strip().removeprefix("ERR ")
+_REPLIES = {
+    Reason.LINE_TOO_LONG: ERR_LINE_TOO_LONG,
+    Reason.SERVER_FULL: ERR_SERVER_FULL,
+    Reason.IDLE_TIMEOUT: ERR_IDLE_TIMEOUT,
+    Reason.LINE_TIMEOUT: ERR_LINE_TIMEOUT,
+}
 
 
 # 64 KiB per line: large enough for any chat line or JSON message this server is
@@ -56,6 +83,9 @@ DEFAULT_MAX_OUTPUT_BUFFER = 1 << 20
 # Bytes asked of one recv(). 64 KiB: a full line in one call, and what the kernel's
 # loopback socket buffer hands over at once anyway.
 RECV_SIZE = 65536
+# A client being disconnected for a Reason gets 1 s to take what it is still owed (the
+# lines before an over-long one, its ERR line); one that is not reading is closed anyway.
+FAIL_GRACE = 1.0
 # 5 minutes of silence: the common idle timeout of TCP proxies (nginx: 60 s, HAProxy
 # client timeout: typically 30-300 s).
 DEFAULT_IDLE_TIMEOUT = 300.0
@@ -105,7 +135,18 @@ class Limits:
 
 
 class LineTooLong(Exception):
-    """A line, or an unterminated partial line, exceeded ``max_line``."""
+    """A line, or an unterminated partial line, exceeded ``max_line``.
+
+    Attributes:
+        lines: the complete lines received before the offending one (from the same
+            read, and from the unfinished line carried over), concatenated verbatim.
+            The contract owes them to their receivers before the ``ERR`` line, however
+            TCP split the bytes.
+    """
+
+    def __init__(self, lines: bytes = b"") -> None:
+        super().__init__()
+        self.lines = lines
 
 
 class Session:
@@ -172,11 +213,11 @@ class Session:
             while start <= last_nl:
                 end = data.find(b"\n", start)
                 if end - start + 1 > max_line:
-                    raise LineTooLong
+                    raise LineTooLong(self._take(data, start))
                 start = end + 1
         tail_len = len(data) - last_nl - 1
         if tail_len >= max_line:
-            raise LineTooLong
+            raise LineTooLong(self._take(data, last_nl + 1))
 
         if partial:
             complete = bytes(partial) + data[: last_nl + 1]
@@ -192,15 +233,21 @@ class Session:
             self.line_started = None
         return complete
 
-    def expired(self, limits: Limits, now: float) -> bytes | None:
-        """Return the ERR line for a timeout that has struck at ``now``, else None."""
+    def _take(self, data: bytes, end: int) -> bytes:
+        """The unfinished line plus ``data[:end]`` (which ends a line), as one bytes;
+        the session keeps nothing. Only on the way to :class:`LineTooLong`."""
+        complete = bytes(self._partial) + data[:end]
+        self._partial.clear()
+        return complete
+
+    def expired(self, limits: Limits, now: float) -> Reason | None:
+        """The timeout that has struck at ``now`` (idle or line), else None."""
         if limits.idle_timeout and now - self.last_input >= limits.idle_timeout:
-            return ERR_IDLE_TIMEOUT
+            return Reason.IDLE_TIMEOUT
         started = self.line_started
         if limits.line_timeout and started is not None and now - started >= limits.line_timeout:
-            return ERR_LINE_TIMEOUT
+            return Reason.LINE_TIMEOUT
         return None
-
 
     def next_deadline(self, limits: Limits) -> float | None:
         """The monotonic time at which the earliest timeout would strike, or None."""
@@ -258,21 +305,36 @@ class OutputBuffer:
         del self._data[:sent]
 
 
-C = TypeVar("C")
+class Member(Protocol):
+    """What the roster needs of a client to sweep it: its session (None once the
+    backend has stopped reading it) and the reason it is on its way out ("" while it
+    is not)."""
+
+    session: Session | None
+    reason: str
+
+
+C = TypeVar("C", bound=Member)
 
 
 class Roster(Generic[C]):
-    """The set of connected clients, bounded by ``max_clients``.
+    """The set of connected clients, bounded by ``max_clients``: admission, routing
+    and the timeout sweep.
 
     Keeps join order, so a broadcast reaches receivers in a stable order.
     Not thread-safe: the threading backend guards it with a lock.
+
+    Admission is :meth:`join`; a client it refuses gets :attr:`Reason.SERVER_FULL`'s
+    reply and is closed (and the refusal is logged).
     """
 
-    __slots__ = ("_clients", "max_clients")
+    __slots__ = ("_clients", "max_clients", "limits")
 
-    def __init__(self, max_clients: int) -> None:
+    def __init__(self, max_clients: int, limits: Limits | None = None) -> None:
         self._clients: dict[C, None] = {}
         self.max_clients = max_clients
+        # The timeouts :meth:`expired` applies; None: no timeouts.
+        self.limits = limits
 
     def __len__(self) -> int:
         return len(self._clients)
@@ -300,3 +362,22 @@ class Roster(Generic[C]):
         if mode is Mode.ECHO:
             return [sender]
         return [c for c in self._clients if c is not sender]
+
+    def expired(self, now: float) -> list[tuple[C, Reason]]:
+        """The timeout sweep: every client whose idle or line timeout has struck at
+        ``now``, with which one. Clients already on their way out (a ``reason`` set,
+        or no session) are skipped. The backend then fails each one (ERR line, close).
+        Backends call this every :attr:`Limits.sweep_interval` seconds.
+        """
+        limits = self.limits
+        if limits is None or not (limits.idle_timeout or limits.line_timeout):
+            return []
+        struck = []
+        for client in self._clients:
+            session = client.session
+            if session is None or client.reason:
+                continue
+            reason = session.expired(limits, now)
+            if reason is not None:
+                struck.append((client, reason))
+        return struck

@@ -1,5 +1,6 @@
 """What every backend shares besides the protocol: the listening socket, the READY
-line, the connection log, the open-files limit and the accept back-off.
+line, the connection log, the open-files limit, accepting a batch with the back-off,
+refusing a connection, and closing clients at shutdown so each sees EOF.
 
 None of this knows about a concurrency model; the backends call it.
 """
@@ -7,10 +8,15 @@ None of this knows about a concurrency model; the backends call it.
 from __future__ import annotations
 
 import errno
+import ipaddress
+import selectors
 import signal
 import socket
 import sys
-from typing import TextIO
+import time
+from typing import Callable, Iterable, TextIO
+
+from servers.protocol import Reason
 
 # Errors accept() raises when the process or system is out of descriptors or buffers.
 # The listener is fine; the server must wait for descriptors to free up, not spin.
@@ -21,6 +27,12 @@ TRANSIENT_ACCEPT_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPE
 # gevent's baseserver backs off from EMFILE the same way: 10 ms, doubling to 1 s.
 BACKOFF_FIRST = 0.01
 BACKOFF_MAX = 1.0
+# Accept at most this many connections per wake-up, so a connection flood cannot
+# starve the clients already being served.
+ACCEPT_BATCH = 64
+# At shutdown, how long clients get to close their side after seeing EOF, before
+# their sockets are closed anyway: half of the 2 s the contract allows for exiting.
+CLOSE_GRACE = 1.0
 
 
 class StartupError(Exception):
@@ -65,11 +77,19 @@ def announce_ready(listener: socket.socket, out: TextIO = sys.stdout) -> None:
 
 
 def is_loopback(host: str) -> bool:
-    """True if ``host`` names only this machine (``127.x.y.z``, ``::1``, ``localhost``).
+    """True if ``host`` names only this machine: ``localhost``, or a loopback address
+    in any spelling (``127.x.y.z``, ``::1``, ``0:0:0:0:0:0:0:1``, ``::ffff:127.0.0.1``).
 
-    Wildcards (``""``, ``0.0.0.0``, ``::``) and every other address are not loopback.
+    Wildcards (``""``, ``0.0.0.0``, ``::``), other addresses and other names are not.
     """
-    return host.startswith("127.") or host in ("::1", "localhost")
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])  # drop an IPv6 zone
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def warn_if_public(host: str, err: TextIO = sys.stderr) -> None:
@@ -95,9 +115,16 @@ class EventLog:
         if not self.quiet:
             self._write(f"client {peer} connected")
 
-    def disconnected(self, peer: str, reason: str = "") -> None:
+    def disconnected(self, peer: str, reason: str = Reason.CLOSED) -> None:
+        """``client PEER disconnected (REASON)``; a plain close has no parenthesis."""
         if not self.quiet:
-            self._write(f"client {peer} disconnected" + (f" ({reason})" if reason else ""))
+            shown = "" if reason in ("", Reason.CLOSED) else f" ({reason})"
+            self._write(f"client {peer} disconnected{shown}")
+
+    def refused(self, peer: str, reason: str) -> None:
+        """``client PEER refused (REASON)``: a connection turned away at admission."""
+        if not self.quiet:
+            self._write(f"client {peer} refused ({reason})")
 
     def warning(self, message: str) -> None:
         self._write(f"warning: {message}")
@@ -145,6 +172,110 @@ class AcceptBackoff:
             self._log.warning(f"accepting again after {self._dropped} failed accept attempts")
             self._delay = 0.0
             self._dropped = 0
+
+
+def accept_batch(listener: socket.socket, backoff: AcceptBackoff,
+                 admit: Callable[[socket.socket, str], None], batch: int = ACCEPT_BATCH) -> float:
+    """Accept up to ``batch`` connections and hand each to ``admit(sock, peer)``.
+
+    The errno triage every backend shares: an empty backlog ends the batch; a
+    connection that died in the backlog is skipped; running out of descriptors ends it
+    with a back-off. Accepted sockets get TCP_NODELAY (line replies must not wait for
+    Nagle); one reset before that is closed and skipped.
+
+    Works on a blocking listener too (``batch=1``: wait for one connection).
+
+    Returns:
+        0.0, or how many seconds the caller must stop accepting (out of descriptors:
+        10 ms doubling to 1 s, logged once per burst by ``backoff``).
+
+    Raises:
+        OSError: any other accept() failure (the listener itself is broken).
+    """
+    for _ in range(batch):
+        try:
+            sock, address = listener.accept()
+        except BlockingIOError:
+            return 0.0
+        except OSError as exc:
+            if exc.errno in RESOURCE_ERRNOS:
+                return backoff.failed(exc)
+            if exc.errno in TRANSIENT_ACCEPT_ERRNOS:
+                continue
+            raise
+        backoff.succeeded()
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            close_quietly(sock)  # reset before we got to it
+            continue
+        admit(sock, format_address(address))
+    return 0.0
+
+
+def refuse(sock: socket.socket, peer: str, reason: Reason, log: EventLog) -> None:
+    """Turn away a connection at admission (e.g. :attr:`Reason.SERVER_FULL`): its
+    ``ERR`` line if it has one (best effort, never waiting), close, log the refusal."""
+    reply = reason.reply
+    if reply is not None:
+        try:
+            sock.send(reply, socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+    close_quietly(sock)
+    log.refused(peer, reason)
+
+
+def close_gracefully(listener: socket.socket, socks: Iterable[socket.socket],
+                     grace: float = CLOSE_GRACE) -> None:
+    """Shutdown: close the listener and every client socket so that each peer sees
+    EOF, never a reset.
+
+    Closing a socket with unread input makes the kernel send RST, which can destroy
+    replies in flight and makes the client see ``ConnectionResetError``; so does closing
+    a listener with connections still waiting in its backlog. So: take those waiting
+    connections first, then shut down the write side of each socket (the FIN follows
+    whatever was already sent), read and discard input until the peer closes its side
+    too (it just saw EOF) or ``grace`` seconds pass, then close. Blocks the calling
+    thread; backends call it once their own loop has stopped serving these sockets.
+    """
+    socks = list(socks)
+    listener.setblocking(False)
+    for _ in range(1 << 16):  # bounded: the backlog is, too
+        try:
+            socks.append(listener.accept()[0])
+        except OSError:  # empty (or out of descriptors: those few may be reset)
+            break
+    close_quietly(listener)
+    selector = selectors.DefaultSelector()
+    try:
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+                sock.setblocking(False)
+                selector.register(sock, selectors.EVENT_READ)
+            except (OSError, ValueError, KeyError):
+                close_quietly(sock)  # already gone
+        deadline = time.monotonic() + grace
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for key, _ in selector.select(remaining):
+                sock = key.fileobj  # type: ignore[assignment]
+                try:
+                    if sock.recv(65536):
+                        continue  # discarded; keep watching until EOF
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    pass
+                selector.unregister(sock)
+                close_quietly(sock)
+        for key in list(selector.get_map().values()):
+            close_quietly(key.fileobj)  # type: ignore[arg-type]
+    finally:
+        selector.close()
 
 
 def raise_open_files_limit() -> tuple[int, int]:

@@ -23,23 +23,20 @@ import time
 from servers import runtime
 from servers.config import ServerConfig
 from servers.protocol import (
-    ERR_LINE_TOO_LONG,
-    ERR_SERVER_FULL,
+    FAIL_GRACE,
     RECV_SIZE,
     LineTooLong,
     Mode,
     OutputBuffer,
+    Reason,
     Roster,
     Session,
+    error_reason,
     output_limit,
-    err_reason,
 )
 
 # select()'s descriptor ceiling on Linux (FD_SETSIZE in <sys/select.h>).
 FD_SETSIZE = 1024
-# Accept at most this many connections per readiness event, so a connection flood
-# cannot starve the clients already being served.
-ACCEPT_BATCH = 64
 
 SELECTORS = {
     "default": selectors.DefaultSelector,
@@ -65,7 +62,7 @@ class _Client:
         self.session = session
         self.out = OutputBuffer(limit)
         self.events = selectors.EVENT_READ
-        self.reason = ""  # set when the client is to be dropped
+        self.reason = ""  # set when the client is on its way out
 
 
 class SelectServer:
@@ -79,10 +76,16 @@ class SelectServer:
         self.selector = SELECTORS[config.selector]()
         self.plain_select = isinstance(self.selector, selectors.SelectSelector)
         self.output_limit = output_limit(config.limits, config.mode)
-        self.roster: Roster[_Client] = Roster(config.limits.max_clients)
+        self.roster: Roster[_Client] = Roster(config.limits.max_clients, config.limits)
         self.dirty: dict[_Client, None] = {}  # clients with output queued this pass
+        self.failing: dict[_Client, float] = {}  # failed clients -> when to close them anyway
         self.backoff = runtime.AcceptBackoff(log)
         self.accept_paused_until = 0.0
+        room = FD_SETSIZE - listener.fileno() - 1  # descriptors are handed out lowest first
+        if self.plain_select and config.limits.max_clients > room:
+            log.warning(f"--selector select cannot watch descriptors of {FD_SETSIZE} or more: "
+                        f"at most about {room} clients fit, not --max-clients "
+                        f"{config.limits.max_clients}; the rest get 'ERR server full'")
 
     def run(self) -> None:
         listener = self.listener
@@ -112,45 +115,35 @@ class SelectServer:
                     self.accept_paused_until = 0.0
                     self.selector.register(listener, selectors.EVENT_READ, None)
                 if now >= next_sweep:
-                    self._sweep(now)
+                    for client, reason in self.roster.expired(now):
+                        self.fail(client, reason)
+                    for client, deadline in list(self.failing.items()):
+                        if now >= deadline:
+                            self.close(client, client.reason)
                     next_sweep = now + self.limits.sweep_interval
         except runtime.Stop:
             pass
         finally:
-            for client in self.roster:
-                self._drop(client, "server stopping")
             self.selector.close()
+            clients = list(self.roster)
+            runtime.close_gracefully(self.listener, [client.sock for client in clients])
+            for client in clients:
+                self.log.disconnected(client.peer, Reason.SERVER_STOPPING)
 
     # -- accepting ---------------------------------------------------------------
 
     def _accept(self) -> None:
-        for _ in range(ACCEPT_BATCH):
-            try:
-                sock, address = self.listener.accept()
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno in runtime.RESOURCE_ERRNOS:
-                    # Stop watching the listener for a while rather than spin on it.
-                    self.selector.unregister(self.listener)
-                    self.accept_paused_until = time.monotonic() + self.backoff.failed(exc)
-                    return
-                if exc.errno in runtime.TRANSIENT_ACCEPT_ERRNOS:
-                    continue
-                raise
-            self.backoff.succeeded()
-            self._admit(sock, runtime.format_address(address))
+        delay = runtime.accept_batch(self.listener, self.backoff, self.admit)
+        if delay:
+            # Stop watching the listener for a while rather than spin on it.
+            self.selector.unregister(self.listener)
+            self.accept_paused_until = time.monotonic() + delay
 
-    def _admit(self, sock: socket.socket, peer: str) -> None:
+    def admit(self, sock: socket.socket, peer: str) -> None:
         sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client = _Client(sock, peer, Session(self.limits, time.monotonic()), self.output_limit)
         if (self.plain_select and client.fd >= FD_SETSIZE) or not self.roster.join(client):
-            try:
-                sock.send(ERR_SERVER_FULL)
-            except OSError:
-                pass
-            runtime.close_quietly(sock)
+            runtime.refuse(sock, peer, Reason.SERVER_FULL, self.log)
             return
         self.selector.register(sock, selectors.EVENT_READ, client)
         self.log.connected(peer)
@@ -163,29 +156,35 @@ class SelectServer:
         except BlockingIOError:
             return
         except OSError as exc:
-            self._drop(client, f"error: {exc.strerror or exc}")
+            self.close(client, error_reason(exc))
             return
         if not data:
-            self._finish(client)
+            self._half_closed(client)
             return
+        too_long = False
         try:
             lines = client.session.feed(data, time.monotonic())
-        except LineTooLong:
-            self._fail(client, ERR_LINE_TOO_LONG)
-            return
-        if not lines:
-            return
-        if self.echo:
-            self._queue(client, lines)
-            return
-        for receiver in self.roster.recipients(client, Mode.BROADCAST):
-            if not receiver.reason:
-                self._queue(receiver, lines)
+        except LineTooLong as exc:
+            lines, too_long = exc.lines, True
+        if lines:
+            if self.echo:
+                self.deliver(client, lines)
+            else:
+                for receiver in self.roster.recipients(client, Mode.BROADCAST):
+                    if not receiver.reason:
+                        self.deliver(receiver, lines)
+        if too_long:
+            self.fail(client, Reason.LINE_TOO_LONG)
 
-    def _queue(self, client: _Client, data: bytes) -> None:
+    def deliver(self, client: _Client, data: bytes) -> None:
+        """Queue ``data`` for ``client``, flushed at the end of this pass. A receiver
+        is judged on what it failed to take: before its buffer may overflow, it is
+        offered to the socket first."""
         if not client.out.push(data):
-            self._drop(client, "slow consumer: output buffer full")
-            return
+            self._flush(client)
+            if client.reason or not client.out.push(data):
+                self.close(client, client.reason or Reason.SLOW_CONSUMER)
+                return
         self.dirty[client] = None
 
     # -- writing -------------------------------------------------------------------
@@ -209,63 +208,61 @@ class SelectServer:
                 sent = 0
             except OSError as exc:
                 view.release()
-                self._drop(client, f"error: {exc.strerror or exc}")
+                self.close(client, error_reason(exc))
                 return
             view.release()
             out.consume(sent)
-        if client.reason:  # an ERR line was queued: close once it is out
+        if client.reason:  # the client is leaving: close once its last bytes are out
             if not len(out):
-                self._drop(client, client.reason)
+                self.close(client, client.reason)
             return
         pending = len(out) > 0
         # Echo back-pressure: stop reading while replies wait to be written.
-        wanted = (selectors.EVENT_WRITE if pending else 0) | (
-            0 if (pending and self.echo) else selectors.EVENT_READ)
-        if wanted != client.events:
-            client.events = wanted
-            self.selector.modify(client.sock, wanted, client)
+        self._watch(client, (selectors.EVENT_WRITE if pending else 0) | (
+            0 if (pending and self.echo) else selectors.EVENT_READ))
+
+    def _watch(self, client: _Client, events: int) -> None:
+        if events != client.events:
+            client.events = events
+            self.selector.modify(client.sock, events, client)
 
     # -- closing ---------------------------------------------------------------------
 
-    def _fail(self, client: _Client, err: bytes) -> None:
-        """Queue a protocol ERR line; the client is closed once it has been sent."""
-        client.reason = err_reason(err)
-        client.out = OutputBuffer(len(err))  # drop unsent output: only the ERR line goes
-        client.out.push(err)
-        client.events = selectors.EVENT_WRITE
-        self.selector.modify(client.sock, selectors.EVENT_WRITE, client)
+    def fail(self, client: _Client, reason: Reason) -> None:
+        """Send the reason's ERR line after what is already queued for the client
+        (the lines owed before it), then close."""
+        client.reason = reason
+        self.failing[client] = time.monotonic() + FAIL_GRACE  # if it does not read
+        reply = reason.reply or b""
+        client.out.limit += len(reply)  # the ERR line always fits
+        client.out.push(reply)
+        self._watch(client, selectors.EVENT_WRITE)
 
-    def _finish(self, client: _Client) -> None:
+    def _half_closed(self, client: _Client) -> None:
         """The client half-closed: answer what it sent, then close."""
         if len(client.out):
-            client.reason = "closed"
-            client.events = selectors.EVENT_WRITE
-            self.selector.modify(client.sock, selectors.EVENT_WRITE, client)
+            client.reason = Reason.CLOSED
+            self._watch(client, selectors.EVENT_WRITE)
         else:
-            self._drop(client, "")
+            self.close(client, Reason.CLOSED)
 
-    def _drop(self, client: _Client, reason: str) -> None:
-        if client not in self.roster:  # already dropped
+    def close(self, client: _Client, reason: str) -> None:
+        """Forget the client, close its socket, log why. Harmless twice."""
+        if client not in self.roster:
             return
         self.roster.leave(client)
         self.dirty.pop(client, None)
-        client.reason = client.reason or reason or "closed"
+        self.failing.pop(client, None)
+        client.reason = reason
         try:
             self.selector.unregister(client.sock)
         except (KeyError, ValueError):
             pass
         runtime.close_quietly(client.sock)
-        self.log.disconnected(client.peer, "" if client.reason == "closed" else client.reason)
-
-    def _sweep(self, now: float) -> None:
-        for client in self.roster:
-            if client.reason:
-                continue
-            err = client.session.expired(self.limits, now)
-            if err is not None:
-                self._fail(client, err)
+        self.log.disconnected(client.peer, reason)
 
 
 def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) -> None:
-    """Serve on ``listener`` until SIGTERM or SIGINT, then close every client."""
+    """Serve on ``listener`` until SIGTERM or SIGINT, then close every client so it
+    sees EOF (:func:`runtime.close_gracefully`)."""
     SelectServer(listener, config, log).run()

@@ -22,55 +22,63 @@ from typing import Callable
 
 from servers import runtime
 from servers.config import ServerConfig
-from servers.protocol import (
-    ERR_LINE_TOO_LONG,
-    RECV_SIZE,
-    LineTooLong,
-    Mode,
-    OutputBuffer,
-    Roster,
-    Session,
-    err_reason,
-)
+from servers.protocol import RECV_SIZE, LineTooLong, Mode, OutputBuffer, Reason, Roster, Session, error_reason
 
 # How long a writer thread waits for a stuck receiver before re-checking it is alive.
 WRITER_POLL_MS = 1000
 
 
 class ThreadClient:
-    """A connected client: its socket, protocol session and broadcast backlog."""
+    """A connected client: its socket, protocol session and broadcast backlog.
+    ``reason`` is set once, by whoever ends the connection first; its reading thread
+    closes it, except at shutdown (:meth:`stop`)."""
 
     def __init__(self, sock: socket.socket, peer: str, config: ServerConfig) -> None:
         self.sock = sock
         self.peer = peer
         self.session = Session(config.limits, time.monotonic())
         self.backlog = OutputBuffer(config.limits.max_output_buffer)
-        self.lock = threading.Lock()  # guards backlog, writing, reason
-        self.writing = False  # a writer thread owns the socket's send side
+        self.lock = threading.Lock()  # guards backlog, sending from it, writing, reason
+        self.writing = False  # a writer thread is draining the backlog
         self.reason = ""
 
     def deliver(self, data: bytes) -> None:
-        """Hand a broadcast line to this receiver without ever blocking the caller."""
+        """Hand a broadcast line to this receiver without ever blocking the caller.
+
+        What the socket does not take at once joins the backlog. A receiver is judged
+        on what it failed to take: before the backlog may overflow, it is offered to
+        the socket once more (the writer thread may simply not have run yet).
+        """
         with self.lock:
             if self.reason:
-                return  # being disconnected
-            if not self.writing and not len(self.backlog):
-                try:
-                    sent = self.sock.send(data, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:
-                    self._kill("send failed")
+                return  # on its way out
+            if not len(self.backlog):
+                data = data[self._send(data):]
+                if not data:
                     return
-                if sent == len(data):
-                    return
-                data = data[sent:]
             if not self.backlog.push(data):
-                self._kill("slow consumer: output buffer full")
-                return
+                self._send_backlog()
+                if not self.backlog.push(data):
+                    self._fail(Reason.SLOW_CONSUMER)
+                    return
             if not self.writing:
                 self.writing = True
                 threading.Thread(target=self._drain, name=f"writer {self.peer}", daemon=True).start()
+
+    def _send(self, data: bytes | memoryview) -> int:
+        """One non-blocking send, under the lock: the bytes taken (0 if none)."""
+        try:
+            return self.sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            self._fail(error_reason(exc))
+            return 0
+
+    def _send_backlog(self) -> None:
+        with self.backlog.view() as view:
+            sent = self._send(view)
+        self.backlog.consume(sent)
 
     def _drain(self) -> None:
         """Writer thread: send the backlog as the socket accepts it, then exit."""
@@ -81,31 +89,27 @@ class ThreadClient:
                 if self.reason or not len(self.backlog):
                     self.writing = False
                     return
-                chunk = bytes(self.backlog.view())
-            # Wait without the lock: senders keep appending meanwhile.
-            if not poller.poll(WRITER_POLL_MS):
-                continue
-            try:
-                sent = self.sock.send(chunk, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
+            # Wait without the lock (senders keep appending); send with it, never
+            # blocking, so bytes leave in order whoever sends them.
+            if poller.poll(WRITER_POLL_MS):
                 with self.lock:
-                    self._kill("send failed")
-                    self.writing = False
-                return
-            with self.lock:
-                self.backlog.consume(sent)
+                    if not self.reason:
+                        self._send_backlog()
 
-    def kill(self, reason: str) -> None:
-        """Disconnect from another thread: the reader wakes with EOF and cleans up."""
-        with self.lock:
-            self._kill(reason)
-
-    def _kill(self, reason: str) -> None:
+    def _fail(self, reason: str) -> None:
+        """From another thread, lock held: the reader wakes with EOF and cleans up."""
         if not self.reason:
             self.reason = reason
         runtime.shutdown_quietly(self.sock)
+
+    def stop(self) -> bool:
+        """Shutdown: claim the socket for :func:`runtime.close_gracefully`. False when
+        the client is already leaving (its own thread closes it)."""
+        with self.lock:
+            if self.reason:
+                return False
+            self.reason = Reason.SERVER_STOPPING
+            return True
 
 
 def serve_client(
@@ -115,9 +119,10 @@ def serve_client(
     config: ServerConfig,
     log: runtime.EventLog,
 ) -> None:
-    """Serve ``client`` until it leaves or is disconnected, then close its socket.
+    """Serve ``client`` until it leaves or is disconnected, then close its socket
+    (at shutdown the stopping thread closes it instead).
 
-    The client must already have joined ``roster``; it leaves it here.
+    A client in ``roster`` (the threading backend's) leaves it here.
     """
     sock = client.sock
     session = client.session
@@ -125,16 +130,18 @@ def serve_client(
     echo = config.mode is Mode.ECHO
     readable = select.poll()
     readable.register(sock.fileno(), select.POLLIN)
-    reason = ""
+    reason: str = Reason.CLOSED
     try:
         while True:
             deadline = session.next_deadline(limits)
             if not readable.poll(_poll_ms(deadline)):
-                err = session.expired(limits, time.monotonic())
-                if err is not None:
-                    reason = _send_err(sock, err)
+                struck = session.expired(limits, time.monotonic())
+                if struck is not None:
+                    reason = _fail(sock, struck)
                     return
                 continue
+            if client.reason:
+                return  # ended by another thread
             try:
                 data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
             except BlockingIOError:
@@ -143,31 +150,36 @@ def serve_client(
                 return
             try:
                 lines = session.feed(data, time.monotonic())
-            except LineTooLong:
-                reason = _send_err(sock, ERR_LINE_TOO_LONG)
+            except LineTooLong as exc:
+                lines, reason = exc.lines, Reason.LINE_TOO_LONG
+            if lines:
+                if echo:
+                    _send_all(sock, lines, limits.idle_timeout)
+                else:
+                    with roster_lock:
+                        receivers = roster.recipients(client, config.mode)
+                    for receiver in receivers:
+                        receiver.deliver(lines)
+            if reason is Reason.LINE_TOO_LONG:
+                _fail(sock, reason)
                 return
-            if not lines:
-                continue
-            if echo:
-                _send_all(sock, lines, limits.idle_timeout)
-            else:
-                with roster_lock:
-                    receivers = roster.recipients(client, config.mode)
-                for receiver in receivers:
-                    receiver.deliver(lines)
     except socket.timeout:
-        reason = "send timed out"
+        reason = Reason.IDLE_TIMEOUT  # an echo client that took nothing for that long
+    except runtime.Stop:
+        client.stop()  # the blocking server's main thread: its caller closes the socket
+        raise
     except OSError as exc:
-        reason = f"error: {exc.strerror or exc}"
+        reason = error_reason(exc)
     finally:
         with roster_lock:
             roster.leave(client)
         with client.lock:
-            # A reason set by another thread (slow consumer, shutdown) wins; "" = it left.
-            client.reason = client.reason or reason or "closed"
+            # A reason set by another thread (slow consumer, shutdown) wins.
+            client.reason = client.reason or reason
             reason = client.reason
-        runtime.close_quietly(sock)
-        log.disconnected(client.peer, "" if reason == "closed" else reason)
+        if reason != Reason.SERVER_STOPPING:  # else the stopping thread closes and logs it
+            runtime.close_quietly(sock)
+            log.disconnected(client.peer, reason)
 
 
 def _poll_ms(deadline: float | None) -> int:
@@ -178,16 +190,10 @@ def _poll_ms(deadline: float | None) -> int:
 
 
 def _send_all(sock: socket.socket, data: bytes, timeout: float) -> None:
-    """Send all of ``data`` from this thread, waiting up to ``timeout`` s (0 = forever)
-    each time the socket is full.
-
-    Sockets here never get a Python-level timeout (``settimeout``), because with one,
-    CPython waits for writability even when ``MSG_DONTWAIT`` is passed, and
-    :meth:`ThreadClient.deliver` must never wait. Waits are explicit polls instead.
-
-    Raises:
-        socket.timeout: the client took nothing for ``timeout`` seconds.
-    """
+    """Send all of ``data``, waiting up to ``timeout`` s (0 = forever) each time the
+    socket is full; raises socket.timeout past it. Waits are explicit polls: with a
+    Python-level timeout (``settimeout``), CPython would wait for writability even with
+    ``MSG_DONTWAIT``, and :meth:`ThreadClient.deliver` must never wait."""
     view = memoryview(data)
     writable = select.poll()
     writable.register(sock.fileno(), select.POLLOUT)
@@ -202,35 +208,26 @@ def _send_all(sock: socket.socket, data: bytes, timeout: float) -> None:
         view = view[sent:]
 
 
-def _send_err(sock: socket.socket, err: bytes) -> str:
-    """Send a protocol ERR line (best effort, waiting at most 1 s); return the log reason."""
-    try:
-        _send_all(sock, err, 1.0)
-    except OSError:
-        pass
-    return err_reason(err)
+def _fail(sock: socket.socket, reason: Reason) -> Reason:
+    """Send the reason's ERR line (best effort, waiting at most 1 s); return it."""
+    reply = reason.reply
+    if reply is not None:
+        try:
+            _send_all(sock, reply, 1.0)
+        except OSError:
+            pass
+    return reason
 
 
-def accept_loop(
-    listener: socket.socket,
-    log: runtime.EventLog,
-    on_connection: Callable[[socket.socket, str], None],
-) -> None:
-    """Accept forever (until :class:`runtime.Stop`), backing off when out of descriptors.
+def accept_loop(listener: socket.socket, log: runtime.EventLog,
+                admit: Callable[[socket.socket, str], None]) -> None:
+    """Accept forever (until :class:`runtime.Stop`), one connection at a time on the
+    blocking listener, sleeping through the back-off when out of descriptors.
 
-    ``on_connection(sock, peer)`` runs in the accepting thread for each connection.
+    ``admit(sock, peer)`` runs in the accepting thread for each connection.
     """
     backoff = runtime.AcceptBackoff(log)
     while True:
-        try:
-            sock, address = listener.accept()
-        except OSError as exc:
-            if exc.errno in runtime.RESOURCE_ERRNOS:
-                time.sleep(backoff.failed(exc))
-                continue
-            if exc.errno in runtime.TRANSIENT_ACCEPT_ERRNOS:
-                continue
-            raise
-        backoff.succeeded()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        on_connection(sock, runtime.format_address(address))
+        delay = runtime.accept_batch(listener, backoff, admit, batch=1)
+        if delay:
+            time.sleep(delay)

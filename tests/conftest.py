@@ -25,6 +25,9 @@ runtime.raise_open_files_limit()
 
 # Every backend must pass the same conformance suite.
 BACKENDS = list(backends.BACKENDS)
+# The backends plus their variants (asyncio on uvloop), for the cases where a variant's
+# own I/O code has been known to differ.
+VARIANTS = BACKENDS + list(backends.VARIANTS)
 
 
 @pytest.fixture
@@ -54,6 +57,14 @@ def run_or_skip(fn: Callable, *args, **kw):
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     """Each backend's name in turn."""
+    return request.param
+
+
+@pytest.fixture(params=VARIANTS)
+def variant(request: pytest.FixtureRequest) -> str:
+    """Each backend's name, then each variant's (``asyncio+uvloop``), in turn."""
+    if request.param in backends.VARIANTS:
+        pytest.importorskip("uvloop")
     return request.param
 
 

@@ -85,6 +85,25 @@ def test_serve_bad_flags_exit_2_with_one_error_line(args: list[str], named: str)
     assert result.stdout == b"", "nothing may reach stdout (no READY) on a usage error"
 
 
+@pytest.mark.parametrize("args, named", [
+    (["serve", "gevent", "--bogus"], "--bogus"),
+    (["serve", "gevent", "--selector", "poll"], "--selector"),
+    (["serve", "asyncio", "--selector", "epoll"], "--selector"),
+    (["serve", "select", "--loop", "uvloop"], "--loop"),
+    (["serve", "gevent-callback", "--loop", "asyncio"], "--loop"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_serve_usage_errors_name_the_subcommand(args: list[str], named: str) -> None:
+    """Unknown flags, and a backend's own option given to another backend, are usage
+    errors of `bench serve`, said as such (never silently ignored)."""
+    result = run_bench(*args, "--port", "0", "--quiet", timeout=10)
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode == 2, stderr
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and errors[0].startswith("bench serve: error:"), stderr
+    assert named in errors[0], stderr
+    assert result.stdout == b""
+
+
 def test_serve_unresolvable_host_is_one_line() -> None:
     result = run_bench("serve", "asyncio", "--host", "no-such-host.invalid", "--port", "0", "--quiet")
     stderr = result.stderr.decode(errors="replace")

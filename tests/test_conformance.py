@@ -283,6 +283,32 @@ def test_over_long_line_is_refused_and_others_unaffected(serve, backend, payload
     assert echoes(bystander, b"still here\n")
 
 
+@pytest.mark.parametrize("chunks, max_line, good", [
+    ([b"ok\nabcdef\n"], 4, b"ok\n"),
+    ([b"ok\n", b"abcdef\n"], 4, b"ok\n"),
+    ([b"ok\nab\nabcd"], 4, b"ok\nab\n"),
+    ([b"hello\n" + b"A" * 70000 + b"\n"], 65536, b"hello\n"),
+], ids=["same-write", "two-writes", "unterminated-tail", "one-big-write"])
+def test_lines_before_an_over_long_one_are_echoed_first(serve, variant, chunks, max_line, good) -> None:
+    """Every complete line before the offending bytes comes back before the ERR line,
+    whether or not TCP delivered them in the same read."""
+    server = serve(variant, "--max-line", str(max_line))
+    reader = LineReader(connect(server.address))
+    for chunk in chunks:
+        reader.sock.sendall(chunk)
+    assert reader.drain() == good + b"ERR line too long\n"
+
+
+def test_lines_before_an_over_long_one_are_relayed_first(serve, variant) -> None:
+    skip_blocking(variant)
+    server = serve(variant, "--mode", "broadcast", "--max-line", "8")  # room for the sync lines
+    offender, other = join_room(server.address, 2)
+    offender.sock.sendall(b"ok\n" + b"x" * 9 + b"\n")
+    assert other.line() == b"ok\n", "the line before the over-long one was not relayed"
+    assert offender.drain() == b"ERR line too long\n"
+    assert nothing_arrives(other.sock, 0.2), "bytes of the over-long line were relayed"
+
+
 def test_server_full_and_a_freed_slot(serve, backend) -> None:
     skip_blocking(backend)
     server = serve(backend, "--max-clients", "2")
@@ -297,6 +323,42 @@ def test_server_full_and_a_freed_slot(serve, backend) -> None:
 
     assert eventually_served(server.address), "a freed slot was never reused"
     assert echoes(second, b"two still served\n")
+
+
+def test_server_full_refusals_are_logged(serve, variant) -> None:
+    skip_blocking(variant)
+    server = serve(variant, "--max-clients", "1", quiet=False)
+    member = LineReader(connect(server.address))
+    assert echoes(member, b"in\n")
+    extra = LineReader(connect(server.address))
+    peer = "%s:%d" % extra.sock.getsockname()[:2]
+    assert extra.drain() == b"ERR server full\n"
+    assert wait_until(lambda: f"client {peer} refused (server full)" in server.stderr(), 5.0), \
+        server.stderr()
+
+
+def test_disconnect_reasons_are_worded_alike(serve, variant) -> None:
+    """The same event is logged with the same words on every backend: here an echo
+    client that sends and never reads, cut by the idle timeout, and an over-long line."""
+    server = serve(variant, "--idle-timeout", "0.5", "--max-line", "100", quiet=False)
+    flood = connect(server.address, rcvbuf=4096)
+    peer = "%s:%d" % flood.getsockname()[:2]
+    flood.setblocking(False)
+    block = b"r" * 99 + b"\n"
+    try:
+        while True:  # until the server stops reading (it cannot send the replies)
+            flood.send(block * 100)
+    except (BlockingIOError, OSError):
+        pass
+    assert wait_until(lambda: f"client {peer} disconnected (idle timeout)" in server.stderr(), 10.0), \
+        server.stderr()[-2000:]
+    reset(flood)
+    offender = LineReader(connect(server.address))
+    peer = "%s:%d" % offender.sock.getsockname()[:2]
+    offender.sock.sendall(b"x" * 200 + b"\n")
+    assert offender.drain() == b"ERR line too long\n"
+    assert wait_until(lambda: f"client {peer} disconnected (line too long)" in server.stderr(), 5.0), \
+        server.stderr()[-2000:]
 
 
 def test_idle_timeout(serve, backend) -> None:
@@ -424,6 +486,13 @@ def test_plain_select_refuses_descriptors_past_fd_setsize(serve) -> None:
             reader.sock.close()
     assert admitted >= 1000 and rejected >= 1, (admitted, rejected)
     assert eventually_served(server.address), "no client was served after the others left"
+
+
+def test_plain_select_warns_at_start_when_max_clients_cannot_fit(serve) -> None:
+    server = serve("select", "--selector", "select", "--max-clients", "6000")
+    assert "warning: --selector select cannot watch descriptors of 1024" in server.stderr()
+    assert "6000" in server.stderr()
+    assert serve("select", "--selector", "select", "--max-clients", "1000").stderr() == ""
 
 
 def test_asyncio_uvloop(serve) -> None:

@@ -9,13 +9,17 @@ from hypothesis import strategies as st
 from servers.protocol import (
     ERR_IDLE_TIMEOUT,
     ERR_LINE_TIMEOUT,
+    ERR_LINE_TOO_LONG,
+    ERR_SERVER_FULL,
     RECV_SIZE,
     Limits,
     LineTooLong,
     Mode,
     OutputBuffer,
+    Reason,
     Roster,
     Session,
+    error_reason,
     output_limit,
 )
 
@@ -48,14 +52,16 @@ def reference(stream: bytes, max_line: int) -> tuple[list[bytes], int | None, by
 
 
 def feed_chunks(chunks: list[bytes], max_line: int) -> tuple[bytes, bool, Session]:
-    """Feed ``chunks`` in turn; return (output so far, whether LineTooLong struck, session)."""
+    """Feed ``chunks`` in turn; return (lines delivered, whether LineTooLong struck,
+    session). The lines a LineTooLong carries count as delivered: a backend relays them
+    before the ERR line."""
     s, _ = session(max_line)
     out = b""
     for i, chunk in enumerate(chunks):
         try:
             out += s.feed(chunk, T0 + i)
-        except LineTooLong:
-            return out, True, s
+        except LineTooLong as exc:
+            return out + exc.lines, True, s
     return out, False, s
 
 
@@ -88,12 +94,37 @@ def test_any_split_yields_the_reference_output(split: tuple[bytes, list[bytes]],
         assert out == b"".join(lines)
         assert s.buffered == len(tail)
     else:
-        # The violation is always caught; what was relayed before it is whole good lines
-        # (the lines of the chunk that broke the limit may be withheld).
+        # The violation is always caught, and every good line before it is delivered,
+        # including those in the same read as the offending bytes.
         assert too_long
-        good = lines[:bad]
-        prefixes = {b"".join(good[:k]) for k in range(len(good) + 1)}
-        assert out in prefixes
+        assert out == b"".join(lines[:bad])
+
+
+@settings(max_examples=400, deadline=None)
+@given(streams, st.lists(st.integers(0, 300)), st.integers(1, 24))
+def test_lines_before_an_over_long_one_do_not_depend_on_the_split(
+        stream: bytes, cuts: list[int], max_line: int) -> None:
+    """For any split of the input, the lines delivered before the ERR are the same as
+    when it arrives in one read (and as byte by byte)."""
+    whole = feed_chunks([stream] if stream else [], max_line)[:2]
+    assert feed_chunks(cut(stream, cuts), max_line)[:2] == whole
+    assert feed_chunks([bytes([c]) for c in stream], max_line)[:2] == whole
+
+
+def test_good_lines_in_the_same_read_as_an_over_long_one_are_delivered() -> None:
+    s, _ = session(4)
+    with pytest.raises(LineTooLong) as caught:
+        s.feed(b"ok\nabcdef\n", T0)
+    assert caught.value.lines == b"ok\n"
+    s, _ = session(4)
+    s.feed(b"o", T0)
+    with pytest.raises(LineTooLong) as caught:
+        s.feed(b"k\nab\nabcd", T0)  # an unterminated tail already at the limit
+    assert caught.value.lines == b"ok\nab\n"
+    s, _ = session(65536)  # the uvloop case: one 256 KiB read
+    with pytest.raises(LineTooLong) as caught:
+        s.feed(b"hello\n" + b"A" * 70000 + b"\n", T0)
+    assert caught.value.lines == b"hello\n"
 
 
 def cut(stream: bytes, cuts: list[int]) -> list[bytes]:
@@ -216,7 +247,7 @@ def test_idle_timeout_strikes_exactly_at_the_deadline() -> None:
     s, lim = session(idle_timeout=5.0, line_timeout=0)
     assert s.next_deadline(lim) == T0 + 5.0
     assert s.expired(lim, T0 + 4.999) is None
-    assert s.expired(lim, T0 + 5.0) == ERR_IDLE_TIMEOUT
+    assert s.expired(lim, T0 + 5.0) == Reason.IDLE_TIMEOUT
 
 
 def test_input_resets_the_idle_clock() -> None:
@@ -224,7 +255,7 @@ def test_input_resets_the_idle_clock() -> None:
     s.feed(b"hi\n", T0 + 3.0)
     assert s.expired(lim, T0 + 7.9) is None
     assert s.next_deadline(lim) == T0 + 8.0
-    assert s.expired(lim, T0 + 8.0) == ERR_IDLE_TIMEOUT
+    assert s.expired(lim, T0 + 8.0) == Reason.IDLE_TIMEOUT
     # A partial line is input too.
     s.feed(b"x", T0 + 7.0)
     assert s.expired(lim, T0 + 11.9) is None
@@ -237,7 +268,7 @@ def test_line_timeout_runs_from_the_start_of_the_unfinished_line() -> None:
     s.feed(b"er", T0 + 2.5)  # more bytes do not restart the line clock
     assert s.next_deadline(lim) == T0 + 3.0
     assert s.expired(lim, T0 + 2.99) is None
-    assert s.expired(lim, T0 + 3.0) == ERR_LINE_TIMEOUT
+    assert s.expired(lim, T0 + 3.0) == Reason.LINE_TIMEOUT
     s.feed(b"\n", T0 + 2.9)  # finishing the line stops it
     assert s.line_started is None
     assert s.expired(lim, T0 + 100) is None
@@ -254,11 +285,11 @@ def test_earliest_deadline_wins() -> None:
     s, lim = session(idle_timeout=10.0, line_timeout=2.0)
     s.feed(b"a", T0 + 1.0)
     assert s.next_deadline(lim) == T0 + 3.0
-    assert s.expired(lim, T0 + 3.0) == ERR_LINE_TIMEOUT
+    assert s.expired(lim, T0 + 3.0) == Reason.LINE_TIMEOUT
     s, lim = session(idle_timeout=1.0, line_timeout=2.0)
     s.feed(b"a", T0)
     assert s.next_deadline(lim) == T0 + 1.0
-    assert s.expired(lim, T0 + 1.0) == ERR_IDLE_TIMEOUT
+    assert s.expired(lim, T0 + 1.0) == Reason.IDLE_TIMEOUT
 
 
 def test_zero_turns_timeouts_off() -> None:
@@ -351,6 +382,39 @@ def test_roster_recipients() -> None:
     roster.leave(a)
     assert roster.recipients(b, Mode.BROADCAST) == [c]
     assert roster.recipients(b, Mode.BROADCAST) == [c]
+
+
+def test_roster_expired_sweeps_struck_clients_and_skips_leaving_ones() -> None:
+    lim = Limits(idle_timeout=5.0, line_timeout=2.0)
+
+    class Client:
+        def __init__(self) -> None:
+            self.session: Session | None = Session(lim, T0)
+            self.reason = ""
+
+    roster: Roster[Client] = Roster(10, lim)
+    idle, dribbler, leaving, gone, fresh = (Client() for _ in range(5))
+    for client in (idle, dribbler, leaving, gone, fresh):
+        roster.join(client)
+    dribbler.session.feed(b"unfinished", T0 + 3.0)
+    fresh.session.feed(b"x\n", T0 + 4.0)
+    leaving.reason = Reason.SLOW_CONSUMER
+    gone.session = None
+    assert roster.expired(T0 + 4.9) == []
+    assert roster.expired(T0 + 5.0) == [(idle, Reason.IDLE_TIMEOUT), (dribbler, Reason.LINE_TIMEOUT)]
+    assert Roster(10).expired(T0 + 1e9) == []  # no limits: nothing ever expires
+
+
+def test_reasons_and_their_replies() -> None:
+    assert Reason.LINE_TOO_LONG.reply == ERR_LINE_TOO_LONG == b"ERR line too long\n"
+    assert Reason.SERVER_FULL.reply == ERR_SERVER_FULL
+    assert Reason.IDLE_TIMEOUT.reply == ERR_IDLE_TIMEOUT
+    assert Reason.LINE_TIMEOUT.reply == ERR_LINE_TIMEOUT
+    for silent in (Reason.CLOSED, Reason.SLOW_CONSUMER, Reason.SERVER_STOPPING):
+        assert silent.reply is None
+    assert f"{Reason.SLOW_CONSUMER}" == "slow consumer: output buffer full"
+    assert error_reason(ConnectionResetError(104, "Connection reset by peer")) == \
+        "error: Connection reset by peer"
 
 
 def test_roster_iteration_is_a_snapshot() -> None:

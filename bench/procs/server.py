@@ -28,6 +28,7 @@ from typing import Callable, Sequence, TextIO
 
 from bench.procs.children import DIE_WITH_PARENT, STOP_GRACE_S, bench_command, stop_processes, url_host
 from bench.procs.ready import parse_ready, read_first_line
+from servers.backends import serve_args
 
 # Seconds to wait for READY (startup is ~0.2 s; this covers a loaded 2-core machine).
 READY_TIMEOUT_S = 15.0
@@ -107,8 +108,10 @@ class ServerProcess:
 
     @classmethod
     def serve(cls, backend: str, *flags: str, quiet: bool = True, port: int = 0, **kw) -> "ServerProcess":
-        """Start ``bench serve BACKEND --port PORT FLAGS... [--quiet]`` (see __init__)."""
-        argv = bench_command("serve", backend, "--port", str(port), *flags, *(["--quiet"] if quiet else []))
+        """Start ``bench serve BACKEND --port PORT FLAGS... [--quiet]`` (see __init__).
+        ``backend`` may also name a variant such as ``asyncio+uvloop``
+        (:func:`servers.backends.serve_args`)."""
+        argv = bench_command("serve", *serve_args(backend), "--port", str(port), *flags, *(["--quiet"] if quiet else []))
         return cls(argv, **kw)
 
     # -- what callers read ------------------------------------------------------------

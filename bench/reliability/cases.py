@@ -8,6 +8,8 @@ Shared by ``tests/test_faults.py`` and ``bench reliability``: a case is written 
 from __future__ import annotations
 
 import random
+import re
+import selectors
 import signal
 import socket
 import subprocess
@@ -62,6 +64,7 @@ def framing_edges(start: StartFn, backend: str) -> str:
         (b"\x00\xff\xfe\xc3(\x80\r\n" + bytes(range(10)) + b"\n", [1, 3, 7], "NUL / invalid UTF-8 / CRLF"),
         (b"x" * (m - 2) + b"\r\n", [m - 2], "CRLF exactly at the limit, split between CR and LF"),
         (b"ok\n" + b"f" * (m - 1) + b"\n", [2, 5, 40], "limit-sized line after a short one, chunked"),
+        (b"ok\nfine\n" + b"g" * (m + 5) + b"\n", [], "good lines in the same write as an over-long one"),
     ]
     for payload, cuts, what in cases:
         try:
@@ -331,6 +334,9 @@ def fd_exhaustion(start: StartFn, backend: str, nofile: int = 64, clients: int =
         reset(s)
     echoes(server.address, tries=10.0)
     log = server.stderr()
+    failed = [int(n) for n in re.findall(r"after (\d+) failed accept attempts", log)]
+    # Backing off 10 ms doubling to 1 s, ~1.5 s of exhaustion is about 8 attempts.
+    assert all(n <= 30 for n in failed), f"{failed} failed accept() calls per burst: spinning"
     assert busy < 0.5, f"server used {busy:.0%} CPU while out of descriptors (spinning)"
     assert backoffs == 1, f"{backoffs} back-off lines for one burst; stderr tail:\n{log[-1500:]}"
     assert "Traceback" not in log, f"traceback:\n{log[-3000:]}"
@@ -397,6 +403,117 @@ def sigterm_under_load(start: StartFn, backend: str) -> str:
 def sigint_under_load(start: StartFn, backend: str) -> str:
     """SIGINT, as SIGTERM."""
     return _signal_under_load(start, backend, signal.SIGINT)
+
+
+def sigterm_busy_clients(start: StartFn, backend: str, clients: int = 500) -> str:
+    """500 clients keep echo requests in flight (one test thread drives them all);
+    SIGTERM after 1 s: exit 0 within 2 s, and every client sees EOF, not one a reset
+    (closing a socket with unread input sends RST: the server must not)."""
+    server = start(backend)
+    n = 1 if backend == "blocking" else clients
+    socks = [connect(server.address) for _ in range(n)]
+    burst = (b"busy " + b"b" * 58 + b"\n") * 10
+    selector = selectors.DefaultSelector()
+    owed: dict[socket.socket, int] = {}
+    outcome: dict[socket.socket, str] = {}
+
+    def send(s: socket.socket) -> None:
+        try:
+            owed[s] += s.send(burst)
+        except BlockingIOError:
+            pass
+        except OSError:
+            outcome[s] = "reset"
+
+    for s in socks:
+        s.setblocking(False)
+        owed[s] = 0
+        selector.register(s, selectors.EVENT_READ)
+        send(s)
+    signalled_at = exited_at = None
+    t0 = time.monotonic()
+    deadline = t0 + 1.0 + STOP_DEADLINE + 3
+    try:
+        while len(outcome) < n and time.monotonic() < deadline:
+            if signalled_at is None and time.monotonic() - t0 >= 1.0:
+                server.proc.send_signal(signal.SIGTERM)
+                signalled_at = time.monotonic()
+            if signalled_at is not None and exited_at is None and server.proc.poll() is not None:
+                exited_at = time.monotonic()
+            for key, _ in selector.select(0.05):
+                s = key.fileobj
+                try:
+                    data = s.recv(65536)
+                except BlockingIOError:
+                    continue
+                except ConnectionResetError:
+                    data, outcome[s] = b"", "reset"
+                if not data:
+                    outcome.setdefault(s, "eof")
+                    selector.unregister(s)
+                    s.close()  # as a client does once the server has closed
+                    continue
+                owed[s] -= len(data)
+                if owed[s] <= 0 and s not in outcome:
+                    send(s)  # a busy client: the next burst at once
+        try:
+            status = server.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            status = None
+        if exited_at is None:
+            exited_at = time.monotonic()
+    finally:
+        selector.close()
+        for s in socks:
+            reset(s)
+    assert signalled_at is not None, "the clients never got going"
+    assert status is not None, "still running after SIGTERM"
+    took = exited_at - signalled_at
+    resets = sum(1 for how in outcome.values() if how == "reset")
+    assert status == 0, f"exit status {status} after SIGTERM"
+    assert took <= STOP_DEADLINE + 0.5, f"took {took:.2f} s to exit"
+    assert resets == 0, f"{resets} of {n} busy clients were reset instead of closed"
+    assert len(outcome) == n, f"{n - len(outcome)} of {n} clients never saw the close"
+    assert_no_traceback(server)
+    return f"{n} busy clients: all saw EOF, none a reset; exit 0 in {took:.2f} s"
+
+
+def broadcast_burst_reader_keeps_up(start: StartFn, backend: str, count: int = 300_000) -> str:
+    """One sender writes ``seq 1 300000`` (2 MB) into a broadcast room at once; one
+    listener reads as fast as it can. It must get every line: a receiver is judged on
+    what its socket refused, not on what the server had not yet offered it. (2 MB: past
+    --max-output-buffer, yet well within what a reading client keeps up with even on a
+    busy machine; a much larger burst can make a briefly descheduled reader a real slow
+    consumer.)"""
+    _two_clients(backend)
+    server = start(backend, "--mode", "broadcast")
+    sender, listener = connect(server.address), connect(server.address)
+    _join([sender, listener])
+    data = b"".join(b"%d\n" % i for i in range(1, count + 1))
+    got = bytearray()
+    listener.settimeout(10.0)
+
+    def read_all() -> None:
+        try:
+            while len(got) < len(data):
+                chunk = listener.recv(1 << 20)
+                if not chunk:
+                    return
+                got.extend(chunk)
+        except OSError:
+            pass
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    sender.sendall(data)
+    reader.join(20)
+    for s in (sender, listener):
+        reset(s)
+    lines = bytes(got).count(b"\n")
+    assert len(got) == len(data), f"the listener got {lines:,} of {count:,} lines, then was cut"
+    assert bytes(got) == data, "lines lost or reordered"
+    assert_no_traceback(server)
+    return f"{count:,} lines ({len(data) / 1e6:.1f} MB) all delivered to a reading listener"
 
 
 def never_reads(start: StartFn, backend: str, seconds: float = 2.0) -> str:
@@ -475,6 +592,8 @@ CASES: dict[str, Callable[[StartFn, str], str]] = {
     "client that never reads (bounded memory)": never_reads,
     "SIGTERM under load": sigterm_under_load,
     "SIGINT under load": sigint_under_load,
+    "SIGTERM with 500 busy clients (EOF, no reset)": sigterm_busy_clients,
+    "broadcast burst (2 MB) to a listener that keeps up": broadcast_burst_reader_keeps_up,
     "bad command lines, busy port": bad_command_lines,
 }
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from servers import runtime
-from servers.argtypes import backend_list, positive_float, positive_int
+from servers.argtypes import backend_list_with_variants, positive_float, positive_int
 
 # Full-size figures (the issue's numbers) and the --quick ones.
 FULL = {"soak_clients": 200, "soak_seconds": 60.0, "leak_connections": 1000}
@@ -21,14 +21,16 @@ QUICK = {"soak_clients": 50, "soak_seconds": 5.0, "leak_connections": 300}
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``bench reliability`` to the ``bench`` command."""
-    from servers.backends import BACKENDS
+    from servers.backends import BACKENDS, VARIANTS
+
+    names = list(BACKENDS) + list(VARIANTS)  # asyncio+uvloop runs as a column of its own
 
     p = sub.add_parser("reliability", help="fault cases x backends, soak and leak check",
                        description="Run every fault case against every backend (real servers on "
                        "127.0.0.1, port 0), a broadcast soak and a leak check, and print the "
                        "outcome as a Markdown table.")
-    p.add_argument("--backends", type=backend_list, default=tuple(BACKENDS), metavar="LIST",
-                   help=f"comma-separated backends (default: all: {','.join(BACKENDS)})")
+    p.add_argument("--backends", type=backend_list_with_variants, default=tuple(names), metavar="LIST",
+                   help=f"comma-separated backends (default: all: {','.join(names)})")
     p.add_argument("--soak-seconds", type=positive_float, default=None, metavar="S",
                    help=f"soak length (default {FULL['soak_seconds']:g}; --quick: {QUICK['soak_seconds']:g})")
     p.add_argument("--soak-clients", type=positive_int, default=None, metavar="N",

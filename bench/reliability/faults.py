@@ -37,7 +37,8 @@ Server = ServerProcess
 
 def start_server(backend: str, *flags: str, quiet: bool = True, nofile: int | None = None,
                  port: int = 0) -> Server:
-    """Start ``bench serve BACKEND --port 0 FLAGS...`` and wait for READY.
+    """Start ``bench serve BACKEND --port 0 FLAGS...`` and wait for READY. ``backend``
+    may also name a variant (:data:`servers.backends.VARIANTS`, e.g. ``asyncio+uvloop``).
 
     Args:
         nofile: if given, the server's open-files limit (soft and hard).
@@ -223,9 +224,8 @@ class FramingExpectation:
             so the server never closes with unread input, which would turn its FIN
             into an RST and could destroy the ERR line in flight).
         lines: the complete lines before any violation, each to be echoed.
-        too_long: the stream breaks the limit: the answer is a prefix of ``lines``
-            (whole lines; those in the same read as the violation may be dropped),
-            then ``ERR line too long``, then EOF.
+        too_long: the stream breaks the limit: the answer is every one of ``lines``
+            (however the bytes were split), then ``ERR line too long``, then EOF.
     """
 
     send: bytes
@@ -278,6 +278,5 @@ def check_framing(address: tuple[str, int], payload: bytes, cuts: list[int], max
         assert how == "eof", "half-closed client was reset instead of closed"
         return
     assert got.endswith(err_line), f"over-long line: no {err_line!r} at the end of {got[-120:]!r} ({how})"
-    prefix = got[: -len(err_line)]
-    assert echoed.startswith(prefix), f"echo before the ERR is not a prefix of the lines: {prefix[:120]!r}"
-    assert not prefix or prefix.endswith(b"\n"), "echo before the ERR ends mid-line"
+    before = got[: -len(err_line)]
+    assert before == echoed, f"lines before the ERR: want {echoed[-120:]!r}, got {before[-120:]!r}"
