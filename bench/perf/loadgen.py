@@ -1,104 +1,74 @@
-"""How fast the native engine drives echo, inside Locust and alone, next to a C client.
+"""The load generator's own ceiling: Locust with engine users vs the engine alone (and a
+C client, when one is given), against one pinned echo server.
 
-``python -m bench.loadgen.bench_engine [--rounds 3] [--seconds 5] [--conns 100]``
+``python -m bench.perf.loadgen [--rounds 3] [--seconds 5] [--conns 100] [--tools DIR]``
+(``bench perf`` runs it too, shorter, as its "Load generator" table.)
 
-An echo server pinned to CPU 0 (``ceiling`` from ``--tools`` (default ``../shared/tools``) when it is there, else the
-project's own ``python -m bench.loadgen.ceiling``) is driven in turn, round after round,
-by three clients pinned to CPU 1, each for a warm-up and then a measured window:
+An echo server pinned to CPU 0 (the project's ``python -m bench.loadgen.ceiling``, or
+``DIR/ceiling`` with ``--tools DIR`` when it is there) is driven in turn, round after
+round, by clients pinned to CPU 1, each for a warm-up and then a measured window:
 
+* ``engine``: the engine alone in a plain Python process (``bench.perf.client echo``);
 * ``locust``: one Locust process with ``--conns`` engine echo users (closed loop), its
   rate measured by the stage controller (the microsecond book the harvester fills);
-* ``engine``: the engine alone in a plain Python process (no Locust);
-* ``echoload``: ``../shared/tools/echoload`` (a C closed-loop client), when it is there.
+* ``echoload``: ``DIR/echoload`` (a C closed-loop client), with ``--tools DIR``.
 
-It prints round trips/s of each and the ratios to echoload, per round and as medians.
-A benchmark, not a test: figures on a shared 2-core machine move; compare the ratios.
+It prints round trips/s of each and the ratios per round, then their medians: how
+much of the engine's rate Locust keeps, and how both compare with a C client. A
+benchmark, not a test: figures on a shared 2-core machine move; compare the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
+from bench.perf import run
+from bench.perf.table import loadgen_rows, plain
 from bench.procs.children import free_port, locust_command
-from bench.procs.ready import parse_ready, read_first_line
+from bench.procs.server import ServerProcess, ServerStartError
 
-# ../shared/tools beside the project checkout, where the reference C tools live
-DEFAULT_TOOLS = Path(__file__).resolve().parents[2].parent / "shared" / "tools"
-LOCUSTFILE = str(Path(__file__).with_name("engine_locustfile.py"))
-SERVER_CPU, CLIENT_CPU = 0, 1
+LOCUSTFILE = str(Path(__file__).resolve().parents[1] / "loadgen" / "engine_locustfile.py")
 
 
-def pinned(cpu: int):
-    """A preexec_fn that pins the child to one CPU (no-op where affinity is unsupported)."""
-    def pin() -> None:
-        if hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, {cpu})
-    return pin
+@contextmanager
+def echo_server(tools: Path | None) -> Iterator[tuple[str, int]]:
+    """The pinned echo server: ``tools/ceiling`` when given and present, else the
+    project's own. Yields (its name, port)."""
+    c_ceiling = run.find_tool(tools, "ceiling")
+    if c_ceiling is None:
+        with run.server(run.CEILING) as (_pid, port):
+            yield "bench.loadgen.ceiling", port
+        return
+    with ServerProcess.start([str(c_ceiling), str(free_port())], cpus=run.cpus(run.SERVER_CPU)) as proc:
+        yield str(c_ceiling), proc.port
 
 
-def start_server(tools: Path) -> tuple[subprocess.Popen, int, str]:
-    ceiling = tools / "ceiling"
-    if ceiling.exists():
-        port = free_port()
-        cmd, name = [str(ceiling), str(port)], "shared/tools/ceiling"
-    else:
-        cmd, name = [sys.executable, "-m", "bench.loadgen.ceiling", "--port", "0"], "bench.loadgen.ceiling"
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, preexec_fn=pinned(SERVER_CPU))
-    ready = parse_ready(read_first_line(proc.stdout, 15.0))
-    if ready is None:
-        proc.kill()
-        raise SystemExit(f"bench_engine: {name} did not start")
-    return proc, ready[1], name
-
-
-def run_echoload(tools: Path, port: int, conns: int, seconds: float, warmup: float) -> float | None:
-    tool = tools / "echoload"
-    if not tool.exists():
-        return None
+def run_echoload(tool: Path, port: int, conns: int, seconds: float, warmup: float) -> float | None:
     out = subprocess.run([str(tool), str(port), str(conns), str(seconds), "64", str(warmup)],
                          capture_output=True, text=True, timeout=seconds + warmup + 30,
-                         preexec_fn=pinned(CLIENT_CPU))
-    return float(json.loads(out.stdout)["rps"]) if out.returncode == 0 else 0.0
+                         preexec_fn=run.pinned(run.CLIENT_CPU))
+    try:
+        return float(json.loads(out.stdout.strip().splitlines()[-1])["rps"])
+    except (ValueError, KeyError, IndexError):
+        return None
 
 
-def run_engine_alone(port: int, conns: int, seconds: float, warmup: float) -> float:
-    out = subprocess.run([sys.executable, "-m", "bench.loadgen.bench_engine", "--engine-only", str(port),
-                          "--conns", str(conns), "--seconds", str(seconds), "--warmup", str(warmup)],
-                         capture_output=True, text=True, timeout=seconds + warmup + 30,
-                         preexec_fn=pinned(CLIENT_CPU))
-    if out.returncode != 0:
-        raise SystemExit(f"bench_engine: the engine run failed: {out.stderr.strip()[-500:]}")
-    return float(json.loads(out.stdout)["rps"])
+def run_engine_alone(port: int, conns: int, seconds: float, warmup: float) -> float | None:
+    return run.client("echo", port, conns, seconds, warmup, timeout=seconds + warmup + 60).get("rps")
 
 
-def engine_only(port: int, conns: int, seconds: float, warmup: float) -> None:
-    """In the child: drive the server with the engine alone; print {"rps": ...}."""
-    from bench.loadgen.engine import Engine
-    from servers.runtime import raise_open_files_limit
-
-    raise_open_files_limit()
-    with Engine() as engine:
-        ids = [engine.add_echo("127.0.0.1", port, 64) for _ in range(conns)]
-        time.sleep(warmup)
-        engine.harvest()
-        started = time.monotonic()
-        time.sleep(seconds)
-        echo = engine.harvest()["echo"]
-        elapsed = time.monotonic() - started
-        for conn_id in ids:
-            engine.remove(conn_id)
-    print(json.dumps({"rps": echo.requests / elapsed, "failures": echo.failed}))
-
-
-def run_locust(port: int, conns: int, seconds: float, warmup: float, workdir: Path) -> float:
+def run_locust(port: int, conns: int, seconds: float, warmup: float, workdir: Path) -> float | None:
+    """Round trips/s of one Locust process with ``conns`` engine echo users, over the
+    stage's measured window; None when Locust failed (its last words are logged by the caller)."""
     out = workdir / f"locust-{time.monotonic_ns()}.json"
     stages = [{"users": conns, "warmup": warmup, "duration": seconds, "rate": 0}]
     cmd = locust_command("--headless", "--host", f"127.0.0.1:{port}", "-u", str(conns), "-r", "1000",
@@ -106,51 +76,61 @@ def run_locust(port: int, conns: int, seconds: float, warmup: float, workdir: Pa
                          "--loglevel", "ERROR", "--sockbench-stages", json.dumps(stages),
                          "--sockbench-out", str(out), "EngineEchoUser", locustfile=LOCUSTFILE)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + warmup + 60,
-                          preexec_fn=pinned(CLIENT_CPU))
+                          preexec_fn=run.pinned(run.CLIENT_CPU))
     if proc.returncode != 0 or not out.exists():
-        raise SystemExit(f"bench_engine: locust failed: {proc.stdout[-500:]} {proc.stderr[-500:]}")
+        return None
     stage = json.loads(out.read_text())["stages"][0]
     return stage["tally"]["requests"] / (stage["t_end"] - stage["t_start"])
 
 
+def measure(conns: int, seconds: float, warmup: float, rounds: int, tools: Path | None,
+            log: Callable[[str], None]) -> dict[str, Any]:
+    """Interleaved rounds of every client against one echo server.
+
+    Returns ``{"server": name, "conns": N, "rounds": [{"engine": rps, "locust": rps,
+    "echoload": rps or None}, ...]}``.
+
+    Raises:
+        ServerStartError: the echo server did not start.
+    """
+    echoload = run.find_tool(tools, "echoload")
+    result: dict[str, Any] = {"conns": conns, "rounds": []}
+    with echo_server(tools) as (name, port), tempfile.TemporaryDirectory() as tmp:
+        result["server"] = name
+        for n in range(1, rounds + 1):
+            got = {"engine": run_engine_alone(port, conns, seconds, warmup),
+                   "locust": run_locust(port, conns, seconds, warmup, Path(tmp)),
+                   "echoload": run_echoload(echoload, port, conns, seconds, warmup) if echoload else None}
+            result["rounds"].append(got)
+            log(f"load generator round {n}/{rounds}: "
+                + ", ".join(f"{k} {v:,.0f}/s" if v else f"{k} -" for k, v in got.items()))
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.loadgen.bench_engine",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.perf.loadgen", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured window per run")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured window per run (default 5)")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--conns", type=int, default=100)
-    parser.add_argument("--tools", type=Path, default=DEFAULT_TOOLS,
-                        help=f"where ceiling and echoload are (default {DEFAULT_TOOLS})")
-    parser.add_argument("--engine-only", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--tools", type=Path, metavar="DIR",
+                        help="C reference tools (ceiling, echoload) to compare with, e.g. "
+                        f"{run.DEFAULT_TOOLS}")
     args = parser.parse_args(argv)
-    if args.engine_only:
-        engine_only(args.engine_only, args.conns, args.seconds, args.warmup)
-        return 0
-    server, port, server_name = start_server(args.tools)
-    print(f"server: {server_name} on CPU {SERVER_CPU}; clients on CPU {CLIENT_CPU}; "
-          f"{args.conns} connections, 64-byte lines, {args.seconds:g} s windows")
-    ratios: dict[str, list[float]] = {"locust": [], "engine": []}
+    print(f"clients on CPU {run.CLIENT_CPU}, the echo server on CPU {run.SERVER_CPU}; {args.conns} "
+          f"connections, 64-byte lines, {args.seconds:g} s windows", flush=True)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for n in range(1, args.rounds + 1):
-                c = run_echoload(args.tools, port, args.conns, args.seconds, args.warmup)
-                e = run_engine_alone(port, args.conns, args.seconds, args.warmup)
-                lo = run_locust(port, args.conns, args.seconds, args.warmup, Path(tmp))
-                line = f"round {n}: locust+engine {lo:,.0f}/s  engine alone {e:,.0f}/s"
-                if c:
-                    ratios["locust"].append(lo / c)
-                    ratios["engine"].append(e / c)
-                    line += f"  echoload {c:,.0f}/s  ratios {lo / c:.2f}x, {e / c:.2f}x"
-                print(line, flush=True)
-    finally:
-        server.terminate()
-        server.wait(timeout=5)
-    if ratios["locust"]:
-        print(f"median over {args.rounds} rounds: Locust with the engine {statistics.median(ratios['locust']):.2f}x "
-              f"echoload; the engine alone {statistics.median(ratios['engine']):.2f}x echoload")
-    else:
-        print("echoload not found beside the project: no ratios")
+        result = measure(args.conns, args.seconds, args.warmup, args.rounds, args.tools,
+                         lambda msg: print(msg, flush=True))
+    except ServerStartError as exc:
+        print(f"loadgen: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"echo server: {result['server']}")
+    print(plain(loadgen_rows(result)))
+    ratios = [r["locust"] / r["echoload"] for r in result["rounds"] if r.get("locust") and r.get("echoload")]
+    if ratios:
+        print(f"Locust with the engine / echoload, median of {len(ratios)} round(s): "
+              f"{statistics.median(ratios):.2f}x")
     return 0
 
 

@@ -1,123 +1,86 @@
-"""Probes for the flagship's behaviour at the limit, each returning plain numbers.
+"""The probes of ``bench perf``, each against a fresh server, each returning plain numbers.
 
-* :func:`echo_probe`: round trips/s and p99 at N connections (the C ``echoload`` client),
-  with the Little's-law mean latency (connections / rate) that p99 is judged against;
-* :func:`idle_memory_probe`: server RSS growth per idle connection (5,000 clients that
-  each made one round trip, then went silent), read with psutil;
-* :func:`mass_disconnect_probe`: the worst round trip a fresh client sees while 5,000
+* :func:`echo_probe`: round trips/s and p99 at N connections (closed loop, the engine),
+  with the Little's-law mean latency (connections / rate) that p99 is judged against: a
+  p99 far above that mean means some connections wait much longer than others;
+* :func:`idle_memory_probe`: server RSS growth per idle connection, over clients that
+  each made one round trip and then went silent;
+* :func:`mass_disconnect_probe`: the worst round trip a fresh client sees while many
   other clients leave at once (their holding process exits, so the kernel closes all
   their sockets in one go);
-* :func:`broadcast_probe`: lines relayed per second (the C ``fanload`` client).
+* :func:`broadcast_probe`: lines relayed per second through a room.
 
-Servers run pinned to CPU 0 and clients to CPU 1 (``bench.perf``'s launcher). The
-machine may be shared, so ``python -m bench.perf_probes`` runs every probe in
-interleaved rounds and prints medians and ratios measured in the same run. A benchmark:
-it prints figures and asserts nothing.
-
-usage: python -m bench.perf_probes [--tools DIR] [--rounds N] [--seconds S] [--probes ...]
+:func:`measure` runs them in interleaved rounds (every server once per round, so a
+busy moment on the shared machine hits them all alike) and returns every value; the
+table (``bench.perf.table``) shows medians and ratios measured in the same run.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import socket
-import statistics
 import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import psutil
 
-from bench import perf
-from bench.perf_table import UVLOOP_REFERENCE, plain
-from bench.ready import read_first_line
-from servers.runtime import raise_open_files_limit
+from bench.perf import client as perf_client
+from bench.perf import run
+from bench.procs.server import ServerStartError
 
-LINE = b"x" * 63 + b"\n"  # 64-byte lines, as echoload and fanload send
-MANY, FEW = 10_000, 100
-IDLE_CONNS = 5_000
-HOLD_TIMEOUT = 60.0  # seconds to open and warm the idle clients
+PROBES = ("echo", "scale", "idle", "disconnect", "broadcast")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big and how long each probe is (recorded in the result)."""
+
+    rounds: int = 3
+    seconds: float = 3.0  # measured window of each echo and broadcast run
+    few: int = 100  # connections of the echo probe
+    many: int = 10_000  # connections of the scale probe
+    idle: int = 5_000  # idle clients of the memory and mass-disconnect probes
+    window: float = 3.0  # seconds watched after the mass disconnect
+    fan_conns: int = 100  # broadcast room members
+    fan_senders: int = 10  # of which closed-loop senders
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _extra(conns: int, mode: str = "echo") -> list[str]:
-    """Server flags: room for ``conns`` clients (+ probes), timeouts that cannot strike."""
+    """Server flags: room for ``conns`` clients (+ probes)."""
     return ["--max-clients", str(conns + 100), "--mode", mode]
 
 
-def echo_probe(tools: dict[str, Path], name: str, conns: int, seconds: float,
-               warmup: float = 1.0) -> dict[str, Any]:
-    """echoload at ``conns`` connections against a fresh ``name`` server.
+def _flags(name: str, conns: int, mode: str = "echo") -> list[str]:
+    return [] if name in run.REFERENCES else _extra(conns, mode)
 
-    Returns echoload's figures (rps, p50_us, p99_us, ...) plus ``little_us``, the mean
-    latency Little's law gives for a closed loop (conns / rps), and ``p99_over_mean``.
+
+def echo_probe(name: str, conns: int, seconds: float) -> dict[str, Any]:
+    """Closed-loop echo at ``conns`` connections against a fresh ``name`` server.
+
+    Returns the client's figures (rps, p50_us, p99_us, errors, server_cpu_s) plus
+    ``capacity`` (round trips per server CPU-second: steadier than rps when other
+    processes take the server's CPU now and then), ``little_us`` (the mean latency
+    Little's law gives for a closed loop: conns / rps) and ``p99_over_mean``.
     """
-    with perf.server(name, tools, _extra(conns) if name in perf.SERVERS else ()) as (pid, port):
-        run = perf.run_tool(tools["echoload"], [port, conns, seconds, 64, warmup], pid,
-                            seconds + warmup + 120)
-    if run.get("round_trips") and run.get("server_cpu_s"):
-        # What the server does per second of its own CPU: steadier than rps when other
-        # processes take CPU 0 now and then.
-        run["capacity"] = run["round_trips"] / run["server_cpu_s"]
-    if run.get("rps"):
-        run["little_us"] = conns / run["rps"] * 1e6
-        run["p99_over_mean"] = run["p99_us"] / run["little_us"]
-    return run
+    warmup = 1.0 + conns / 5000  # every connection open and echoing before the window
+    with run.server(name, _flags(name, conns)) as (pid, port):
+        out = run.client("echo", port, conns, seconds, warmup, "--pid", pid,
+                         timeout=seconds + warmup + 120)
+    if out.get("round_trips") and out.get("server_cpu_s"):
+        out["capacity"] = out["round_trips"] / out["server_cpu_s"]
+    if out.get("rps") and out.get("p99_us"):
+        out["little_us"] = conns / out["rps"] * 1e6
+        out["p99_over_mean"] = out["p99_us"] / out["little_us"]
+    return out
 
 
-def broadcast_probe(tools: dict[str, Path], name: str, conns: int = 100, senders: int = 10,
-                    seconds: float = 3.0) -> dict[str, Any]:
-    """fanload (``conns`` clients, ``senders`` of them talking) on a broadcast server."""
-    with perf.server(name, tools, _extra(conns, "broadcast")) as (pid, port):
-        return perf.run_tool(tools["fanload"], [port, conns, senders, seconds, 64, 1], pid, seconds + 60)
-
-
-def hold(port: int, conns: int) -> None:
-    """Child process: open ``conns`` clients, one round trip each, print OPEN, then wait
-    for a line on stdin and exit at once, leaving the kernel to close every socket."""
-    raise_open_files_limit()
-    socks = []
-    for _ in range(conns):
-        s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        s.sendall(LINE)
-        _recv_exactly(s, len(LINE))
-        socks.append(s)
-    print("OPEN", flush=True)
-    sys.stdin.readline()
-    os._exit(0)
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> None:
-    got = 0
-    while got < n:
-        chunk = sock.recv(n - got)
-        if not chunk:
-            raise ConnectionError("server closed the connection")
-        got += len(chunk)
-
-
-def _holder(port: int, conns: int) -> subprocess.Popen:
-    """Start :func:`hold` pinned to the client CPU, at the lowest priority (so the
-    kernel's work of closing its sockets when it exits does not delay the probe client
-    sharing that CPU); return once its clients are open."""
-    pin = perf.pinned(perf.CLIENT_CPU)
-
-    def setup() -> None:
-        pin()
-        os.nice(19)
-
-    proc = subprocess.Popen([sys.executable, "-c", f"from bench.perf_probes import hold; hold({port}, {conns})"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                            cwd=perf.PROJECT_ROOT, preexec_fn=setup)
-    line = read_first_line(proc.stdout, HOLD_TIMEOUT)
-    if line.strip() != "OPEN":
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"could not open {conns} idle clients")
-    return proc
+def broadcast_probe(name: str, conns: int, senders: int, seconds: float) -> dict[str, Any]:
+    """``conns`` room members, ``senders`` of them closed loop, on a broadcast server."""
+    with run.server(name, _extra(conns, "broadcast")) as (_pid, port):
+        return run.client("broadcast", port, conns, senders, seconds, 1.0, timeout=seconds + 60)
 
 
 def _settled_rss(proc: psutil.Process, limit: float = 10.0) -> int:
@@ -132,18 +95,16 @@ def _settled_rss(proc: psutil.Process, limit: float = 10.0) -> int:
     return last
 
 
-def idle_memory_probe(tools: dict[str, Path], name: str, conns: int = IDLE_CONNS) -> dict[str, Any]:
+def idle_memory_probe(name: str, conns: int) -> dict[str, Any]:
     """Server RSS growth per idle client, in KiB, over ``conns`` clients that each made
-    one round trip and then went silent (a few warm-up clients come and go first)."""
-    with perf.server(name, tools, _extra(conns) if name in perf.SERVERS else ()) as (pid, port):
+    one round trip and then went silent (50 warm-up clients come and go first, so
+    one-off allocations are not charged to the idle ones)."""
+    with run.server(name, _flags(name, conns)) as (pid, port):
         server = psutil.Process(pid)
-        warm = _holder(port, 50)
-        warm.stdin.write("\n")
-        warm.stdin.flush()
-        warm.wait()
+        perf_client.release(perf_client.start_holder(port, 50, run.CLIENT_CPU))
         time.sleep(0.3)
         base = _settled_rss(server)
-        held = _holder(port, conns)
+        held = perf_client.start_holder(port, conns, run.CLIENT_CPU)
         try:
             grown = _settled_rss(server)
         finally:
@@ -153,167 +114,67 @@ def idle_memory_probe(tools: dict[str, Path], name: str, conns: int = IDLE_CONNS
             "rss_idle_kib": grown // 1024}
 
 
-def mass_disconnect_probe(tools: dict[str, Path], name: str, conns: int = IDLE_CONNS,
-                          window: float = 3.0) -> dict[str, Any]:
-    """Worst round trip (ms) of a fresh client while ``conns`` clients leave at once.
+def mass_disconnect_probe(name: str, conns: int, window: float) -> dict[str, Any]:
+    """Worst round trip (ms) of a fresh client while ``conns`` clients leave at once
+    (see ``bench.perf.client``'s ``disconnect``)."""
+    with run.server(name, _flags(name, conns)) as (_pid, port):
+        return run.client("disconnect", port, conns, window, timeout=window + 120)
 
-    The probe client sends a line, waits for it, and repeats, from just before the
-    others leave until ``window`` seconds after (its last round trip is allowed to run
-    over). ``before_ms`` is its median round trip before they leave.
+
+def measure(sizes: Sizes, probes: tuple[str, ...], names: list[str],
+            log: Callable[[str], None]) -> dict[str, dict[str, list[Any]]]:
+    """Run ``probes`` over ``names`` in ``sizes.rounds`` interleaved rounds.
+
+    Returns ``{key: {server: [value per round]}}``; keys: ``echo`` (rps at ``few``),
+    ``echo-cpu`` (round trips per server CPU-second), ``p99`` and ``p99-mean`` (p99 in µs
+    and over the Little's-law mean, at ``few``), ``many``, ``many-p99``,
+    ``many-p99-mean`` (the same at ``many``), ``idle`` (KiB per connection),
+    ``disconnect`` (worst ms), ``broadcast`` (lines/s), ``errors`` (failed round trips,
+    summed, and probe errors as text). A value is None where a run failed.
     """
-    with perf.server(name, tools, _extra(conns) if name in perf.SERVERS else ()) as (pid, port):
-        held = _holder(port, conns)
-        probe = socket.create_connection(("127.0.0.1", port), timeout=30)
-        probe.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        rtts: list[tuple[float, float]] = []  # (start, seconds)
-        stop = threading.Event()
+    got: dict[str, dict[str, list[Any]]] = {}
 
-        failed: list[str] = []
+    def record(key: str, name: str, value: Any) -> None:
+        got.setdefault(key, {}).setdefault(name, []).append(value)
 
-        def loop() -> None:
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                try:
-                    probe.sendall(LINE)
-                    _recv_exactly(probe, len(LINE))
-                except OSError as exc:  # counts as a round trip as long as it waited
-                    rtts.append((t0, time.perf_counter() - t0))
-                    failed.append(str(exc) or type(exc).__name__)
-                    return
-                rtts.append((t0, time.perf_counter() - t0))
-                time.sleep(0.001)
-
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
-        try:
-            time.sleep(0.5)
-            leave_at = time.perf_counter()
-            held.stdin.write("\n")
-            held.stdin.flush()
-            held.wait()
-            time.sleep(window)
-        finally:
-            stop.set()
-            thread.join(35)
-            probe.close()
-            if held.poll() is None:
-                held.kill()
-                held.wait()
-    before = [r for t, r in rtts if t < leave_at]
-    after = [r for t, r in rtts if t + r >= leave_at]
-    return {"worst_ms": max(after) * 1e3 if after else None,
-            "before_ms": statistics.median(before) * 1e3 if before else None,
-            "round_trips": len(after), "error": failed[0] if failed else None}
-
-
-# -- the table ---------------------------------------------------------------------------
-
-GEVENT = "gevent"
-OTHERS = ["gevent-callback", "asyncio+uvloop", "asyncio", "select", "threading"]
-PROBES = ("echo", "scale", "idle", "disconnect", "broadcast")
-
-
-def _median(values: list[float | None]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def _fmt(value: float | None, spec: str = ".2f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def measure(tools: dict[str, Path], probes: tuple[str, ...], names: list[str], rounds: int,
-            seconds: float, log: Callable[[str], None]) -> list[list[str]]:
-    """Run the chosen probes in ``rounds`` interleaved rounds; return table rows."""
-    got: dict[tuple[str, str], list[Any]] = {}
-
-    def record(probe: str, name: str, value: Any) -> None:
-        got.setdefault((probe, name), []).append(value)
-        log(f"{probe} {name}: {value}")
-
-    def safely(fn: Callable[[], Any]) -> Any:
+    def safely(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         try:
             return fn()
-        except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
-            return {"error": str(exc)[:100]}
+        except (OSError, RuntimeError, ServerStartError, subprocess.TimeoutExpired) as exc:
+            return {"error": str(exc)[:120]}
 
-    for r in range(rounds):
-        log(f"round {r + 1}/{rounds}")
+    def note(probe: str, name: str, out: dict[str, Any], shown: str) -> None:
+        if out.get("error") or out.get("errors"):
+            record("errors", name, f"{probe}: {out.get('error') or str(out['errors']) + ' failed'}")
+        log(f"{probe} {name}: {out.get('error') or shown}")
+
+    for r in range(sizes.rounds):
+        log(f"round {r + 1}/{sizes.rounds}")
         for name in names:
-            if "echo" in probes:
-                run = safely(lambda: echo_probe(tools, name, FEW, seconds, warmup=0))
-                record("echo", name, run.get("rps"))
-                record("echo-cpu", name, run.get("capacity"))
+            wire = name not in run.REFERENCES  # the references have no broadcast, no limits
+            if "echo" in probes or "scale" in probes:
+                few = safely(lambda: echo_probe(name, sizes.few, sizes.seconds))
+                record("echo", name, few.get("rps"))
+                record("echo-cpu", name, few.get("capacity"))
+                record("p99", name, few.get("p99_us"))
+                record("p99-mean", name, few.get("p99_over_mean"))
+                note(f"echo {sizes.few}", name, few, f"{few.get('rps', 0):,.0f}/s p99 {few.get('p99_us')} us")
             if "scale" in probes:
-                few = safely(lambda: echo_probe(tools, name, FEW, seconds))
-                many = safely(lambda: echo_probe(tools, name, MANY, seconds))
-                record("scale", name, (many.get("rps") or 0) / few["rps"] if few.get("rps") else None)
-                record("p99", name, many.get("p99_over_mean"))
-            if "idle" in probes and name != UVLOOP_REFERENCE:
-                record("idle", name, safely(lambda: idle_memory_probe(tools, name)).get("kib_per_conn"))
-            if "disconnect" in probes and name != UVLOOP_REFERENCE:
-                record("disconnect", name, safely(lambda: mass_disconnect_probe(tools, name)).get("worst_ms"))
-            if "broadcast" in probes and name != UVLOOP_REFERENCE:
-                record("broadcast", name, safely(lambda: broadcast_probe(tools, name, seconds=seconds)).get("lines_per_s"))
-
-    rows = [["probe", "target", *names]]
-    med = {key: _median(values) for key, values in got.items()}
-    uv = med.get(("echo", UVLOOP_REFERENCE))
-    if "echo" in probes:
-        rows.append([f"echo rps, {FEW} conns", ""] + [_fmt(med.get(("echo", n)), ",.0f") for n in names])
-        rows.append(["  x bare uvloop Protocol", ">= 0.95 (gevent)"]
-                    + [_fmt(m / uv if (m := med.get(("echo", n))) and uv else None) for n in names])
-        uv = med.get(("echo-cpu", UVLOOP_REFERENCE))
-        rows.append(["  per server CPU-second", ""] + [_fmt(med.get(("echo-cpu", n)), ",.0f") for n in names])
-        rows.append(["  x bare uvloop Protocol (CPU)", ">= 0.95 (gevent)"]
-                    + [_fmt(m / uv if (m := med.get(("echo-cpu", n))) and uv else None) for n in names])
-    if "scale" in probes:
-        rows.append([f"rate {MANY:,} / {FEW} conns", ">= 0.85 (gevent)"] + [_fmt(med.get(("scale", n))) for n in names])
-        rows.append([f"p99 / mean, {MANY:,} conns", "<= 1.5 (gevent)"] + [_fmt(med.get(("p99", n))) for n in names])
-    if "idle" in probes:
-        rows.append([f"KiB per idle conn ({IDLE_CONNS:,})", "<= 3 (gevent)"] + [_fmt(med.get(("idle", n)), ".1f") for n in names])
-    if "disconnect" in probes:
-        rows.append([f"worst round trip ms, {IDLE_CONNS:,} leave", "<= 50 (gevent)"]
-                    + [_fmt(med.get(("disconnect", n)), ".0f") for n in names])
-    if "broadcast" in probes:
-        best_other = max((m for n in names if n != GEVENT and (m := med.get(("broadcast", n)))), default=None)
-        rows.append(["broadcast lines/s, fanload 100 10", ""] + [_fmt(med.get(("broadcast", n)), ",.0f") for n in names])
-        rows.append(["  x best other backend", ">= 1.0 (gevent)"]
-                    + [_fmt(m / best_other if (m := med.get(("broadcast", n))) and best_other else None) for n in names])
-    return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.perf_probes", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tools", type=Path, default=perf.DEFAULT_TOOLS, metavar="DIR",
-                        help=f"directory of the C tools (default {perf.DEFAULT_TOOLS})")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are shown (default 3)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of each load run (default 3)")
-    parser.add_argument("--probes", nargs="+", choices=PROBES, default=list(PROBES), help="probes to run")
-    parser.add_argument("--servers", nargs="+", metavar="NAME", default=[GEVENT, UVLOOP_REFERENCE, *OTHERS],
-                        help="servers to measure (names as in bench perf)")
-    args = parser.parse_args(argv)
-    try:
-        tools = perf.find_tools(args.tools.resolve())
-    except perf.ToolsMissing as exc:
-        print(f"perf_probes: error: {exc}", file=sys.stderr)
-        return 1
-    unknown = [n for n in args.servers if n not in perf.SERVERS and n != UVLOOP_REFERENCE]
-    if unknown:
-        print(f"perf_probes: error: unknown server(s): {', '.join(unknown)}", file=sys.stderr)
-        return 2
-    raise_open_files_limit()  # the C clients and the idle holders inherit it
-    if perf.CLIENT_CPU < (os.cpu_count() or 1):
-        os.sched_setaffinity(0, {perf.CLIENT_CPU})  # the probe client is this process
-
-    def log(msg: str) -> None:
-        print(f"  {msg}", file=sys.stderr, flush=True)
-
-    rows = measure(tools, tuple(args.probes), args.servers, args.rounds, args.seconds, log)
-    print(plain(rows))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+                many = safely(lambda: echo_probe(name, sizes.many, sizes.seconds))
+                record("many", name, many.get("rps"))
+                record("many-p99", name, many.get("p99_us"))
+                record("many-p99-mean", name, many.get("p99_over_mean"))
+                note(f"echo {sizes.many}", name, many, f"{many.get('rps', 0):,.0f}/s p99 {many.get('p99_us')} us")
+            if "idle" in probes and wire:
+                idle = safely(lambda: idle_memory_probe(name, sizes.idle))
+                record("idle", name, idle.get("kib_per_conn"))
+                note("idle", name, idle, f"{idle.get('kib_per_conn', 0):.1f} KiB/conn")
+            if "disconnect" in probes and wire:
+                gone = safely(lambda: mass_disconnect_probe(name, sizes.idle, sizes.window))
+                record("disconnect", name, gone.get("worst_ms"))
+                note("disconnect", name, gone, f"worst {gone.get('worst_ms')} ms")
+            if "broadcast" in probes and wire:
+                fan = safely(lambda: broadcast_probe(name, sizes.fan_conns, sizes.fan_senders, sizes.seconds))
+                record("broadcast", name, fan.get("lines_per_s"))
+                note("broadcast", name, fan, f"{fan.get('lines_per_s', 0):,.0f} lines/s")
+    return got
