@@ -103,3 +103,15 @@ def test_bench_perf_without_uvloop_skips_its_rows_in_one_line(clone: Path, tmp_p
     said = [line for line in proc.stdout.splitlines() if "uvloop" in line]
     assert len(said) == 1 and said[0].startswith("skipping the uvloop rows"), said
     assert "echo round trips/s, 100 conns" in proc.stdout
+
+
+@pytest.mark.timeout(60)
+def test_bench_perf_without_the_engine_says_so_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, engine_mod.ENV_VAR: "python"}
+    proc = subprocess.run([sys.executable, "-m", "bench", "perf", "--quick", "--out", str(tmp_path)],
+                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "bench perf: error: it drives the servers with the native engine, and "
+        f"{engine_mod.ENV_VAR}=python chooses the pure-Python users"]
+    assert not list(tmp_path.iterdir())
