@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         if "loadgen" not in args.skip:
             rounds, seconds = LOADGEN["quick" if args.quick else "full"]
             result["loadgen"] = loadgen.measure(sizes.few, seconds, 1.0, args.rounds or rounds,
-                                                args.tools, log)
+                                                args.tools, log,
+                                                tools_server=False)
     except ServerStartError as exc:
         print(f"bench perf: error: {exc}", file=sys.stderr)
         return 1

@@ -41,12 +41,12 @@ LOCUSTFILE = str(Path(__file__).resolve().parents[1] / "loadgen" / "engine_locus
 
 @contextmanager
 def echo_server(tools: Path | None) -> Iterator[tuple[str, int]]:
-    """The pinned echo server: ``tools/ceiling`` when given and present, else the
-    project's own. Yields (its name, port)."""
+    """The pinned echo server: ``tools/ceiling`` when ``tools`` is given and holds it,
+    else the project's own. Yields (its name, port)."""
     c_ceiling = run.find_tool(tools, "ceiling")
     if c_ceiling is None:
         with run.server(run.CEILING) as (_pid, port):
-            yield "bench.loadgen.ceiling", port
+            yield "the project's C echo server (bench.loadgen.ceiling)", port
         return
     with ServerProcess.start([str(c_ceiling), str(free_port())], cpus=run.cpus(run.SERVER_CPU)) as proc:
         yield str(c_ceiling), proc.port
@@ -84,8 +84,9 @@ def run_locust(port: int, conns: int, seconds: float, warmup: float, workdir: Pa
 
 
 def measure(conns: int, seconds: float, warmup: float, rounds: int, tools: Path | None,
-            log: Callable[[str], None]) -> dict[str, Any]:
-    """Interleaved rounds of every client against one echo server.
+            log: Callable[[str], None], tools_server: bool = True) -> dict[str, Any]:
+    """Interleaved rounds of every client against one echo server (``tools/ceiling``
+    when ``tools_server`` and it is there, else the project's own).
 
     Returns ``{"server": name, "conns": N, "rounds": [{"engine": rps, "locust": rps,
     "echoload": rps or None}, ...]}``.
@@ -95,7 +96,7 @@ def measure(conns: int, seconds: float, warmup: float, rounds: int, tools: Path 
     """
     echoload = run.find_tool(tools, "echoload")
     result: dict[str, Any] = {"conns": conns, "rounds": []}
-    with echo_server(tools) as (name, port), tempfile.TemporaryDirectory() as tmp:
+    with echo_server(tools if tools_server else None) as (name, port), tempfile.TemporaryDirectory() as tmp:
         result["server"] = name
         for n in range(1, rounds + 1):
             got = {"engine": run_engine_alone(port, conns, seconds, warmup),

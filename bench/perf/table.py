@@ -142,8 +142,9 @@ def render(result: dict[str, Any], table=markdown) -> str:
     if result.get("values"):
         parts += ["## Servers (native engine client, 64-byte lines)", "", table(flagship_rows(result)), ""]
     if result.get("loadgen"):
-        parts += [f"## Load generator, {result['loadgen'].get('conns', 100)} echo connections against "
-                  "the C echo server", "", table(loadgen_rows(result["loadgen"])), ""]
+        lg = result["loadgen"]
+        parts += [f"## Load generator, {lg.get('conns', 100)} echo connections against "
+                  f"{lg.get('server', 'the C echo server')}", "", table(loadgen_rows(lg)), ""]
     for line in result.get("skipped", []):
         parts.append(f"- skipped: {line}")
     for name, notes in result.get("values", {}).get("errors", {}).items():
