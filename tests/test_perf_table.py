@@ -1,89 +1,112 @@
-"""Pure parts of ``bench perf``: parsing the C clients' JSON, summaries, ratios, tables.
-(The benchmark itself is run on purpose, never as a test.)"""
+"""Pure parts of ``bench perf``: medians, ratios measured in one run, the tables, and the
+client's percentile over harvested buckets. (The benchmark itself is run on purpose,
+never as a test; tests/test_perf_fresh_clone.py runs a small one end to end.)"""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from bench.perf.run import ToolsMissing, find_tools
+from bench.perf.client import percentile
 from bench.perf.table import (
-    ToolOutputError,
-    broadcast_table,
-    cpu_capacity,
-    echo_table,
+    CEILING,
+    UVLOOP_REFERENCE,
+    flagship_rows,
+    loadgen_rows,
     markdown,
-    parse_tool_output,
-    per_connection_kib,
+    median,
+    medians,
     plain,
     ratio,
     render,
-    scale_table,
-    summarise,
-    verdicts,
 )
 
-ECHOLOAD_LINE = ('{"conns":100,"size":64,"seconds":3.00,"round_trips":300000,"rps":100000,'
-                 '"p50_us":900,"p99_us":2100,"p999_us":4000,"max_us":9000,"errors":0}\n')
-
-
-def test_parse_tool_output_takes_the_last_json_line() -> None:
-    run = parse_tool_output("some warning\n" + ECHOLOAD_LINE + "\n")
-    assert run["rps"] == 100000 and run["p99_us"] == 2100
-
-
-@pytest.mark.parametrize("text", ["", "\n\n", "not json\n", "[1, 2]\n"])
-def test_parse_tool_output_refuses_what_is_not_a_result(text: str) -> None:
-    with pytest.raises(ToolOutputError):
-        parse_tool_output(text)
-
-
-def test_cpu_capacity_divides_work_by_server_cpu() -> None:
-    assert cpu_capacity({"round_trips": 1000, "server_cpu_s": 0.5}) == 2000
-    assert cpu_capacity({"lines_per_s": 100, "seconds": 2.0, "server_cpu_s": 0.1}) == pytest.approx(2000)
-    assert cpu_capacity({"round_trips": 1000}) is None
-    assert cpu_capacity({"round_trips": 1000, "server_cpu_s": 0}) is None
-
-
-def test_summarise_best_median_and_the_best_runs_p99() -> None:
-    runs = [{"rps": 10, "p99_us": 5, "round_trips": 30, "server_cpu_s": 1.0},
-            {"rps": 30, "p99_us": 1, "round_trips": 90, "server_cpu_s": 1.0},
-            {"rps": 20, "p99_us": 3, "round_trips": 60, "server_cpu_s": 1.0},
-            {"error": "connection refused"}]
-    s = summarise(runs, "rps")
-    assert (s["best"], s["median"], s["p99_us"], s["runs"], s["capacity"]) == (30, 20, 1, 3, 60)
-    assert summarise([{"error": "x"}], "rps")["best"] is None
-
-
-def test_ratio_and_memory_per_connection() -> None:
-    assert ratio(50, 100) == 0.5
-    assert ratio(None, 100) is None and ratio(5, 0) is None
-    run = {"rss_base_kib": 10_000, "rss_idle_kib": 30_000, "rss_active_kib": 50_000}
-    assert per_connection_kib(run, "idle", 1000) == 20.0
-    assert per_connection_kib(run, "active", 1000) == 40.0
-    assert per_connection_kib({"error": "x"}, "idle", 1000) is None
+SIZES = {"rounds": 3, "seconds": 3.0, "few": 100, "many": 10_000, "idle": 5_000, "window": 3.0,
+         "fan_conns": 100, "fan_senders": 10}
 
 
 def _result() -> dict:
-    echo = {"ceiling": [{"rps": 200_000, "round_trips": 600_000, "server_cpu_s": 3.0}],
-            "gevent": [{"rps": 120_000, "round_trips": 360_000, "server_cpu_s": 3.0, "p99_us": 1500}]}
-    fan = {"threading": [{"lines_per_s": 1000, "deliveries_per_s": 99_000}],
-           "gevent": [{"lines_per_s": 3000, "deliveries_per_s": 297_000}]}
-    scale = {"gevent": {"1000": {"rps": 90_000, "p99_us": 2000, "rss_base_kib": 20_000,
-                                 "rss_idle_kib": 28_000, "rss_active_kib": 30_000},
-                        "10000": {"error": "server did not print READY"}}}
-    return {"echo": echo, "broadcast": fan, "scale": scale, "machine": "test box",
-            "nofile": "soft 20000, hard 20000", "loadgen": {"echoload": 100_000.0, "locust": None}}
+    g, u, c, s = "gevent", UVLOOP_REFERENCE, CEILING, "select"
+    values = {
+        "echo": {g: [90_000, 100_000, None], u: [100_000, 125_000, 110_000], c: [200_000, 190_000, 210_000],
+                 s: [80_000, 70_000, 75_000]},
+        "echo-cpu": {g: [100_000], u: [125_000], c: [250_000], s: [90_000]},
+        "p99": {g: [2_000], u: [1_500], c: [900], s: [3_000]},
+        "p99-mean": {g: [1.6], u: [1.4], c: [1.2], s: [2.0]},
+        "many": {g: [85_000, 80_000, 90_000], u: [99_000], c: [180_000], s: [None]},
+        "many-p99": {g: [150_000], u: [120_000], c: [60_000], s: [None]},
+        "many-p99-mean": {g: [1.3], u: [1.2], c: [1.1], s: [None]},
+        "idle": {g: [2.5, 2.7, 2.6], s: [1.0]},
+        "disconnect": {g: [20.0], s: [40.0]},
+        "broadcast": {g: [6_000], s: [4_000]},
+        "errors": {s: ["echo 10000: could not open 10,000 idle clients"]},
+    }
+    return {"servers": [g, u, c, s], "sizes": SIZES, "values": values, "machine": "test box",
+            "nofile": "soft raised to the hard limit 20000",
+            "skipped": ["the uvloop rows: uvloop is not installed"],
+            "loadgen": {"conns": 100, "rounds": [{"engine": 100_000, "locust": 80_000, "echoload": 90_000},
+                                                 {"engine": 120_000, "locust": 84_000, "echoload": 100_000}]}}
 
 
-def test_tables_show_ratios_to_the_reference() -> None:
-    echo = echo_table(_result()["echo"])
-    assert echo[0][0] == "server" and echo[2][:3] == ["gevent", "120,000", "0.60"]
-    assert echo[2][4] == "0.60"  # CPU capacity ratio
-    fan = broadcast_table(_result()["broadcast"])
-    assert fan[2][:3] == ["gevent", "3,000", "3.00"]
-    scale = scale_table(_result()["scale"])
-    assert scale[1] == ["gevent", "1,000", "90,000", "2,000", "8.0", "10.0", ""]
-    assert scale[2][2] == "-" and "READY" in scale[2][-1]
+def _row(rows: list[list[str]], label: str) -> list[str]:
+    return next(r for r in rows if r[0].strip() == label)
+
+
+def test_median_and_ratio_ignore_missing_values() -> None:
+    assert median([3, None, 1, 2]) == 2 and median([None]) is None
+    assert ratio(50, 100) == 0.5 and ratio(None, 100) is None and ratio(5, 0) is None
+    assert medians({"echo": {"a": [1, 3]}, "errors": {"a": ["x"]}}) == {"echo": {"a": 2}}
+
+
+def test_flagship_rows_are_ratios_of_medians_of_the_same_run() -> None:
+    rows = flagship_rows(_result())
+    assert rows[0] == ["", "gevent", UVLOOP_REFERENCE, CEILING, "select"]
+    # gevent's echo median is 95,000 (the failed round is left out); the ceiling's 200,000
+    assert _row(rows, "echo round trips/s, 100 conns")[1:] == ["95,000", "110,000", "200,000", "75,000"]
+    assert _row(rows, "x the C echo server (ceiling)")[1:] == ["0.47", "0.55", "1.00", "0.38"]
+    assert _row(rows, "x bare uvloop Protocol")[1] == "0.86"
+    assert _row(rows, "x bare uvloop Protocol, per CPU-second")[1] == "0.80"
+    # the scale ratio is each server's rate at 10,000 over its own at 100
+    assert _row(rows, "x own rate at 100 conns")[1:] == ["0.89", "0.90", "0.90", "-"]
+    assert [r[1] for r in rows if r[0].strip() == "p99 ms"] == ["2.0", "150.0"]
+    assert [r[1] for r in rows if r[0].strip() == "p99 / Little's-law mean"] == ["1.60", "1.30"]
+    assert _row(rows, "server KiB per idle conn (5,000 idle)")[1:] == ["2.6", "-", "-", "1.0"]
+    assert _row(rows, "worst round trip ms while 5,000 leave at once")[1:] == ["20", "-", "-", "40"]
+    # broadcast: each backend against the best of the others
+    assert _row(rows, "x best other backend")[1:] == ["1.50", "-", "-", "0.67"]
+
+
+def test_flagship_rows_leave_out_what_was_not_measured() -> None:
+    result = _result()
+    result["servers"] = ["gevent", "select"]
+    result["values"] = {k: v for k, v in result["values"].items() if k in ("echo", "echo-cpu", "p99", "p99-mean")}
+    labels = [r[0].strip() for r in flagship_rows(result)]
+    assert "x the C echo server (ceiling)" not in labels and "x bare uvloop Protocol" not in labels
+    assert not any("10,000" in label or "idle" in label or "broadcast" in label for label in labels)
+    assert "echo round trips/s, 100 conns" in labels
+
+
+def test_loadgen_rows_state_locust_against_the_engine_and_echoload() -> None:
+    rows = loadgen_rows(_result()["loadgen"])
+    assert rows[0] == ["client (one process, pinned)", "round trips/s", "x the engine alone", "x echoload"]
+    # medians of the per-round ratios: Locust 0.80 and 0.70 of the engine, 0.89 and 0.84 of echoload
+    assert _row(rows, "Locust with the engine")[1:] == ["82,000", "0.75", "0.86"]
+    assert _row(rows, "the engine alone")[1:] == ["110,000", "1.00", "1.16"]
+    assert _row(rows, "echoload (C reference client)")[2:] == ["0.87", "1.00"]  # 0.90 and 0.83
+    without_c = loadgen_rows({"rounds": [{"engine": 100.0, "locust": 50.0, "echoload": None}]})
+    assert [r[0] for r in without_c[1:]] == ["the engine alone", "Locust with the engine"]
+    assert _row(without_c, "Locust with the engine")[1:] == ["50", "0.50", "-"]
+
+
+def test_render_states_figures_skips_and_errors_and_no_goals() -> None:
+    text = render(_result())
+    assert "open-files limit: soft raised to the hard limit 20000" in text
+    assert "## Servers" in text and "## Load generator, 100 echo connections" in text
+    assert "- skipped: the uvloop rows: uvloop is not installed" in text
+    assert "- select: echo 10000: could not open 10,000 idle clients" in text
+    # what a user reads speaks of measured figures, not of goals or issues
+    assert not re.search(r"target|stretch|issue|#\d", render(_result(), table=plain), re.I)
 
 
 def test_markdown_and_plain_tables() -> None:
@@ -93,19 +116,11 @@ def test_markdown_and_plain_tables() -> None:
     assert markdown([]) == plain([]) == ""
 
 
-def test_render_states_each_target_without_asserting_it() -> None:
-    text = render(_result())
-    assert "open-files limit: soft 20000" in text
-    assert "## Echo" in text and "## Many connections" in text and "## Broadcast" in text
-    lines = verdicts(_result())
-    assert any("gevent / ceiling" in line and "0.60" in line for line in lines)
-    assert any("gevent / threading" in line and "3.00" in line for line in lines)
-
-
-def test_find_tools_names_the_directory_when_they_are_missing(tmp_path) -> None:
-    with pytest.raises(ToolsMissing, match=str(tmp_path)):
-        find_tools(tmp_path)
-    for name in ("ceiling", "echoload", "fanload"):
-        (tmp_path / name).write_text("#!/bin/sh\n")
-        (tmp_path / name).chmod(0o755)
-    assert set(find_tools(tmp_path)) == {"ceiling", "echoload", "fanload"}
+def test_percentile_over_harvested_buckets() -> None:
+    buckets = [(100, 90), (1_000, 9), (50_000, 1), (100, 0)]
+    assert percentile(buckets, 0.5) == 100
+    assert percentile(buckets, 0.99) == 1_000
+    assert percentile(buckets, 1.0) == 50_000
+    # batches of the same bucket from two harvests add up
+    assert percentile([(5, 1), (7, 2), (5, 2)], 0.5) == 5
+    assert percentile([], 0.99) is None

@@ -1,2 +1,3 @@
-"""``bench perf``: the backends against the C reference tools (a benchmark: it prints
-figures and asserts nothing). Runs in the supervisor."""
+"""``bench perf``: the servers at the limit, driven by the project's native load engine
+against the project's C echo server (a benchmark: it prints figures and asserts
+nothing). Runs in the supervisor; its clients run in ``bench.perf.client`` processes."""

@@ -1,6 +1,13 @@
-"""``bench perf``: the performance table (echo vs the C ceiling, 1k/10k
-connections with memory per connection, broadcast fan-out, the load generator's own
-ceiling). A benchmark: it prints figures and asserts nothing.
+"""``bench perf``: the servers at the limit, measured with the project's native load engine.
+
+For the flagship (gevent) next to the other backends, the bare uvloop Protocol server
+and the project's C echo server (the physical limit): echo round trips/s and p99 at 100
+and 10,000 connections (p99 against the Little's-law mean), server memory per idle
+connection, the worst round trip while 5,000 clients leave at once, and broadcast relay;
+then the load generator's own ceiling (Locust with the engine vs the engine alone).
+Servers run pinned to CPU 0, clients to CPU 1, in interleaved rounds; the table shows
+medians and ratios measured in the same run. A benchmark: it prints figures and asserts
+nothing. Needs the native engine (built by pip install when a C compiler is present).
 
 Writes ``reports/perf-<UTC time>.json`` and ``.md`` (never overwriting a result).
 """
@@ -13,108 +20,113 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.perf import run as perf
+from bench.loadgen.engine import why_unavailable
+from bench.perf import loadgen, probes
+from bench.perf import run as perf_run
+from bench.perf.table import plain, render
 from bench.procs import machine
 from bench.procs.server import ServerStartError
-from bench.perf.table import plain, render
 from servers.runtime import raise_open_files_limit
 
-# (echo seconds, rounds, scale connection counts, scale seconds, broadcast seconds, rounds)
-FULL = {"seconds": 3.0, "rounds": 3, "conns": (1000, 10000), "scale_seconds": 3.0,
-        "fan_seconds": 3.0, "fan_rounds": 2, "loadgen_seconds": 5.0}
-QUICK = {"seconds": 1.0, "rounds": 1, "conns": (1000,), "scale_seconds": 1.0,
-         "fan_seconds": 1.0, "fan_rounds": 1, "loadgen_seconds": 3.0}
-# Fixed parameters, recorded in the result and passed to the runs from here alone.
-SIZE = 64  # bytes per echo line / broadcast message
-ECHO_CONNS = 100  # connections of the echo table and of the load generator's ceiling
-FAN_CONNS = 100  # broadcast receivers
-FAN_SENDERS = 10  # broadcast senders among them
+FULL = probes.Sizes()
+QUICK = probes.Sizes(rounds=1, seconds=1.0, many=1_000, idle=1_000, window=1.0)
+LOADGEN = {"full": (3, 3.0), "quick": (1, 1.0)}  # rounds, seconds of the load generator table
+PARTS = (*probes.PROBES, "loadgen")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("perf", help="echo/broadcast throughput vs the C ceiling (benchmark)",
+    p = sub.add_parser("perf", help="the servers at the limit, with the native load engine (benchmark)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tools", type=Path, default=perf.DEFAULT_TOOLS, metavar="DIR",
-                   help=f"directory of the C tools ceiling/echoload/fanload (default {perf.DEFAULT_TOOLS})")
     p.add_argument("--quick", action="store_true",
-                   help="one short round, 1,000 connections only: a smoke run of a minute or two")
-    p.add_argument("--conns", type=int, nargs="+", metavar="N",
-                   help="connection counts of the scale table (default 1000 10000)")
-    p.add_argument("--skip", nargs="+", default=[], choices=["echo", "scale", "broadcast", "loadgen"],
-                   help="parts to leave out")
+                   help="one short round, 1,000 connections instead of 10,000 and 5,000: a smoke run")
+    p.add_argument("--rounds", type=int, metavar="N", help="interleaved rounds (default 3, 1 with --quick)")
+    p.add_argument("--skip", nargs="+", default=[], choices=PARTS, help="parts to leave out")
     p.add_argument("--only", nargs="+", metavar="SERVER",
-                   help="measure only these servers (names as in the tables; the references "
-                   "ceiling and the bare uvloop server are kept in the echo table)")
+                   help="measure only these servers (names as in the table; the flagship, the C echo "
+                   "server and the bare uvloop server are always kept)")
+    p.add_argument("--tools", type=Path, default=perf_run.DEFAULT_TOOLS, metavar="DIR",
+                   help="C reference tools (ceiling, echoload): when there, the load generator "
+                   f"table compares with them; never required (default {perf_run.DEFAULT_TOOLS})")
     p.add_argument("--out", type=Path, default=machine.PROJECT_ROOT / "reports", metavar="DIR",
                    help="where perf-<time>.json/.md go (default reports/)")
     p.set_defaults(func=run)
 
 
-def _machine() -> str:
-    return f"{machine.one_line()}; server on CPU {perf.SERVER_CPU}, clients on CPU {perf.CLIENT_CPU}"
-
-
 def _nofile(soft: int, hard: int) -> str:
-    """What raise_open_files_limit() achieved, as it is (it may fail, or stop short of an
-    unlimited hard limit)."""
+    """What raise_open_files_limit() achieved, as it is."""
     if soft == hard == -1:
         return "unknown (no resource module)"
     if soft == hard:
-        return f"soft {soft}, hard {hard} (soft at the hard limit for the clients and servers)"
-    return f"soft {soft}, hard {hard} (soft below the hard limit: it could not be raised further)"
+        return f"soft raised to the hard limit {hard}"
+    return f"soft {soft}, hard {hard} (could not be raised further)"
+
+
+def servers(only: list[str] | None, skipped: list[str]) -> list[str]:
+    """The table's columns: the chosen servers, minus those needing a missing uvloop
+    (said once in ``skipped``)."""
+    keep = (perf_run.FLAGSHIP, perf_run.CEILING, perf_run.UVLOOP_REFERENCE)
+    names = [n for n in perf_run.COLUMNS if not only or n in only or n in keep]
+    why = perf_run.uvloop_missing()
+    if why:
+        names = [n for n in names if n not in perf_run.NEEDS_UVLOOP]
+        skipped.append(f"the uvloop rows ({', '.join(perf_run.NEEDS_UVLOOP)}): uvloop is not installed ({why})")
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        tools = perf.find_tools(args.tools.resolve())
-    except perf.ToolsMissing as exc:
-        print(f"bench perf: error: {exc}", file=sys.stderr)
+    """``bench perf``: measure, print the tables, write the report; 0, or 1 with one error line."""
+    reason = why_unavailable()
+    if reason:
+        print(f"bench perf: error: it drives the servers with the native engine, and {reason}",
+              file=sys.stderr)
         return 1
-    cfg = dict(QUICK if args.quick else FULL)
-    if args.conns:
-        cfg["conns"] = tuple(args.conns)
-    # The C clients inherit this process's limit: 10,000 client sockets need it raised too
-    # (each server raises its own in servers.main).
+    unknown = [n for n in args.only or [] if n not in perf_run.COLUMNS]
+    if unknown:
+        print(f"bench perf: error: unknown server(s): {', '.join(unknown)} "
+              f"(choose from: {', '.join(perf_run.COLUMNS)})", file=sys.stderr)
+        return 2
+    sizes = QUICK if args.quick else FULL
+    if args.rounds:
+        sizes = probes.Sizes(**{**sizes.as_dict(), "rounds": args.rounds})
+    # The client processes and the idle holders inherit this limit: 10,000 client
+    # sockets need it raised (each server raises its own in servers.main).
     soft, hard = raise_open_files_limit()
     nofile = _nofile(soft, hard)
     print(f"open-files limit: {nofile}", flush=True)
-    if max(cfg["conns"]) + 100 > soft > 0:
-        print(f"warning: {max(cfg['conns'])} connections need more than the open-files limit {soft}",
-              file=sys.stderr)
+    if 0 < soft < max(sizes.many, sizes.idle) + 100:
+        print(f"warning: {max(sizes.many, sizes.idle):,} connections need more than the open-files "
+              f"limit {soft}", file=sys.stderr)
+    skipped: list[str] = []
+    names = servers(args.only, skipped)
+    for line in skipped:
+        print(f"skipping {line}", flush=True)
 
     def log(msg: str) -> None:
         print(f"  {msg}", file=sys.stderr, flush=True)
 
-    result: dict = {"schema": "sockbench-perf/1", "machine": _machine(), "nofile": nofile,
+    result: dict = {"schema": "sockbench-perf/2", "nofile": nofile, "quick": args.quick,
+                    "machine": f"{machine.one_line()}; servers on CPU {perf_run.SERVER_CPU}, "
+                    f"clients on CPU {perf_run.CLIENT_CPU}",
                     "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "quick": args.quick, "size": SIZE, "echo_conns": ECHO_CONNS, "fan_conns": FAN_CONNS,
-                    "fan_senders": FAN_SENDERS}
-
-    def chosen(names: list[str], keep: tuple[str, ...] = ()) -> list[str]:
-        return [n for n in names if not args.only or n in args.only or n in keep]
-
+                    "sizes": sizes.as_dict(), "servers": names, "skipped": skipped}
+    chosen = tuple(p for p in probes.PROBES if p not in args.skip)
     try:
-        if "echo" not in args.skip:
-            result["echo"] = perf.echo_rounds(tools, chosen(perf.ECHO_SERVERS, ("ceiling", perf.UVLOOP_REFERENCE)),
-                                              ECHO_CONNS, SIZE, cfg["seconds"], cfg["rounds"], log)
-        if "scale" not in args.skip:
-            result["scale"] = {name: {str(n): perf.scale_run(tools, name, n, SIZE, cfg["scale_seconds"], log)
-                                      for n in cfg["conns"]} for name in chosen(perf.SCALE_SERVERS)}
-        if "broadcast" not in args.skip:
-            result["broadcast"] = perf.broadcast_rounds(tools, chosen(perf.BROADCAST_SERVERS, ("threading",)),
-                                                        FAN_CONNS, FAN_SENDERS, SIZE, cfg["fan_seconds"],
-                                                        cfg["fan_rounds"], log)
+        if chosen:
+            result["values"] = probes.measure(sizes, chosen, names, log)
         if "loadgen" not in args.skip:
-            result["loadgen"] = perf.loadgen_ceiling(tools, "gevent", ECHO_CONNS, SIZE, cfg["loadgen_seconds"], log)
+            rounds, seconds = LOADGEN["quick" if args.quick else "full"]
+            result["loadgen"] = loadgen.measure(sizes.few, seconds, 1.0, args.rounds or rounds,
+                                                args.tools, log,
+                                                tools_server=False)
     except ServerStartError as exc:
         print(f"bench perf: error: {exc}", file=sys.stderr)
         return 1
 
-    print(render(result, table=plain))
+    print(render({**result, "skipped": []}, table=plain))  # skips were said at the start
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     base = args.out / f"perf-{stamp}"
-    (base.with_suffix(".json")).write_text(json.dumps(result, indent=1) + "\n")
-    (base.with_suffix(".md")).write_text(render(result))
+    base.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    base.with_suffix(".md").write_text(render(result))
     print(f"wrote {base}.json and {base}.md")
     return 0

@@ -1,79 +1,26 @@
-"""Pure parts of ``bench perf``: parsing the C clients' output, summarising repeated
-measurements, and rendering the tables. No processes, no sockets: tested directly.
+"""Pure parts of ``bench perf``: medians and ratios of the probes' values, and the tables.
+No processes, no sockets: tested directly.
 
-A measurement is a dict, as the C tools print it (``echoload``: rps, p50_us, p99_us...;
-``fanload``: lines_per_s, deliveries_per_s, p99_us...), plus what ``bench perf`` adds:
-``server_cpu_s`` (CPU seconds the server used during the run) and, for the scale
-runs, ``rss_base_kib``, ``rss_idle_kib`` and ``rss_active_kib``.
+A result (``reports/perf-<time>.json``) holds ``values`` as :func:`bench.perf.probes.measure`
+returns them (``{key: {server: [value per round]}}``), the ``sizes`` they were measured
+at, the ``servers`` in column order and, when run, ``loadgen``: the load generator's own
+ceiling, ``{"conns": N, "rounds": [{"engine": rps, "locust": rps, "echoload": rps}, ...]}``.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 from typing import Any, Iterable
 
-# Ratio targets of issue 7, shown next to the figures (a benchmark states, never asserts).
-ECHO_TARGET = 0.5  # gevent vs the C ceiling, 100 connections, 64-byte lines
-BROADCAST_TARGET = 2.0  # gevent vs threading, lines relayed per second, fanload 100 10
-# The stretch target's reference server in the echo table (see bench/perf/uvloop_echo.py).
+CEILING = "ceiling"
 UVLOOP_REFERENCE = "uvloop Protocol (bare)"
+REFERENCES = (CEILING, UVLOOP_REFERENCE)
 
 
-class ToolOutputError(ValueError):
-    """A C client printed something that is not its one-line JSON result."""
-
-
-def parse_tool_output(stdout: str) -> dict[str, Any]:
-    """The JSON object on the last non-empty line of a C tool's stdout.
-
-    Raises:
-        ToolOutputError: no line, or not a JSON object.
-    """
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    if not lines:
-        raise ToolOutputError("no output")
-    try:
-        value = json.loads(lines[-1])
-    except json.JSONDecodeError as exc:
-        raise ToolOutputError(f"not JSON: {lines[-1][:80]!r}") from exc
-    if not isinstance(value, dict):
-        raise ToolOutputError(f"not a JSON object: {lines[-1][:80]!r}")
-    return value
-
-
-def cpu_capacity(run: dict[str, Any]) -> float | None:
-    """Round trips (or lines) per second of *server CPU*: what the server would do with
-    a whole core to itself. Robust when other processes share the machine, since the
-    CPU time the server did get is what it is divided by."""
-    cpu = run.get("server_cpu_s")
-    count = run.get("round_trips")
-    if count is None and "lines_per_s" in run:
-        count = run["lines_per_s"] * run.get("seconds", 0)
-    if not cpu or not count:
-        return None
-    return count / cpu
-
-
-def summarise(runs: Iterable[dict[str, Any]], key: str) -> dict[str, Any]:
-    """Best and median of ``key`` over repeated runs, and the median CPU capacity.
-
-    Best-of is the throughput estimate (noise from other processes only ever lowers
-    a closed-loop figure); the median of the rest shows the spread.
-    """
-    runs = [r for r in runs if r.get(key) is not None]
-    if not runs:
-        return {"best": None, "median": None, "capacity": None, "runs": 0}
-    values = [r[key] for r in runs]
-    best_run = max(runs, key=lambda r: r[key])
-    capacities = [c for c in (cpu_capacity(r) for r in runs) if c]
-    return {
-        "best": max(values),
-        "median": statistics.median(values),
-        "capacity": statistics.median(capacities) if capacities else None,
-        "p99_us": best_run.get("p99_us"),
-        "runs": len(runs),
-    }
+def median(values: Iterable[float | None]) -> float | None:
+    """Median of the values that are not None; None when there are none."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -83,54 +30,87 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-def per_connection_kib(run: dict[str, Any], which: str, conns: int) -> float | None:
-    """Resident memory per connection: (RSS ``which`` - RSS before any client) / conns."""
-    base, value = run.get("rss_base_kib"), run.get(f"rss_{which}_kib")
-    if base is None or value is None or conns <= 0:
-        return None
-    return max(0.0, (value - base) / conns)
+def fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
 
 
-def _fmt(value: float | None, spec: str = ",.0f", suffix: str = "") -> str:
-    return "-" if value is None else format(value, spec) + suffix
+def medians(values: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, float | None]]:
+    """``{key: {server: median over rounds}}`` (the ``errors`` notes are left out)."""
+    return {key: {name: median(v) for name, v in by_name.items()}
+            for key, by_name in values.items() if key != "errors"}
 
 
-def echo_table(echo: dict[str, list[dict[str, Any]]], ceiling: str = "ceiling") -> list[list[str]]:
-    """Rows for echo at a fixed connection count, each server against the ceiling."""
-    base = summarise(echo.get(ceiling, []), "rps")
-    rows = [["server", "best rps", "x ceiling", "CPU-capacity rps", "x ceiling (CPU)", "p99 us"]]
-    for name, runs in echo.items():
-        s = summarise(runs, "rps")
-        rows.append([name, _fmt(s["best"]), _fmt(ratio(s["best"], base["best"]), ".2f"),
-                     _fmt(s["capacity"]), _fmt(ratio(s["capacity"], base["capacity"]), ".2f"),
-                     _fmt(s.get("p99_us"))])
+def flagship_rows(result: dict[str, Any]) -> list[list[str]]:
+    """The table: one column per server (the flagship first), one row per figure.
+
+    Ratios are of medians measured in the same run: to the C echo server (the physical
+    limit), to the bare uvloop Protocol server, of a server's rate at ``many``
+    connections to its own rate at ``few``, of p99 to the Little's-law mean
+    (connections / rate) and, for broadcast, to the best other backend.
+    """
+    names: list[str] = result["servers"]
+    sizes: dict[str, Any] = result["sizes"]
+    med = medians(result.get("values", {}))
+
+    def row(label: str, key: str, spec: str = ".2f", scale: float = 1.0) -> list[str]:
+        m = med.get(key, {})
+        return [label] + [fmt(None if m.get(n) is None else m[n] * scale, spec) for n in names]
+
+    def ratio_row(label: str, key: str, to: str | None = None, key_to: str | None = None) -> list[str]:
+        m, base = med.get(key, {}), med.get(key_to or key, {})
+        return [label] + [fmt(ratio(m.get(n), base.get(to or n))) for n in names]
+
+    few, many = sizes["few"], sizes["many"]
+    rows = [["", *names]]
+    if "echo" in med:
+        rows.append(row(f"echo round trips/s, {few} conns", "echo", ",.0f"))
+        if CEILING in names:
+            rows.append(ratio_row("  x the C echo server (ceiling)", "echo", CEILING))
+        if UVLOOP_REFERENCE in names:
+            rows.append(ratio_row("  x bare uvloop Protocol", "echo", UVLOOP_REFERENCE))
+        rows.append(row("  round trips per server CPU-second", "echo-cpu", ",.0f"))
+        if UVLOOP_REFERENCE in names:
+            rows.append(ratio_row("  x bare uvloop Protocol, per CPU-second", "echo-cpu", UVLOOP_REFERENCE))
+        rows.append(row("  p99 ms", "p99", ".1f", 1e-3))
+        rows.append(row("  p99 / Little's-law mean", "p99-mean"))
+    if "many" in med:
+        rows.append(row(f"echo round trips/s, {many:,} conns", "many", ",.0f"))
+        rows.append(ratio_row(f"  x own rate at {few} conns", "many", key_to="echo"))
+        rows.append(row("  p99 ms", "many-p99", ".1f", 1e-3))
+        rows.append(row("  p99 / Little's-law mean", "many-p99-mean"))
+    if "idle" in med:
+        rows.append(row(f"server KiB per idle conn ({sizes['idle']:,} idle)", "idle", ".1f"))
+    if "disconnect" in med:
+        rows.append(row(f"worst round trip ms while {sizes['idle']:,} leave at once", "disconnect", ".0f"))
+    if "broadcast" in med:
+        fan = med["broadcast"]
+        rows.append(row(f"broadcast lines/s, {sizes['fan_conns']} members, {sizes['fan_senders']} sending",
+                        "broadcast", ",.0f"))
+        best_other = {n: max((v for o, v in fan.items() if o != n and v is not None), default=None)
+                      for n in names}
+        rows.append(["  x best other backend"] + [fmt(ratio(fan.get(n), best_other[n])) for n in names])
     return rows
 
 
-def scale_table(scale: dict[str, dict[str, dict[str, Any]]]) -> list[list[str]]:
-    """Rows for the 1k/10k runs: backend -> str(conns) -> one run (or an error)."""
-    rows = [["server", "conns", "rps", "p99 us", "KiB/conn idle", "KiB/conn active", "note"]]
-    for name, by_conns in scale.items():
-        for conns, run in by_conns.items():
-            n = int(conns)
-            rows.append([name, f"{n:,}", _fmt(run.get("rps")), _fmt(run.get("p99_us")),
-                         _fmt(per_connection_kib(run, "idle", n), ".1f"),
-                         _fmt(per_connection_kib(run, "active", n), ".1f"),
-                         run.get("error", "")])
-    return rows
+def loadgen_rows(loadgen: dict[str, Any]) -> list[list[str]]:
+    """The load generator's own ceiling: each client's median rate against the same C
+    echo server, and ratios per round (then their median)."""
+    rounds = loadgen.get("rounds", [])
 
+    def med(client: str) -> float | None:
+        return median(r.get(client) for r in rounds)
 
-def broadcast_table(fan: dict[str, list[dict[str, Any]]], base: str = "threading") -> list[list[str]]:
-    """Rows for fanload: lines relayed per second, each backend against ``base``."""
-    ref = summarise(fan.get(base, []), "lines_per_s")
-    rows = [["server", "best lines/s", f"x {base}", "deliveries/s", "CPU-capacity lines/s",
-             f"x {base} (CPU)", "p99 us"]]
-    for name, runs in fan.items():
-        s = summarise(runs, "lines_per_s")
-        best = max(runs, key=lambda r: r.get("lines_per_s") or 0) if runs else {}
-        rows.append([name, _fmt(s["best"]), _fmt(ratio(s["best"], ref["best"]), ".2f"),
-                     _fmt(best.get("deliveries_per_s")), _fmt(s["capacity"]),
-                     _fmt(ratio(s["capacity"], ref["capacity"]), ".2f"), _fmt(s.get("p99_us"))])
+    def per_round(a: str, b: str) -> float | None:
+        return median(ratio(r.get(a), r.get(b)) for r in rounds)
+
+    rows = [["client (one process, pinned)", "round trips/s", "x the engine alone", "x echoload"]]
+    has_c = any(r.get("echoload") for r in rounds)
+    for client, label in (("engine", "the engine alone"), ("locust", "Locust with the engine"),
+                          ("echoload", "echoload (C reference client)")):
+        if client == "echoload" and not has_c:
+            continue
+        rows.append([label, fmt(med(client), ",.0f"), fmt(per_round(client, "engine")),
+                     fmt(per_round(client, "echoload")) if has_c else "-"])
     return rows
 
 
@@ -151,47 +131,22 @@ def plain(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def verdicts(result: dict[str, Any]) -> list[str]:
-    """One line per issue-7 target, stating the measured figure (never asserting)."""
-    lines = []
-    echo = result.get("echo", {})
-    if "ceiling" in echo and "gevent" in echo:
-        c, g = summarise(echo["ceiling"], "rps"), summarise(echo["gevent"], "rps")
-        lines.append(f"gevent / ceiling, echo {result.get('echo_conns', 100)} conns: "
-                     f"{_fmt(ratio(g['best'], c['best']), '.2f')} by best rps, "
-                     f"{_fmt(ratio(g['capacity'], c['capacity']), '.2f')} by CPU capacity "
-                     f"(target >= {ECHO_TARGET})")
-        fastest = max((n for n in echo if n not in ("ceiling", UVLOOP_REFERENCE)),
-                      key=lambda n: summarise(echo[n], "rps")["capacity"] or 0, default=None)
-        if fastest and UVLOOP_REFERENCE in echo:
-            u = summarise(echo[UVLOOP_REFERENCE], "rps")
-            f = summarise(echo[fastest], "rps")
-            lines.append(f"stretch: fastest backend by CPU capacity is {fastest}: "
-                         f"{_fmt(ratio(f['capacity'], u['capacity']), '.2f')} x the bare uvloop "
-                         f"Protocol server by CPU capacity, {_fmt(ratio(f['best'], u['best']), '.2f')} "
-                         "by best rps (target 1.0)")
-    fan = result.get("broadcast", {})
-    if "gevent" in fan and "threading" in fan:
-        g, t = summarise(fan["gevent"], "lines_per_s"), summarise(fan["threading"], "lines_per_s")
-        lines.append(f"broadcast gevent / threading, lines/s: {_fmt(ratio(g['best'], t['best']), '.2f')} "
-                     f"(target >= {BROADCAST_TARGET})")
-    return lines
-
-
 def render(result: dict[str, Any], table=markdown) -> str:
-    """The whole report: header facts, the three tables, the verdict lines."""
+    """The whole report: the facts of the run, the servers' table, the load generator's
+    table, the skipped parts and any errors."""
+    sizes = result.get("sizes", {})
     parts = [f"bench perf: {result.get('machine', '')}",
-             f"open-files limit: {result.get('nofile', '?')}", ""]
-    if result.get("echo"):
-        parts += [f"## Echo, {result.get('echo_conns', 100)} connections, "
-                  f"{result.get('size', 64)}-byte lines", "", table(echo_table(result["echo"])), ""]
-    if result.get("scale"):
-        parts += ["## Many connections (echo)", "", table(scale_table(result["scale"])), ""]
-    if result.get("broadcast"):
-        parts += [f"## Broadcast, fanload {result.get('fan_conns', 100)} {result.get('fan_senders', 10)}",
-                  "", table(broadcast_table(result["broadcast"])), ""]
+             f"open-files limit: {result.get('nofile', '?')}",
+             f"{sizes.get('rounds', '?')} interleaved round(s), {sizes.get('seconds', '?')} s per load run, "
+             "medians shown; ratios are between figures of this run", ""]
+    if result.get("values"):
+        parts += ["## Servers (native engine client, 64-byte lines)", "", table(flagship_rows(result)), ""]
     if result.get("loadgen"):
-        parts += ["## Load generator ceiling (same server, same run)", "",
-                  table([["client", "rps"]] + [[k, _fmt(v)] for k, v in result["loadgen"].items()]), ""]
-    parts += [f"- {line}" for line in verdicts(result)]
+        lg = result["loadgen"]
+        parts += [f"## Load generator, {lg.get('conns', 100)} echo connections against "
+                  f"{lg.get('server', 'the C echo server')}", "", table(loadgen_rows(lg)), ""]
+    for line in result.get("skipped", []):
+        parts.append(f"- skipped: {line}")
+    for name, notes in result.get("values", {}).get("errors", {}).items():
+        parts.append(f"- {name}: " + "; ".join(sorted(set(notes))))
     return "\n".join(parts).rstrip() + "\n"

@@ -1,6 +1,6 @@
 """A bare uvloop ``Protocol`` echo server: the fastest Python callback server, as a reference.
 
-Not a backend and not the wire contract: like ``../shared/tools/ceiling`` it echoes
+Not a backend and not the wire contract: like ``bench.loadgen.ceiling`` it echoes
 bytes as they arrive (the same as echoing lines for whole-line clients), with no line
 framing, limits or logging. It is what "uvloop's Protocol server" means in ``bench perf``:
 the fastest a Python callback server gets here.
