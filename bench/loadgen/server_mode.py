@@ -1,0 +1,179 @@
+"""Which mode the server at ``--host`` runs in, learned once per test; users of the other
+mode stand aside.
+
+``locust -f bench/locustfile.py --host HOST:PORT`` with no user class named (and the web
+UI with both classes ticked) runs ``EchoUser`` and ``BroadcastUser`` together against one
+server, which only speaks one mode. Rather than let half the users count the server's
+correct behaviour as failures, each Locust process (local runner or worker) probes the
+server when its first user starts:
+
+* two probe connections, B then A; A sends a probe line
+  (:func:`bench.loadgen.sequence.probe_line`), again every :data:`RESEND_S` until an
+  answer (B may not have joined the room when the first one arrives);
+* A gets its line back: the server **echoes**; B gets it: the server **broadcasts**;
+* an ``ERR`` line, a closed or refused connection, or no answer within the request
+  timeout: the mode is **unknown**, and every user runs as asked (their own failures
+  then say what is wrong).
+
+Broadcast receivers ignore probe lines, so a probe never disturbs a room in use. A user
+whose class is for the other mode stands aside: it opens no connection and idles until
+Locust stops it, and the process logs one warning per class and test, not one per user.
+Every test start probes again (the web UI may be pointed at another server, or the
+server started late).
+
+Under ``bench compare`` (``--sockbench-stages``) the class is named for the server it
+started, so nothing is probed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import select
+import socket
+import time
+from typing import Any
+
+from gevent.event import AsyncResult
+from locust import events
+
+from bench.loadgen.sequence import probe_line
+from bench.procs.children import USER_CLASS
+
+log = logging.getLogger("sockbench")
+
+ECHO, BROADCAST = "echo", "broadcast"
+# Seconds between probe lines: B joins the room asynchronously on some backends.
+RESEND_S = 0.1
+RECV_SIZE = 65536
+
+_tokens = itertools.count(1)
+
+
+class ProbeError(Exception):
+    """The probe learned nothing: the message says why (refused, ERR line, no answer)."""
+
+
+def probe(host: str, port: int, timeout: float) -> str:
+    """:data:`ECHO` or :data:`BROADCAST`: what the server at ``host:port`` does with a line.
+    Opens two connections for at most ``timeout`` seconds (plus the connects).
+
+    Raises:
+        ProbeError: the server refused, closed, sent ``ERR`` or never answered.
+    """
+    line = probe_line(f"{os.getpid():x}.{next(_tokens)}".encode())
+    deadline = time.monotonic() + timeout
+    try:
+        b = socket.create_connection((host, port), timeout=timeout)
+        try:
+            a = socket.create_connection((host, port), timeout=timeout)
+            try:
+                return _exchange(a, b, line, deadline)
+            finally:
+                a.close()
+        finally:
+            b.close()
+    except OSError as exc:
+        raise ProbeError(exc.strerror or str(exc) or type(exc).__name__) from None
+
+
+def _exchange(a: socket.socket, b: socket.socket, line: bytes, deadline: float) -> str:
+    pending = {a: b"", b: b""}
+    next_send = 0.0
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            raise ProbeError("no answer to a probe line")
+        if now >= next_send:
+            a.sendall(line)
+            next_send = now + RESEND_S
+        ready, _, _ = select.select(list(pending), [], [], min(RESEND_S, deadline - now))
+        for sock in ready:
+            data = sock.recv(RECV_SIZE)
+            if not data:
+                raise ProbeError("the server closed the probe connection")
+            lines = (pending[sock] + data).split(b"\n")
+            pending[sock] = lines.pop()
+            for raw in lines:
+                if raw.startswith(b"ERR"):
+                    raise ProbeError(f"the server answered {raw.decode('ascii', 'replace')!r}")
+                if raw + b"\n" == line:
+                    return ECHO if sock is a else BROADCAST
+                # anything else is the room's traffic (other users, other probes): skip
+
+
+class _TestProbe:
+    """One process's probe for the current test: one result every user waits on."""
+
+    def __init__(self) -> None:
+        self.host: str | None = None
+        self.result: AsyncResult | None = None
+        self.told: set[str] = set()  # modes whose users' standing aside was logged this test
+        self.aside = 0               # users standing aside now
+
+
+_probes: dict[int, _TestProbe] = {}
+
+
+def _state(environment: Any) -> _TestProbe:
+    state = _probes.get(id(environment))
+    if state is None:
+        state = _probes[id(environment)] = _TestProbe()
+    return state
+
+
+def server_mode(environment: Any, host: str, port: int, timeout: float) -> str | None:
+    """The mode of the server at ``host:port``, probed once per test and process (users
+    that start meanwhile wait for the same probe); None when it could not be learned
+    (logged once)."""
+    state = _state(environment)
+    key = f"{host}:{port}"
+    if state.result is None or state.host != key:
+        state.host, state.result = key, AsyncResult()
+        try:
+            state.result.set(probe(host, port, timeout))
+        except ProbeError as exc:
+            log.warning("could not learn whether the server at %s echoes or broadcasts "
+                        "(%s); every user runs", key, exc)
+            state.result.set(None)
+    return state.result.get()
+
+
+def stands_aside(user: Any, mode: str, address: tuple[str, int], timeout: float) -> bool:
+    """True when ``user`` (a user for servers in ``mode``) must not run: the server at
+    ``address`` is known to be in the other mode. Logs one warning per mode and test;
+    counts the user in :func:`standing_aside` until :func:`step_back_in`."""
+    options = user.environment.parsed_options
+    if options is not None and getattr(options, "sockbench_stages", ""):
+        return False  # bench compare names the class for the server it started
+    actual = server_mode(user.environment, *address, timeout)
+    if actual is None or actual == mode:
+        return False
+    state = _state(user.environment)
+    state.aside += 1
+    if mode not in state.told:
+        state.told.add(mode)
+        log.warning("the server at %s:%d %s, so the %s users (%s) stand aside; the %s "
+                    "users (%s) run", *address, "echoes lines" if actual == ECHO else "broadcasts lines",
+                    mode, USER_CLASS[mode], actual, USER_CLASS[actual])
+    return True
+
+
+def step_back_in(user: Any) -> None:
+    """A user that stood aside has stopped."""
+    state = _state(user.environment)
+    state.aside = max(0, state.aside - 1)
+
+
+def standing_aside(environment: Any) -> int:
+    """Users of this process standing aside now (not in any room)."""
+    state = _probes.get(id(environment))
+    return state.aside if state is not None else 0
+
+
+@events.test_start.add_listener
+def _forget(environment: Any, **_: Any) -> None:
+    # a new test probes again: the host may have changed, or the server started late
+    state = _state(environment)
+    state.result, state.host, state.told = None, None, set()
