@@ -17,7 +17,7 @@ import pytest
 
 from bench.loadgen import engine
 from bench.loadgen.sequence import probe_line
-from bench.loadgen.server_mode import BROADCAST, ECHO, ProbeError, probe
+from bench.loadgen.mode_probe import BROADCAST, ECHO, ProbeError, probe
 from bench.procs.children import LOCUSTFILE, free_port, locust_command
 
 pytestmark = pytest.mark.timeout(150)
