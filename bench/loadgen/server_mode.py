@@ -59,21 +59,41 @@ def _state(environment: Any) -> _TestProbe:
     return state
 
 
+class _Abandoned(Exception):
+    """The user that was probing stopped before the probe ended."""
+
+
 def server_mode(environment: Any, host: str, port: int, timeout: float) -> str | None:
     """The mode of the server at ``host:port``, probed once per test and process (users
     that start meanwhile wait for the same probe); None when it could not be learned
     (logged once)."""
     state = _state(environment)
     key = f"{host}:{port}"
-    if state.result is None or state.host != key:
-        state.host, state.result = key, AsyncResult()
+    while True:
+        if state.result is None or state.host != key:
+            return _probe_now(state, key, host, port, timeout)
         try:
-            state.result.set(probe(host, port, timeout))
-        except ProbeError as exc:
-            log.warning("could not learn whether the server at %s echoes or broadcasts "
-                        "(%s); every user runs", key, exc)
-            state.result.set(None)
-    return state.result.get()
+            return state.result.get()
+        except _Abandoned:
+            continue  # the probing user was stopped mid-probe: probe again
+
+
+def _probe_now(state: _TestProbe, key: str, host: str, port: int, timeout: float) -> str | None:
+    result = AsyncResult()
+    state.host, state.result = key, result
+    try:
+        mode: str | None = probe(host, port, timeout)
+    except ProbeError as exc:
+        log.warning("could not learn whether the server at %s echoes or broadcasts (%s); "
+                    "every user runs", key, exc)
+        mode = None
+    except BaseException:  # Locust stopped this user (GreenletExit) while it probed
+        if state.result is result:
+            state.result = None
+        result.set_exception(_Abandoned())
+        raise
+    result.set(mode)
+    return mode
 
 
 def stands_aside(user: Any, mode: str, address: tuple[str, int], timeout: float) -> bool:
