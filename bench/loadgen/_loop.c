@@ -397,9 +397,14 @@ static void release_sender(engine_t *e, const char *id, size_t n, uint64_t seq, 
     if (broadcast_send(e, s, now) == 0) reschedule(e, s);
 }
 
+/* What a Locust process sends once to learn the server's mode (bench/loadgen/sequence.py,
+ * PROBE_PREFIX): receivers skip it, it is neither a delivery nor a protocol error. */
+static const char PROBE_PREFIX[] = "sockbench-probe ";
+
 /* One whole line "<sender> <seq> <sent µs> x...": check its sequence, time it. */
 static int broadcast_line(engine_t *e, conn_t *c, const char *p, size_t n, int64_t now,
                           int64_t now_wall) {
+    if (n >= sizeof PROBE_PREFIX - 1 && memcmp(p, PROBE_PREFIX, sizeof PROBE_PREFIX - 1) == 0) return 0;
     const char *end = p + n, *sp = memchr(p, ' ', n);
     uint64_t seq, sent_us;
     if (!sp || sp == p) goto bad;

@@ -9,7 +9,9 @@
 
 Same options and line format as the pure-Python users in :mod:`bench.loadgen.users` (they can
 share a room). ``on_start`` adds the connection to the process's engine, the task only
-sleeps, ``on_stop`` removes the connection at once. One :class:`~bench.loadgen.harvest.Harvester`
+sleeps, ``on_stop`` removes the connection at once (a connection removed is not a
+failure: the engine counts nothing for it from then on). A user whose class is for the
+other server mode stands aside and adds no connection (:mod:`bench.loadgen.server_mode`). One :class:`~bench.loadgen.harvest.Harvester`
 per process moves the engine's counts into Locust's stats and the microsecond book.
 
 :func:`default_users` picks these users when the engine is available, else the
@@ -25,6 +27,7 @@ from locust import User, events, task
 
 from bench.loadgen.engine import available, shared_engine
 from bench.loadgen.harvest import broadcast_settings, harvester_for
+from bench.loadgen.server_mode import stands_aside, step_back_in
 from bench.results.config import DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
 from bench.loadgen.users import BroadcastUser, EchoUser, parse_host
 
@@ -44,7 +47,9 @@ class EngineUser(User):
     """One connection in the process's engine, added on start and removed on stop."""
 
     abstract = True
+    mode = ""  # the server mode this user is for: "echo" or "broadcast"
     conn_id: int | None = None
+    aside = False  # the server is in the other mode: no connection
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
@@ -53,12 +58,17 @@ class EngineUser(User):
         self.address = parse_host(self.host)
         self.engine = shared_engine()
         self.harvester = harvester_for(self.environment, self.engine)
-        self.conn_id = self.add_connection()
+        self.aside = stands_aside(self, self.mode, self.address, self.timeout)
+        if not self.aside:
+            self.conn_id = self.add_connection()
 
     def add_connection(self) -> int:
         raise NotImplementedError
 
     def on_stop(self) -> None:
+        if self.aside:
+            self.aside = False
+            step_back_in(self)
         if self.conn_id is not None:
             self.engine.remove(self.conn_id)
             self.conn_id = None
@@ -72,6 +82,8 @@ class EngineUser(User):
 class EngineEchoUser(EngineUser):
     """Echo, closed loop or at ``--echo-rate`` lines/s."""
 
+    mode = "echo"
+
     def add_connection(self) -> int:
         rate = float(getattr(self.environment.parsed_options, "echo_rate", 0.0) or 0.0)
         host, port = self.address
@@ -80,6 +92,8 @@ class EngineEchoUser(EngineUser):
 
 class EngineBroadcastUser(EngineUser):
     """Broadcast: sends at the stage's (or option's) rate, checks and times what it receives."""
+
+    mode = "broadcast"
 
     def add_connection(self) -> int:
         self.harvester.follow_broadcast()

@@ -30,6 +30,7 @@ from locust.stats import RequestStats, StatsEntry, StatsError
 
 from bench.results import tally as latency
 from bench.loadgen.engine import REQUEST_NAMES, Counts, Engine
+from bench.loadgen.server_mode import standing_aside
 from bench.loadgen.stages import PHASE
 from bench.results.config import DEFAULT_BROADCAST_RATE, DEFAULT_REQUEST_TIMEOUT
 
@@ -123,7 +124,8 @@ def add_to_book(book: latency.StageBook, counts: Counts) -> None:
 
 def broadcast_settings(environment: Any) -> tuple[float, float]:
     """(lines/s per user, silence limit in s) for broadcast users now: the stage's figures
-    under ``bench compare``, else the options and the users this runner has running.
+    under ``bench compare``, else the options and the users this runner has running
+(less those standing aside: :mod:`bench.loadgen.server_mode`).
     Silence 0: alone in the room, where silence is right."""
     options = environment.parsed_options
     timeout = float(getattr(options, "request_timeout", DEFAULT_REQUEST_TIMEOUT))
@@ -131,7 +133,8 @@ def broadcast_settings(environment: Any) -> tuple[float, float]:
         rate, room = PHASE.rate, PHASE.users
     else:
         rate = float(getattr(options, "broadcast_rate", DEFAULT_BROADCAST_RATE))
-        room = environment.runner.user_count if environment.runner is not None else 0
+        room = (environment.runner.user_count - standing_aside(environment)
+                if environment.runner is not None else 0)
     if room < 2:
         return rate, 0.0
     if rate <= 0:  # closed loop: lines flow all the time

@@ -6,6 +6,12 @@ token without spaces, ``seq`` counts that sender's lines (each one more than the
 ``send-time-us`` is the sender's wall clock in microseconds (so a receiver on the same
 machine can time the delivery), and ``x`` padding fills the line to the size asked for.
 
+A *probe line* is ``"sockbench-probe <token>\\n"``: what a Locust process sends once at
+test start to learn whether the server echoes or broadcasts
+(:mod:`bench.loadgen.server_mode`). Every broadcast receiver ignores probe lines (they
+are neither deliveries nor protocol errors); the native engine (``_loop.c``) checks the
+same prefix.
+
 Used by the Locust broadcast user (:mod:`bench.loadgen.users`), the broadcast soak
 (:mod:`bench.reliability.soak`) and the conformance tests.
 """
@@ -30,6 +36,19 @@ def parse_line(line: bytes) -> tuple[bytes, int, int]:
     """
     sender, seq, sent_us, _ = line.split(b" ", 3)
     return sender, int(seq), int(sent_us)
+
+
+PROBE_PREFIX = b"sockbench-probe "
+
+
+def probe_line(token: bytes) -> bytes:
+    """A probe line carrying ``token`` (no spaces), newline included."""
+    return PROBE_PREFIX + token + b"\n"
+
+
+def is_probe(line: bytes) -> bool:
+    """True for a probe line (with or without its newline): receivers skip it."""
+    return line.startswith(PROBE_PREFIX)
 
 
 # What SequenceCheck.see returns for a line at or below one already received.

@@ -8,6 +8,10 @@
   processes on one machine) and counts per sender the sequence gaps (lost lines) and
   lines older than one already seen (out of order).
 
+Each user checks first that the server is in its mode (:mod:`bench.loadgen.server_mode`)
+and stands aside when it is not. A user that Locust stops is not a failure: what its
+connection reports while it closes is not counted.
+
 Every round trip or delivery fires Locust's ``events.request`` (type ``tcp``, name
 ``echo`` or ``broadcast``) and is also recorded in microseconds in
 :data:`bench.results.tally.BOOK`. Every wait (connect, send, reply, a silent broadcast
@@ -29,10 +33,15 @@ from locust import User, task
 
 from bench.results import tally as latency
 from bench.results.config import DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT
-from bench.loadgen.sequence import OUT_OF_ORDER, SequenceCheck, format_line, parse_line
+from bench.loadgen.sequence import OUT_OF_ORDER, SequenceCheck, format_line, is_probe, parse_line
+from bench.loadgen.server_mode import standing_aside, stands_aside, step_back_in
 from bench.loadgen.stages import PHASE
 
 RECV_SIZE = 65536
+# A user standing aside wakes this often only to let Locust stop it.
+IDLE_S = 3600.0
+# How long on_stop waits for a broadcast reader greenlet to end.
+READER_STOP_S = 1.0
 # After a refused or reset connection, wait this long before connecting again, so a
 # dead server costs a few failures per second per user, not a spinning CPU.
 RECONNECT_PAUSE_S = 0.05
@@ -70,9 +79,12 @@ def parse_host(host: str | None) -> tuple[str, int]:
 
 
 class LineUser(User):
-    """Shared plumbing: options, one connection, reporting."""
+    """Shared plumbing: options, one connection, reporting, standing aside, stopping."""
 
     abstract = True
+    mode = ""  # the server mode this user is for: "echo" or "broadcast"
+    aside = False  # the server is in the other mode: this user does nothing
+    stopping = False  # Locust is stopping this user: nothing it sees now is a failure
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
@@ -81,6 +93,12 @@ class LineUser(User):
         self.address = parse_host(self.host)
         self.sock: socket.socket | None = None
         self._fire = self.environment.events.request.fire
+        self.aside = stands_aside(self, self.mode, self.address, self.timeout)
+
+    def idle_if_aside(self) -> None:
+        """Wait here until Locust stops the user when it stands aside (a task's first call)."""
+        while self.aside:
+            gevent.sleep(IDLE_S)
 
     def connect(self) -> socket.socket:
         sock = socket.create_connection(self.address, timeout=self.timeout)
@@ -97,11 +115,19 @@ class LineUser(User):
             self.sock = None
 
     def on_stop(self) -> None:
+        self.stopping = True
+        if self.aside:
+            self.aside = False
+            step_back_in(self)
         self.drop()
 
     def failed(self, name: str, exc: BaseException, started_ns: int, length: int = 0) -> None:
-        """Count one failure (Locust and our book) and drop the connection.
+        """Count one failure (Locust and our book) and drop the connection; nothing once
+        the user is stopping (closing its own socket is not the server's fault).
         ``started_ns``: ``time.perf_counter_ns()`` when the failed wait began."""
+        if self.stopping:
+            self.drop()
+            return
         kind = failure_kind(exc)
         latency.BOOK.fail(kind)
         self._fire(request_type="tcp", name=name, response_time=(time.perf_counter_ns() - started_ns) / 1e6,
@@ -112,10 +138,13 @@ class LineUser(User):
 class EchoUser(LineUser):
     """One connection, closed loop: a line out, the same line back, repeat."""
 
+    mode = "echo"
+
     @task
     def echo_forever(self) -> None:
         # One task call runs until Locust stops the user: a loop here costs nothing per
         # round trip, a task per round trip costs Locust's scheduler each time.
+        self.idle_if_aside()
         size = self.message_bytes
         payload = b"x" * (size - 1) + b"\n"
         fire, record, perf = self._fire, latency.BOOK.record, time.perf_counter_ns
@@ -158,6 +187,8 @@ class EchoUser(LineUser):
 class BroadcastUser(LineUser):
     """Joins the room, sends at a set rate, times what everyone else sends."""
 
+    mode = "broadcast"
+
     def on_start(self) -> None:
         super().on_start()
         self.sender_id = f"{os.getpid():x}.{next(_sender_ids)}".encode()
@@ -167,8 +198,11 @@ class BroadcastUser(LineUser):
         self.reader: gevent.Greenlet | None = None
 
     def on_stop(self) -> None:
+        # The reader first, and wait for it: closing the socket under a reader still in
+        # recv() hands it EBADF, which must not be counted (nor the kill's own exit).
+        self.stopping = True
         if self.reader is not None:
-            self.reader.kill(block=False)
+            self.reader.kill(block=True, timeout=READER_STOP_S)
         super().on_stop()
 
     def rate(self) -> float:
@@ -182,7 +216,7 @@ class BroadcastUser(LineUser):
         if PHASE.controlled:
             return PHASE.users
         runner = self.environment.runner
-        return runner.user_count if runner is not None else 0
+        return runner.user_count - standing_aside(self.environment) if runner is not None else 0
 
     def line(self) -> bytes:
         self.seq += 1
@@ -190,6 +224,7 @@ class BroadcastUser(LineUser):
 
     @task
     def broadcast_forever(self) -> None:
+        self.idle_if_aside()
         while True:
             started = time.perf_counter_ns()
             try:
@@ -242,7 +277,7 @@ class BroadcastUser(LineUser):
                 if not data:
                     raise ConnectionResetError("server closed the connection")
             except TimeoutError as exc:
-                if others < 1:
+                if others < 1 or self.stopping:
                     continue  # alone in the room: silence is right
                 book.fail("timeout")  # a silent room: count it, keep listening
                 fire(request_type="tcp", name="broadcast", response_time=(time.perf_counter_ns() - started) / 1e6,
@@ -250,12 +285,14 @@ class BroadcastUser(LineUser):
                 continue
             except OSError as exc:
                 self.broken.set()
-                self.failed("broadcast", exc, started)
+                self.failed("broadcast", exc, started)  # nothing counted when stopping
                 return
             now_us = time.time_ns() // 1000
             lines = (pending + data).split(b"\n")
             pending = lines.pop()
             for raw in lines:
+                if is_probe(raw):
+                    continue  # another Locust process learning the server's mode
                 try:
                     sender, seq, sent_us = parse_line(raw)
                 except ValueError:

@@ -2,9 +2,10 @@
 
 Starts ``bench serve BACKEND --port 0`` (or, with ``--target``, uses a server already
 running anywhere), then ``locust`` with the project's locustfile, the host filled in,
-both user classes in the class picker (Locust ticks both; untick the one that does not
-match the server's mode) and the
-custom arguments (message size, broadcast rate, request timeout) in the start form.
+both user classes in the class picker (Locust ticks both; the users of the class that
+does not match the server's mode stand aside, see :mod:`bench.loadgen.server_mode`) and the
+custom arguments (message size, broadcast rate, request timeout, echo rate) in the start
+form.
 With ``--workers N`` Locust runs as a master with N local worker processes; with
 ``--master-bind-host`` other machines can join it (``bench worker --master HOST``).
 
@@ -12,6 +13,12 @@ The Locust host is ``tcp://HOST:PORT``, the form :func:`bench.loadgen.users.pars
 This process never imports Locust or :mod:`bench.loadgen.users`: importing Locust
 monkey-patches the interpreter (signals, sleep, subprocess), which a supervisor of
 processes must not have.
+
+With ``--target`` it probes the server first (:func:`bench.loadgen.mode_probe.probe`) and
+says whether it echoes or broadcasts; when nothing answers there it warns (one line on
+stderr) and starts anyway, since the server may be started later (the users probe again
+at every test start). It also says which load engine the users run: the native one, or
+the pure-Python users and why.
 
 Prints the URL on stdout. Ctrl-C or SIGTERM stops the UI, the workers and the server
 it started (SIGTERM, then SIGKILL after a grace period) and exits 0. A busy port, a
@@ -23,8 +30,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.procs import children as supervise
 from bench.client import parse_target
+from bench.loadgen import engine
+from bench.loadgen.mode_probe import BROADCAST, ECHO, ProbeError, probe
+from bench.procs import children as supervise
 from bench.procs.server import ServerProcess, ServerStartError
 from servers import backends, runtime
 from servers.argtypes import EXIT_USAGE, non_negative_int, port_number
@@ -34,6 +43,8 @@ USER_CLASS = supervise.USER_CLASS
 DEFAULT_BACKEND = "gevent"  # the flagship
 # Locust's hint for an interactive terminal; stdin is not one here.
 LOCUST_NOISE = ("press enter to open your default browser",)
+# Seconds the --target probe may take (a server that answers does in milliseconds).
+TARGET_PROBE_TIMEOUT_S = 2.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -85,6 +96,36 @@ def _check_free(host: str, port: int, what: str) -> int:
     return port
 
 
+def probe_target(host: str, port: int, address: str) -> str | None:
+    """The mode of the server at ``--target`` (``echo`` or ``broadcast``), or None after
+    one warning on stderr naming the problem (the UI starts anyway)."""
+    try:
+        return probe(host, port, TARGET_PROBE_TIMEOUT_S)
+    except ProbeError as exc:
+        print(f"warning: --target {address}: {exc}; starting anyway, the users will fail until a "
+              "line server answers there", file=sys.stderr, flush=True)
+        return None
+
+
+def engine_line() -> str:
+    """Which load engine Locust's users run, and why when it is not the native one."""
+    reason = engine.why_unavailable()
+    if not reason:
+        return "load engine: native (the socket work runs in C, one thread per Locust process)"
+    return f"load engine: pure-Python users ({reason})"
+
+
+def users_line(mode: str | None) -> str:
+    """What the class picker's two ticked classes do against a server in ``mode``."""
+    if mode is None:
+        return (f"users: {USER_CLASS[ECHO]} for echo servers, {USER_CLASS[BROADCAST]} for broadcast "
+                "servers; each Locust process probes the server when a test starts and the other "
+                "class's users stand aside.")
+    other = next(c for m, c in USER_CLASS.items() if m != mode)
+    return (f"users: {USER_CLASS[mode]} runs; {other} users stand aside (the server is in {mode} "
+            f"mode): untick {other} in the start form so every user counts.")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT or until a child dies. Returns the exit status."""
     if args.target and args.backend:
@@ -114,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.target:
             address = f"{supervise.url_host(target_host)}:{target_port}"
-            what = f"server at {address}"
+            mode = probe_target(target_host, target_port, address)
+            what = f"server at {address}" + (f" ({mode})" if mode else " (not answering)")
         else:
             backend = args.backend or DEFAULT_BACKEND
             try:
@@ -123,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
                 return _fail(str(exc))
             server.relay()
             address = server.url_address
+            mode = args.mode
             what = f"{backend} backend ({args.mode}) at {address}"
 
         locust_args = ["--host", f"tcp://{address}", "--web-host", args.web_host,
@@ -148,9 +191,8 @@ def run(args: argparse.Namespace) -> int:
         joins = f"; workers join at {bind_host}:{master_port}" if master else ""
         print(f"Locust web UI: {url}", flush=True)
         print(f"target: {what}{workers}{joins}. Ctrl-C stops it all.", flush=True)
-        if not args.target:
-            other = next(c for m, c in USER_CLASS.items() if m != args.mode)
-            print(f"In the start form, untick {other}: the server is in {args.mode} mode.", flush=True)
+        print(users_line(mode), flush=True)
+        print(engine_line(), flush=True)
 
         dead = supervise.watch(children + ([server] if server else []))
         return _fail(f"{dead.name} exited with status {dead.proc.returncode}: "
