@@ -17,6 +17,7 @@ import pytest
 from bench.results.tally import StageTally
 from bench.procs.ready import read_first_line
 from bench.procs.children import LOCUSTFILE, bench_command, locust_command
+from locustproc import finish
 
 try:
     from tests.uiproc import UiProcess, assert_all_gone, free_port
@@ -55,22 +56,8 @@ def headless_master(locustfile: str, address: str, port: int, workers: int, out:
 
 
 def wait_all(procs: list[subprocess.Popen], timeout: float, tmp_path: Path) -> None:
-    """Wait for every process to exit within ``timeout`` seconds in all; on timeout kill
-    their groups and fail with the logs."""
-    deadline = time.monotonic() + timeout
-    try:
-        for proc in procs:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-        logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}"
-                         for p in sorted(tmp_path.glob("*.log")))
-        pytest.fail(f"distributed run did not finish within {timeout:g} s\n{logs}")
+    """Every process exits within ``timeout`` seconds in all (else: killed, test failed)."""
+    finish(procs, tmp_path, timeout)
 
 
 def master_tally(out: Path) -> StageTally:

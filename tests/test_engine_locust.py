@@ -11,14 +11,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from bench.procs.children import free_port, locust_command
+from locustproc import finish, logs, start_locust
 
 try:
     from tests.test_engine import require_engine
@@ -31,32 +30,13 @@ LOCUSTFILE = str(Path(__file__).parent / "fixtures" / "engine_locustfile.py")
 RUN_TIMEOUT_S = 60.0
 
 
-def start_locust(tmp_path: Path, name: str, *args: str, env: dict[str, str]) -> subprocess.Popen:
-    with open(tmp_path / f"{name}.log", "wb") as log:
-        return subprocess.Popen(locust_command(*args, "--loglevel", "WARNING", locustfile=LOCUSTFILE),
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+def start(tmp_path: Path, name: str, *args: str, env: dict[str, str]) -> subprocess.Popen:
+    return start_locust(tmp_path, name, *args, "--loglevel", "WARNING", locustfile=LOCUSTFILE, env=env)
 
 
 def wait_all(procs: list[subprocess.Popen], tmp_path: Path) -> None:
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    try:
-        for proc in procs:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-        pytest.fail("Locust did not finish in time\n" + logs(tmp_path))
-    for proc in procs:
-        assert proc.returncode == 0, logs(tmp_path)
-
-
-def logs(tmp_path: Path) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(tmp_path.glob("*.log")))
+    for status in finish(procs, tmp_path, RUN_TIMEOUT_S):
+        assert status == 0, logs(tmp_path)
 
 
 def csv_rows(prefix: Path) -> dict[str, dict[str, str]]:
@@ -94,7 +74,7 @@ def test_csv_counts_equal_the_engine_one_process(serve, tmp_path, mode, user_cla
     server = serve("asyncio", "--mode", mode)
     out, prefix = tmp_path / "out", tmp_path / "run"
     env = run_env(out, stop_after=3.0)
-    proc = start_locust(tmp_path, "locust", *headless(f"{server.host}:{server.port}", users, user_class,
+    proc = start(tmp_path, "locust", *headless(f"{server.host}:{server.port}", users, user_class,
                                                       prefix, *extra), env=env)
     wait_all([proc], tmp_path)
     [report] = reports(out)
@@ -110,10 +90,10 @@ def test_csv_counts_equal_the_engine_master_and_two_workers(serve, tmp_path):
     out, prefix = tmp_path / "out", tmp_path / "run"
     env = run_env(out, stop_after=2.5)
     port = free_port()
-    master = start_locust(tmp_path, "master", *headless(
+    master = start(tmp_path, "master", *headless(
         f"{server.host}:{server.port}", 20, "EchoUser", prefix, "--master", "--master-bind-host", "127.0.0.1",
         "--master-bind-port", str(port), "--expect-workers", "2", "--expect-workers-max-wait", "30"), env=env)
-    workers = [start_locust(tmp_path, f"worker{n}", "--worker", "--master-host", "127.0.0.1",
+    workers = [start(tmp_path, f"worker{n}", "--worker", "--master-host", "127.0.0.1",
                             "--master-port", str(port), env=env) for n in (1, 2)]
     wait_all([master, *workers], tmp_path)
     by_pid = {int(p.stem): json.loads(p.read_text()) for p in out.glob("*.json")}
@@ -129,7 +109,7 @@ def test_python_fallback_runs_the_pure_python_users(serve, tmp_path):
     server = serve("asyncio", "--mode", "echo")
     out, prefix = tmp_path / "out", tmp_path / "run"
     env = run_env(out, stop_after=2.0, SOCKBENCH_ENGINE="python")
-    proc = start_locust(tmp_path, "locust", *headless(f"{server.host}:{server.port}", 5, "EchoUser", prefix),
+    proc = start(tmp_path, "locust", *headless(f"{server.host}:{server.port}", 5, "EchoUser", prefix),
                         env=env)
     wait_all([proc], tmp_path)
     [report] = reports(out)

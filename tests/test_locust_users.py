@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +17,8 @@ import pytest
 from bench.loadgen import engine
 from bench.loadgen.sequence import probe_line
 from bench.loadgen.mode_probe import BROADCAST, ECHO, ProbeError, probe
-from bench.procs.children import LOCUSTFILE, free_port, locust_command
+from bench.procs.children import LOCUSTFILE, free_port
+from locustproc import finish, logs, start_locust
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -28,33 +28,9 @@ ENGINES = ["python", pytest.param("native", marks=pytest.mark.skipif(
     engine._native is None and os.environ.get("CI") != "true", reason="the native engine is not built here"))]
 
 
-def start_locust(tmp_path: Path, name: str, engine_name: str, *args: str) -> subprocess.Popen:
+def start(tmp_path: Path, name: str, engine_name: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "SOCKBENCH_ENGINE": engine_name}
-    with open(tmp_path / f"{name}.log", "wb") as log:
-        return subprocess.Popen(locust_command(*args, "--loglevel", "INFO", locustfile=LOCUSTFILE),
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
-
-
-def finish(procs: list[subprocess.Popen], tmp_path: Path) -> list[int]:
-    """Wait for every process; their exit statuses (killed and failed after the timeout)."""
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    try:
-        for proc in procs:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-        pytest.fail("Locust did not finish in time\n" + logs(tmp_path))
-    return [proc.returncode for proc in procs]
-
-
-def logs(tmp_path: Path) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(tmp_path.glob("*.log")))
+    return start_locust(tmp_path, name, *args, "--loglevel", "INFO", locustfile=LOCUSTFILE, env=env)
 
 
 def csv_rows(prefix: Path) -> dict[str, dict[str, str]]:
@@ -75,9 +51,9 @@ def test_stopping_broadcast_users_is_not_a_failure(serve, tmp_path, engine_name)
     # OSError(9, 'Bad file descriptor') for most runs and Locust exited 1.
     server = serve("gevent", "--mode", "broadcast")
     prefix = tmp_path / "run"
-    proc = start_locust(tmp_path, "locust", engine_name,
+    proc = start(tmp_path, "locust", engine_name,
                         *headless(f"{server.host}:{server.port}", 50, 3, prefix, "BroadcastUser"))
-    [status] = finish([proc], tmp_path)
+    [status] = finish([proc], tmp_path, RUN_TIMEOUT_S)
     text = logs(tmp_path)
     assert status == 0, text
     assert "Bad file descriptor" not in text
@@ -94,9 +70,9 @@ def test_no_class_named_runs_only_the_servers_mode(serve, tmp_path, engine_name,
     # broadcast users reported echoes as deliveries.
     server = serve("gevent", "--mode", mode)
     prefix = tmp_path / "run"
-    proc = start_locust(tmp_path, "locust", engine_name,
+    proc = start(tmp_path, "locust", engine_name,
                         *headless(f"{server.host}:{server.port}", 10, 3, prefix))
-    [status] = finish([proc], tmp_path)
+    [status] = finish([proc], tmp_path, RUN_TIMEOUT_S)
     text = logs(tmp_path)
     assert status == 0, text
     rows = csv_rows(prefix)
@@ -112,12 +88,12 @@ def test_no_class_named_with_master_and_two_workers(serve, tmp_path):
     server = serve("gevent", "--mode", "broadcast")
     prefix, port = tmp_path / "run", free_port()
     engine_name = "native" if engine.available() else "python"
-    master = start_locust(tmp_path, "master", engine_name, *headless(
+    master = start(tmp_path, "master", engine_name, *headless(
         f"{server.host}:{server.port}", 12, 4, prefix), "--master", "--master-bind-host", "127.0.0.1",
         "--master-bind-port", str(port), "--expect-workers", "2", "--expect-workers-max-wait", "30")
-    workers = [start_locust(tmp_path, f"worker{n}", engine_name, "--worker", "--master-host", "127.0.0.1",
+    workers = [start(tmp_path, f"worker{n}", engine_name, "--worker", "--master-host", "127.0.0.1",
                             "--master-port", str(port)) for n in (1, 2)]
-    statuses = finish([master, *workers], tmp_path)
+    statuses = finish([master, *workers], tmp_path, RUN_TIMEOUT_S)
     assert statuses == [0, 0, 0], logs(tmp_path)
     rows = csv_rows(prefix)
     assert set(rows) == {BROADCAST}, rows
@@ -134,7 +110,7 @@ def test_probe_lines_in_a_busy_room_are_not_failures(serve, tmp_path, engine_nam
     # another Locust process probing while this one's users are in the room
     server = serve("gevent", "--mode", "broadcast")
     prefix = tmp_path / "run"
-    proc = start_locust(tmp_path, "locust", engine_name,
+    proc = start(tmp_path, "locust", engine_name,
                         *headless(f"{server.host}:{server.port}", 5, 3, prefix, "BroadcastUser"))
     deadline = time.monotonic() + 2.5
     probes = 0
@@ -142,7 +118,7 @@ def test_probe_lines_in_a_busy_room_are_not_failures(serve, tmp_path, engine_nam
         assert probe(server.host, server.port, 2.0) == BROADCAST
         probes += 1
         time.sleep(0.1)
-    [status] = finish([proc], tmp_path)
+    [status] = finish([proc], tmp_path, RUN_TIMEOUT_S)
     assert probes >= 5
     assert status == 0, logs(tmp_path)
     rows = csv_rows(prefix)
