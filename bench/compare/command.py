@@ -206,10 +206,8 @@ def _measure_and_report(config: CompareConfig, run_id: str, run_dir: Path) -> in
     mode_results = []
     with Progress(TextColumn("{task.description:<44}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
-        modes = plan_mod.modes_to_run(config)
-        tasks = {m: progress.add_task(f"{m}: starting servers", total=1) for m in modes}
-        for mode in modes:
-            task = tasks[mode]
+        for mode in plan_mod.modes_to_run(config):
+            task = progress.add_task(f"{mode}: starting servers", total=None)
 
             def on_progress(done: int, total: int, what: str, task: Any = task) -> None:
                 progress.update(task, completed=done, total=total, description=what[:44])

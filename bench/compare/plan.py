@@ -25,7 +25,7 @@ START_S = 0.6
 # a backend starts at the step nearest below this fraction of its own closed-loop
 # capacity, and the grid stops past SLO_TOP_FRACTION of the fastest backend's capacity.
 SLO_GRID_BASE = 1000.0
-SLO_START_FRACTION = 0.25
+SLO_START_FRACTION = 0.4
 SLO_TOP_FRACTION = 1.5
 # Echo: the offered rate at a connection count is this fraction of the slowest served
 # backend's capacity there, the same for every backend.

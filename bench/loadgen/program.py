@@ -15,8 +15,11 @@ after a larger load it may not have returned):
   server's RSS (memory held by mostly idle connections), and whether it answered every
   connection within the request timeout (a server that serves one connection at a time
   does not: it is left out of the set rate).
-* ``capacity``: closed loop (one line in flight per connection), every backend once per
-  repeat, the backend order rotated each repeat; requests/s, server CPU per request, RSS.
+* ``capacity``: closed loop, every backend once per repeat, the backend order rotated each
+  repeat; requests/s, server CPU per request, RSS. Echo: one line in flight per
+  connection. Broadcast: :data:`CLOSED_LOOP_SENDERS` members keep one line in flight each
+  and the others listen (every member sending closed loop would queue N lines of N-1
+  deliveries at once: a measure of the queue, not of the server).
 * echo, ``rate``: open loop at one offered rate for every backend (a fraction of the
   slowest served backend's median capacity, the same for all), each line timed from its
   intended send time: latency as a production load would see it.
@@ -53,6 +56,13 @@ IDLE_RATE_PER_S = 4.0
 # round trip; one still unanswered then is counted unanswered (a loopback round trip to a
 # server that serves every connection takes well under this, even at 1,000 connections).
 IDLE_MARGIN_S = 0.5
+# Broadcast capacity: this many members send closed loop (one line in flight each), the
+# others only listen (a rate so low that their first line would come in decades).
+CLOSED_LOOP_SENDERS = 8
+LISTEN_ONLY_RATE = 1e-9
+# The latency-target ladder walks down at most this many steps below its start: a backend
+# that holds nothing that far below its own capacity holds "none".
+MAX_STEPS_DOWN = 2
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
 
 
@@ -109,8 +119,9 @@ class Program:
         self.emit = emit or (lambda obj: print(json.dumps(obj), flush=True))
         self.done, self.total = 0, self.estimate_windows()
         # windows that may still be measured again because other processes were busy: a
-        # share of the run, so a busy machine cannot stretch it without bound
-        self.remeasures_left = int(float(spec.get("remeasure_share", 0.25)) * self.total)
+        # share of the run, so a busy machine cannot lengthen it without bound
+        self.remeasure_share = float(spec.get("remeasure_share", 0.15))
+        self.remeasured = 0
         # echo: backends that left a connection unanswered in the idle window, per count
         self.unserved: dict[int, set[str]] = {}
 
@@ -166,7 +177,8 @@ class Program:
 
         A backend starts at the highest step at or below ``slo_start_fraction`` of its own
         closed-loop capacity and climbs until a step fails; if its first step fails it walks
-        down instead. Every backend takes one step per round (interleaved), and a step fails
+        down instead, at most :data:`MAX_STEPS_DOWN` steps and never below the rate that
+        sends ``min_lines`` in three windows. Every backend takes one step per round (interleaved), and a step fails
         only when it fails twice."""
         served = {b: sorted(w["per_s"] for w in ws)[len(ws) // 2] for b, ws in capacity.items()
                   if ws and all(_served(w, users) for w in ws)}
@@ -179,12 +191,17 @@ class Program:
         def rate(k: int) -> float:  # deliveries/s of grid step k
             return base * factor ** k
 
+        # the lowest step that can send min_lines within its longest window (3 windows):
+        # below it no step can hold, so the ladder never goes there
+        floor_rate = float(self.spec["min_lines"]) / (3 * float(self.spec["window_s"])) * (users - 1)
+        lowest = max(0, math.ceil(math.log(max(floor_rate, base) / base, factor)))
         # state per backend: (next step, direction, any step held yet)
         state = {}
+        start = {}
         for b, cap in served.items():
-            k = max(0, int(math.floor(math.log(max(cap * float(self.spec["slo_start_fraction"]), base) / base,
-                                               factor))))
-            state[b] = (k, 0, False)
+            k = max(lowest, int(math.floor(math.log(max(cap * float(self.spec["slo_start_fraction"]), base) / base,
+                                                    factor))))
+            state[b], start[b] = (k, 0, False), k
         targets = {t.backend: t for t in self.targets}
         while state:
             for b in [t.backend for t in self.targets if t.backend in state]:
@@ -197,8 +214,8 @@ class Program:
                         del state[b]            # walked down to a held step, or past the grid's top
                     else:
                         state[b] = (k + 1, 1, True)
-                elif held_any or k == 0:
-                    del state[b]                # the step above the last held one failed
+                elif held_any or k <= lowest or start[b] - k >= MAX_STEPS_DOWN:
+                    del state[b]                # the step above the last held one failed, or none held
                 else:
                     state[b] = (k - 1, -1, False)
 
@@ -213,8 +230,13 @@ class Program:
         else:
             per_conn = rate / users if rate else 0.0
             self.engine.set_broadcast(per_conn, 0.0)
-            ids = [self.engine.add_broadcast(target.host, target.port, size, per_conn, timeout, 0.0)
-                   for _ in range(users)]
+            self.engine.sync()  # the engine-wide rate first: it would override the rates below
+            # closed loop: a few senders keep one line each in flight and the rest only listen,
+            # so the room is busy without N lines of N-1 deliveries each queued at once
+            senders = users if rate else min(users, CLOSED_LOOP_SENDERS)
+            ids = [self.engine.add_broadcast(target.host, target.port, size,
+                                             per_conn if i < senders else LISTEN_ONLY_RATE, timeout, 0.0)
+                   for i in range(users)]
         self.engine.sync()
         return ids
 
@@ -254,9 +276,11 @@ class Program:
             w["attempts"] = attempts
             if kind == "slo":
                 w["held"] = _held(w, self.spec)
-            if not w["disturbed"] or attempts > int(self.spec["remeasure"]) or self.remeasures_left <= 0:
+            # the budget grows with the run, so a busy start cannot spend all of it
+            budget = self.remeasure_share * (self.done + 1) + (2 if self.remeasure_share else 0)
+            if not w["disturbed"] or attempts > int(self.spec["remeasure"]) or self.remeasured >= budget:
                 break
-            self.remeasures_left -= 1
+            self.remeasured += 1
         w["wall_s"] = time.monotonic() - t0
         self._emit_window(w)
         return w

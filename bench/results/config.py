@@ -44,7 +44,7 @@ class CompareConfig:
     slo_ms: float = DEFAULT_SLO_MS    # broadcast: the p99 delivery latency a rate must hold
     slo_factor: float = 1.5           # broadcast: one step of the rate grid
     # windows that may be measured again because other processes were busy, as a share of
-    # the run's windows: a busy machine cannot stretch the run without bound
+    # the run's windows: a busy machine cannot lengthen the run without bound
     remeasure_share: float = 0.15
     cpu_pinning: Pinning | None = None
 
