@@ -36,7 +36,7 @@ EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 # --quick: every backend and mode, two connection counts, two repeats of short windows,
 # a coarse rate grid: under a minute on 2 cores.
-QUICK = {"users": (10, 100), "duration": 0.25, "warmup": 0.1, "repeat": 2, "slo_factor": 2.0,
+QUICK = {"users": (10, 100), "duration": 0.2, "warmup": 0.05, "repeat": 2, "slo_factor": 2.0,
          "remeasure_share": 0.0}
 # Defaults: 6 backends, 1-1000 connections, three repeats of 0.5 s windows: about 5 minutes.
 DEFAULTS = {"users": (1, 10, 100, 1000), "duration": 0.5, "warmup": 0.2, "repeat": 3, "slo_factor": 1.5,
@@ -56,9 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--users", type=user_list, default=None, metavar="LIST",
                    help="comma-separated connection counts (default 1,10,100,1000; --quick: 10,100)")
     p.add_argument("--duration", type=positive_float, default=None, metavar="S",
-                   help="measured seconds per window (default 0.5; --quick 0.25)")
+                   help="measured seconds per window (default 0.5; --quick 0.2)")
     p.add_argument("--warmup", type=seconds, default=None, metavar="S",
-                   help="unmeasured seconds after connecting, before each window (default 0.2; --quick 0.1)")
+                   help="unmeasured seconds after connecting, before each window (default 0.2; --quick 0.05)")
     p.add_argument("--repeat", type=positive_int, default=None, metavar="N",
                    help="windows per backend and connection count, interleaved (default 3; --quick 2)")
     p.add_argument("--slo-ms", type=positive_float, default=DEFAULT_SLO_MS, metavar="MS",

@@ -195,9 +195,27 @@ def _slo_ms(doc: Doc) -> float:
 
 # -- the answer ---------------------------------------------------------------------------------
 
-def _answer(case: str, p: Pick, fmt, noun: str, higher: bool) -> str:
+def _why_none(doc: Doc, mode: str, users: int | None, question: str) -> str:
+    """Why no backend ranked on a question at (mode, users): the reasons, grouped."""
+    if users is None:
+        return ""
+    groups: dict[str, list[str]] = {}
+    for p in points_at(doc, mode, users):
+        reason = why_not_ranked(p, "cost" if question == "cost" else "capacity")
+        if reason is None and question == "set_rate":
+            sr = p.get("set_rate") or {}
+            reason = ("disturbed by other processes" if sr.get("disturbed") else
+                      "fell behind the offered rate" if sr and not sr.get("kept_up") else None)
+        if reason is None and question == "slo":
+            reason = "held no step"
+        if reason is not None:
+            groups.setdefault(reason.split(":")[0], []).append(p["backend"])
+    return " (" + "; ".join(f"{why}: {', '.join(names)}" for why, names in groups.items()) + ")" if groups else ""
+
+
+def _answer(case: str, p: Pick, fmt, noun: str, higher: bool, why_none: str = "") -> str:
     if p.winner is None:
-        return f"{case}: no backend could be ranked."
+        return f"{case}: no backend could be ranked{why_none}."
     if p.is_tie:
         vals = ", ".join(f"{f.backend} {fmt(f.value)}" for f in [p.winner] + p.tied)
         return f"{case}: tie between {join_names(p.names())} ({vals})."
@@ -227,29 +245,33 @@ def answers(doc: Doc) -> list[str]:
     if "echo" in present:
         idle = pick(memory_figures(doc, "echo", "idle"), higher_is_better=False)
         out.append(_answer("Many mostly idle connections (least server memory per idle connection)",
-                           idle, lambda v: f"{fmt_bytes(v)}/conn", "memory", False))
+                           idle, lambda v: f"{fmt_bytes(v)}/conn", "memory", False,
+                           " (needs two connection counts of at least 10, at least 90 apart)"))
         u = _reference_users(doc, "echo")
         if u is not None:
             cost = pick(cost_figures(doc, "echo", u), higher_is_better=False)
             out.append(_answer(f"Highest echo capacity per core (server CPU per round trip at {connections(u)})",
                                cost, lambda v: f"{fmt_cost(v)}, {fmt_rate(1e6 / v)} round trips per CPU-second",
-                               "cost", False))
+                               "cost", False, _why_none(doc, "echo", u, "cost")))
             top = user_counts(doc, "echo")[-1]
             cap = pick(capacity_figures(doc, "echo", top))
             out.append(_answer(f"Highest echo throughput at {connections(top)}", cap,
-                               lambda v: f"{fmt_rps(v)} req/s", "capacity", True))
+                               lambda v: f"{fmt_rps(v)} req/s", "capacity", True,
+                               _why_none(doc, "echo", top, "capacity")))
             p = points_at(doc, "echo", u)
             rate = next((x["set_rate"]["offered_per_s"] for x in p if x.get("set_rate")), None)
             if rate:
                 lat = pick(set_rate_figures(doc, u), higher_is_better=False)
                 out.append(_answer(f"Lowest p99 at {fmt_rate(rate)} req/s over {connections(u)}", lat,
-                                   lambda v: f"p99 {fmt_us(v)}", "p99", False))
+                                   lambda v: f"p99 {fmt_us(v)}", "p99", False,
+                                   _why_none(doc, "echo", u, "set_rate")))
     if "broadcast" in present:
         u = _reference_users(doc, "broadcast")
         if u is not None:
             slo = pick(slo_figures(doc, u))
             out.append(_answer(f"Chat fan-out at p99 ≤ {_slo_ms(doc):g} ms ({u} clients in one room)", slo,
-                               lambda v: f"{fmt_rate(v)} deliveries/s", "rate", True))
+                               lambda v: f"{fmt_rate(v)} deliveries/s", "rate", True,
+                               _why_none(doc, "broadcast", u, "slo")))
     return out
 
 
