@@ -66,6 +66,10 @@ def test_when_only_one_clean_backend_is_left_the_verdict_ranks_on_cpu_per_reques
     verdict, sentence = analysis.load_sentence(d, "echo", 100)
     assert verdict.winner.backend == "gevent" and verdict.runner_up.backend == "asyncio"
     assert "capacity not ranked" in sentence and "server CPU per round trip" in sentence
+    headers, rows = report.table(d, "echo")
+    flags = {r[1]: r[-1] for r in rows}
+    assert flags == {"gevent": "disturbed, pick by CPU", "asyncio": "", "select": "disturbed"}
+    assert all(r[headers.index("vs best")] == "–" for r in rows)   # no capacity reference here
 
 
 def test_a_generator_bound_point_never_ranks_nor_is_the_reference():

@@ -139,18 +139,27 @@ def _margin(p: Pick, noun: str) -> str:
     return f" ({fmt_ratio(p.margin)} {p.runner_up.backend}'s {noun})"
 
 
+def load_pick(doc: Doc, mode: str, users: int) -> tuple[Pick, str]:
+    """The verdict at one (mode, users) and what it ranks on: "capacity", or "cost" when
+    capacity cannot rank (nothing rankable, or one clean backend among disturbed ones)."""
+    figures = capacity_figures(doc, mode, users)
+    cap = pick(figures, higher_is_better=True)
+    disturbed_out = any(why_not_ranked(p) == "disturbed by other processes" for p in points_at(doc, mode, users))
+    if cap.winner is None or (len(figures) < 2 and disturbed_out):
+        return pick(cost_figures(doc, mode, users), higher_is_better=False), "cost"
+    return cap, "capacity"
+
+
 def load_sentence(doc: Doc, mode: str, users: int) -> tuple[Pick, str]:
     """The pick (or explicit tie) at one (mode, users), with capacity, cost, p99 at the set
     rate and memory per connection in one sentence."""
     at = f"at {connections(users)}"
     if engine_name(doc) != "native":
         return Pick(None), f"{at}: no ranking: the pure-Python load generator ran; {INSTALL_HINT}."
-    figures = capacity_figures(doc, mode, users)
-    cap = pick(figures, higher_is_better=True)
-    disturbed_out = any(why_not_ranked(p) == "disturbed by other processes" for p in points_at(doc, mode, users))
-    if cap.winner is None or (len(figures) < 2 and disturbed_out):
+    cap, question = load_pick(doc, mode, users)
+    if question == "cost":
         # one clean backend is no ranking when the others were disturbed: rank on cost instead
-        cost = pick(cost_figures(doc, mode, users), higher_is_better=False)
+        cost = cap
         if cost.winner is None:
             return cap, f"{at}: no backend could be ranked.{_excluded(doc, mode, users)}"
         disturbed = [p["backend"] for p in points_at(doc, mode, users)

@@ -21,7 +21,6 @@ from rich.text import Text
 
 from bench.results import analysis, charts
 from bench.results.analysis import fmt_bytes, fmt_ratio, fmt_rps, fmt_us
-from bench.results.rules import pick
 from bench.results.schema import Doc, Point
 
 
@@ -33,20 +32,20 @@ def _clean(text: Any) -> str:
 # -- rows ------------------------------------------------------------------------------------
 
 def _verdict_labels(doc: Doc, p: Point) -> list[str]:
+    """The point's flags, then "pick" or "tie" when the verdict at its load names it
+    (with "by CPU" when that verdict ranks on server CPU per request)."""
     labels = analysis.flag_labels(p)
-    if labels:
-        return labels
-    verdict = pick(analysis.capacity_figures(doc, p["mode"], int(p["users"])))
+    verdict, question = analysis.load_pick(doc, p["mode"], int(p["users"]))
     if verdict.winner and p["backend"] in verdict.names():
-        return ["tie"] if verdict.is_tie else ["pick"]
-    return []
+        labels.append(("tie" if verdict.is_tie else "pick") + (" by CPU" if question == "cost" else ""))
+    return labels
 
 
 def _vs_best(doc: Doc, p: Point) -> str:
-    if analysis.why_not_ranked(p):
-        return "–"
-    verdict = pick(analysis.capacity_figures(doc, p["mode"], int(p["users"])))
-    if verdict.winner is None:
+    """Capacity as a ratio to the capacity pick; "–" for points that may not rank and at
+    loads whose verdict is not on capacity."""
+    verdict, question = analysis.load_pick(doc, p["mode"], int(p["users"]))
+    if analysis.why_not_ranked(p) or question != "capacity" or verdict.winner is None:
         return "–"
     return fmt_ratio(p["capacity"]["median"] / verdict.winner.value)
 
@@ -61,7 +60,7 @@ def columns(mode: str) -> list[tuple[str, Callable[[Doc, Point], str]]]:
         return analysis.fmt_cost((p.get("cost_us") or {}).get("median")) if (p.get("cost_us") or {}).get("median") else "–"
 
     def p99(doc: Doc, p: Point) -> str:
-        return fmt_us((p.get("latency_us") or {}).get("p99")) if p.get("latency_us") else "–"
+        return fmt_us(p["latency_us"]["p99"]) if (p.get("latency_us") or {}).get("p99") else "–"
 
     def failures(doc: Doc, p: Point) -> str:
         n = int(p.get("failures") or 0)
@@ -201,7 +200,7 @@ th,td{border:1px solid #ccc;padding:.2rem .4rem;text-align:right;white-space:nor
 th{background:#f2f4f7}td:nth-child(2),th:nth-child(2),td.flags{text-align:left}
 tr.users-start td{border-top:2px solid #888}
 .flag{display:inline-block;border-radius:3px;padding:0 .3rem;margin:.05rem .2rem .05rem 0;font-size:.78rem}
-.flag-pick{background:#d9f2e3}.flag-tie{background:#e3e9f7}.flag-generator-bound{background:#fff0c2}
+.flag-pick,.flag-pick-by-CPU{background:#d9f2e3}.flag-tie,.flag-tie-by-CPU{background:#e3e9f7}.flag-generator-bound{background:#fff0c2}
 .flag-disturbed{background:#e6e6e6}.flag-failing,.flag-error{background:#fbd9d9}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.9rem}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1rem}dt{font-weight:600}dd{margin:0}
