@@ -281,7 +281,19 @@ def answers(doc: Doc) -> list[str]:
             out.append(_answer(f"Chat fan-out at p99 ≤ {_slo_ms(doc):g} ms ({u} clients in one room)", slo,
                                lambda v: f"{fmt_rate(v)} deliveries/s", "rate", True,
                                _why_none(doc, "broadcast", u, "slo")))
-    return out
+    busy = busy_note(doc)
+    return out + ([busy] if busy else [])
+
+
+def busy_note(doc: Doc) -> str | None:
+    """A closing line for the answer when other processes disturbed some points."""
+    ran = [p for p in doc["points"] if not p.get("error")]
+    disturbed = [p for p in ran if (p.get("flags") or {}).get("disturbed")]
+    if not disturbed:
+        return None
+    return (f"Other processes took more than 20% of a core during {len(disturbed)} of {len(ran)} points, even "
+            "when measured again; those are marked and not ranked on capacity or latency (server CPU per "
+            "request still ranks). Run again on a quiet machine for those answers.")
 
 
 def verdicts(doc: Doc) -> dict[str, list[str]]:
