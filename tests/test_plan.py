@@ -37,3 +37,20 @@ def test_the_estimate_grows_with_backends_repeats_and_windows():
 def test_the_default_run_is_estimated_inside_six_minutes():
     from servers.backends import BACKENDS
     assert estimate_s(CompareConfig(backends=tuple(BACKENDS))) < 6 * 60
+
+
+def test_window_percentiles_and_the_latency_target_rule():
+    from bench.loadgen.window_rules import held, percentiles, served
+
+    assert percentiles([(10, 1), (20, 98), (30, 1)]) == {"p50": 20, "p90": 20, "p99": 20, "p999": 30, "max": 30}
+    assert percentiles([]) == {"p50": 0, "p90": 0, "p99": 0, "p999": 0, "max": 0}
+    spec = {"min_lines": 50, "slo_ms": 10.0}
+    ok = {"sent": 60, "lost": 0, "failures": {}, "latency_us": {"p99": 9_000}, "offered_per_s": 1000.0,
+          "window_s": 1.0, "requests": 990}
+    assert held(ok, spec)
+    assert not held({**ok, "latency_us": {"p99": 11_000}}, spec)     # over the target
+    assert not held({**ok, "lost": 1}, spec)                          # a line lost
+    assert not held({**ok, "sent": 49}, spec)                         # too few lines to judge
+    assert not held({**ok, "requests": 500}, spec)                    # deliveries fell behind
+    assert served({"requests": 1000, "failures": {"timeout": 0}}, 10)
+    assert not served({"requests": 1000, "failures": {"timeout": 1}}, 10)   # a user went unserved
