@@ -1,55 +1,107 @@
-"""``bench compare`` end to end: real servers, real Locust, a real results.json.
+"""``bench compare`` end to end: real servers, the real measurement program with the native
+engine, a real results.json and report.
 
-Short on purpose (two backends, small user counts, ~1.5 s windows): this checks the
-pipeline and the honesty of its figures' shape, not the figures themselves.
+Short on purpose (two backends, two small connection counts, 0.2 s windows): this checks
+the pipeline and the shape of its figures, not the figures themselves.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from bench.loadgen import engine
 from bench.results import schema as results
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(150)
+
+needs_engine = pytest.mark.skipif(not engine.available(), reason=engine.why_unavailable() or "engine")
 
 
-def _compare(out: Path, *args: str, timeout: float = 100) -> subprocess.CompletedProcess:
+def _compare(out: Path, *args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bench", "compare", "--out", str(out), *args],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_short_compare_writes_valid_results_with_microsecond_percentiles(tmp_path):
-    proc = _compare(tmp_path, "--backends", "asyncio,gevent", "--users", "2,8",
-                    "--duration", "1.5", "--warmup", "0.5")
+@needs_engine
+def test_short_compare_writes_every_question_into_results_and_report(tmp_path):
+    proc = _compare(tmp_path, "--backends", "asyncio,threading", "--users", "4,16",
+                    "--duration", "0.2", "--warmup", "0.1", "--repeat", "2")
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    [results_path] = tmp_path.glob("*/results.json")
-    doc = json.loads(results_path.read_text())
+    [path] = tmp_path.glob("*/results.json")
+    doc = json.loads(path.read_text())
     results.validate(doc)
-    assert doc["config"]["backends"] == ["asyncio", "gevent"]
-    assert "cpu_model" in doc["environment"] and doc["environment"]["versions"]["locust"]
-    runs = {(r["backend"], r["mode"], r["users"]): r for r in doc["runs"]}
-    assert set(runs) == {(b, m, u) for b in ("asyncio", "gevent") for m in ("echo", "broadcast") for u in (2, 8)}
-    for key, run in runs.items():
-        assert run["error"] is None, key
-        assert run["requests"] > 0, key
-        lat = run["latency_us"]
-        assert all(isinstance(lat[p], int) for p in results.PERCENTILES), key
-        assert 0 < lat["p50"] <= lat["p99"] <= lat["max"], key
-        assert lat["p50"] < lat["max"], key
-        assert lat["p50"] < 1_000_000, key  # a loopback round trip is far below a second
-        assert run["failures"] == 0, key
-        assert run["server"]["rss_bytes"] > 0
-        assert isinstance(run["loadgen"]["saturated"], bool)
-        if run["mode"] == "broadcast":
-            assert run["lost"] == 0, key
-            assert run["deliveries_per_s"] == run["rps"] > 0
-    assert (results_path.parent / "report.html").exists()
-    assert str(results_path.parent) in proc.stdout.replace("\n", "")
+    assert doc["loadgen"]["engine"] == "native"
+    assert "Load engine: native" in proc.stdout.replace("\n", " ")
+    points = {(p["backend"], p["mode"], p["users"]): p for p in doc["points"]}
+    assert set(points) == {(b, m, u) for b in ("asyncio", "threading") for m in ("echo", "broadcast") for u in (4, 16)}
+    for key, p in points.items():
+        assert p["error"] is None, key
+        assert len(p["capacity"]["samples"]) >= 1 and p["capacity"]["median"] > 0, key
+        assert p["windows"] == 2, key                            # one capacity window per repeat
+        assert p["cost_us"]["median"] > 0, key                   # server CPU per request
+        assert 0 < p["latency_us"]["p50"] <= p["latency_us"]["p99"] < 2_000_000, key
+        assert set(p["flags"]) == {"failing", "generator_bound", "disturbed", "too_few_lines"}
+        assert p["memory"]["active_rss_bytes"] > 0, key
+        if p["mode"] == "echo":
+            assert p["memory"]["idle_rss_bytes"] > 0 and p["unanswered"] == 0, key
+            sr = p["set_rate"]
+            assert sr and sr["offered_per_s"] > 0 and sr["p99"] >= sr["p50"] > 0, key
+        else:
+            assert p["lost"] == 0 and p["sent"] > 0, key
+            slo = p["slo"]
+            assert slo and slo["steps"] and all(s["deliveries_per_s"] > 0 for s in slo["steps"]), key
+    # one offered rate for every backend at a connection count
+    for users in (4, 16):
+        rates = {points[(b, "echo", users)]["set_rate"]["offered_per_s"] for b in ("asyncio", "threading")}
+        assert len(rates) == 1
+    kinds = {w["kind"] for w in doc["windows"]}
+    assert kinds == {"idle", "capacity", "rate", "slo"}
+    md = (path.parent / "report.md").read_text()
+    assert md.index("## Which model for which case") < md.index("## At each load")
+    assert str((path.parent / "report.html").resolve()) in proc.stdout.replace("\n", "")
+
+
+def test_without_the_native_engine_it_says_what_to_install_and_writes_nothing(tmp_path):
+    env = {**os.environ, "SOCKBENCH_ENGINE": "python"}
+    proc = _compare(tmp_path, "--backends", "asyncio", "--quick", env=env, timeout=60)
+    assert proc.returncode == 1
+    [line] = proc.stderr.strip().splitlines()
+    assert "native load engine is not available" in line and "C compiler" in line and "pip install -e ." in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_out_under_a_file_is_one_error_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = _compare(blocker / "reports", "--backends", "asyncio", "--quick", timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("bench compare: error: cannot make a run folder under") and "Not a directory" in line
+
+
+@needs_engine
+def test_ctrl_c_stops_everything_and_removes_the_unfinished_run_folder(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "compare", "--out", str(tmp_path), "--backends",
+                             "asyncio,threading", "--users", "4", "--repeat", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("*/logs/*.program.json")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(tmp_path.glob("*/logs/*.program.json")), "the run never started measuring"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err and "removed" in err
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("args, message", [
@@ -57,7 +109,7 @@ def test_short_compare_writes_valid_results_with_microsecond_percentiles(tmp_pat
     (["--users", "0"], "at least 1"),
     (["--duration", "soon"], "expected a number"),
     (["--duration", "inf"], "must be positive"),  # a run that would never end
-    (["--workers", "-1"], "0 or more"),
+    (["--slo-ms", "0"], "must be positive"),
     (["--cpus", "0:99"], "not available"),
 ])
 def test_bad_flags_get_one_line_and_exit_2(tmp_path, args, message):
@@ -65,14 +117,3 @@ def test_bad_flags_get_one_line_and_exit_2(tmp_path, args, message):
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())  # nothing written
-
-
-def test_a_server_that_does_not_start_comes_back_as_error_stages(tmp_path):
-    from bench.compare import runner
-    from bench.compare.plan import Group, Stage
-
-    group = Group("no-such-backend", "echo", 0, (Stage(1, 0.1, 0.1, 10.0), Stage(2, 0.1, 0.1, 10.0)))
-    raws = runner.run_group(group, runner.RunnerOptions(workdir=tmp_path))
-    assert [r["users"] for r in raws] == [1, 2]
-    assert all("failed to start" in r["error"] for r in raws)
-    assert all(r["tally"]["requests"] == 0 and r["window_s"] == 0.0 for r in raws)

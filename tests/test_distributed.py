@@ -188,21 +188,3 @@ def test_bench_ui_busy_port_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == f"bench ui: error: --web-port: address 127.0.0.1:{port} is already in use"
 
-
-def test_bench_compare_with_two_workers(tmp_path: Path) -> None:
-    """``bench compare --workers 2``: one result per point, from the merged histograms."""
-    result = subprocess.run(
-        bench_command("compare", "--backends", "asyncio", "--modes", "echo", "--users", "4",
-                      "--duration", "1", "--warmup", "0.5", "--workers", "2", "--out", str(tmp_path)),
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
-    assert result.returncode == 0, result.stdout + result.stderr
-    (doc_path,) = tmp_path.glob("*/results.json")
-    doc = json.loads(doc_path.read_text())
-    assert doc["config"]["workers"] == 2
-    (run,) = doc["runs"]
-    assert run["error"] is None, run["error"]
-    assert run["loadgen"]["processes"] == 2
-    assert run["requests"] > 0 and 0 < run["latency_us"]["p50"] <= run["latency_us"]["max"]
-    # master and workers share the group's Locust log: none of them crashed
-    (log,) = tmp_path.glob("*/logs/asyncio-echo-r1.locust.log")
-    assert "Traceback" not in log.read_text(errors="replace")

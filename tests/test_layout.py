@@ -19,7 +19,8 @@ BENCH = Path(bench.__file__).parent
 # Modules that run inside the Locust process, and may import it.
 INSIDE_LOCUST = ("bench.loadgen", "bench.locustfile")
 # bench.loadgen modules that are pure (shared with the supervisor and the tests).
-PURE_LOADGEN = ("bench.loadgen.sequence", "bench.loadgen.mode_probe", "bench.loadgen.engine")
+PURE_LOADGEN = ("bench.loadgen.sequence", "bench.loadgen.mode_probe", "bench.loadgen.engine",
+                "bench.loadgen.program", "bench.loadgen.window_rules")
 
 
 def supervisor_modules() -> list[str]:

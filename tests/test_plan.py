@@ -1,43 +1,56 @@
-"""bench.compare.plan: scenarios as data (pure; no processes)."""
+"""bench.compare.plan: what a run measures, as data (pure; no processes)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.compare.plan import PlanOptions, broadcast_rate_for, build_plan, estimate_s
+from bench.compare.plan import estimate_s, modes_to_run, program_spec, users_for
+from bench.results.config import CompareConfig
 
 pytestmark = pytest.mark.timeout(10)
 
 
-def test_every_backend_and_mode_is_one_group_stepping_through_ascending_users():
-    groups = build_plan(PlanOptions(backends=("gevent", "asyncio"), users=(100, 1, 10, 10)))
-    assert [(g.backend, g.mode) for g in groups] == [
-        ("gevent", "echo"), ("gevent", "broadcast"), ("asyncio", "echo"), ("asyncio", "broadcast")]
-    assert [s.users for s in groups[0].stages] == [1, 10, 100]
-    # a broadcast line goes to every *other* client: one user has no one to reach
-    assert [s.users for s in groups[1].stages] == [10, 100]
+def test_counts_are_ascending_and_broadcast_needs_two_connections():
+    config = CompareConfig(backends=("gevent", "asyncio"), users=(100, 1, 10, 10))
+    assert users_for(config, "echo") == [1, 10, 100]
+    assert users_for(config, "broadcast") == [10, 100]     # a line goes to every *other* client
+    assert modes_to_run(CompareConfig(backends=("x",), users=(1,))) == ["echo"]
 
 
-def test_repeats_are_interleaved_over_backends():
-    groups = build_plan(PlanOptions(backends=("a", "b"), modes=("echo",), repeat=2))
-    assert [(g.repeat, g.backend) for g in groups] == [(0, "a"), (0, "b"), (1, "a"), (1, "b")]
+def test_the_program_spec_carries_the_run_settings():
+    config = CompareConfig(backends=("a",), modes=("broadcast",), users=(2, 8), duration_s=0.3, warmup_s=0.1,
+                           repeat=4, slo_ms=5.0)
+    spec = program_spec(config, "broadcast", [{"backend": "a", "host": "127.0.0.1", "port": 1, "pid": 2}])
+    assert spec["users"] == [2, 8] and spec["repeats"] == 4 and spec["window_s"] == 0.3
+    assert spec["warmup_s"] == 0.1 and spec["slo_ms"] == 5.0 and spec["targets"][0]["backend"] == "a"
+    assert 0 < spec["rate_fraction"] < 1 and spec["busy_percent"] == 20.0
 
 
-def test_broadcast_rate_is_capped_by_the_delivery_budget():
-    assert broadcast_rate_for(10, 10.0, 20_000) == 10.0            # 900 deliveries/s: under budget
-    assert broadcast_rate_for(1000, 10.0, 20_000) == pytest.approx(20_000 / (1000 * 999))
-    groups = build_plan(PlanOptions(backends=("x",), modes=("broadcast",), users=(2, 1000)))
-    for stage in groups[0].stages:
-        assert stage.users * (stage.users - 1) * stage.broadcast_rate <= 20_000 + 1e-6
+def test_the_estimate_grows_with_backends_repeats_and_windows():
+    one = CompareConfig(backends=("a",), users=(10, 100))
+    assert estimate_s(one) > 0
+    assert estimate_s(CompareConfig(backends=("a", "b"), users=(10, 100))) > estimate_s(one)
+    assert estimate_s(CompareConfig(backends=("a",), users=(10, 100), repeat=6)) > estimate_s(one)
+    assert estimate_s(CompareConfig(backends=("a",), users=(10, 100), duration_s=2.0)) > estimate_s(one)
 
 
-def test_broadcast_with_only_one_user_plans_nothing():
-    assert build_plan(PlanOptions(backends=("x",), modes=("broadcast",), users=(1,))) == []
+def test_the_default_run_is_estimated_inside_six_minutes():
+    from servers.backends import BACKENDS
+    assert estimate_s(CompareConfig(backends=tuple(BACKENDS))) < 6 * 60
 
 
-def test_warmup_and_duration_reach_every_stage_and_the_estimate():
-    options = PlanOptions(backends=("x",), modes=("echo",), users=(1, 10), duration_s=3, warmup_s=1)
-    groups = build_plan(options)
-    assert all((s.warmup_s, s.duration_s) == (1, 3) for s in groups[0].stages)
-    assert estimate_s(groups) >= 2 * (1 + 3)
-    assert groups[0].stages[0].to_locust() == {"users": 1, "warmup": 1, "duration": 3, "rate": 10.0}
+def test_window_percentiles_and_the_latency_target_rule():
+    from bench.loadgen.window_rules import held, percentiles, served
+
+    assert percentiles([(10, 1), (20, 98), (30, 1)]) == {"p50": 20, "p90": 20, "p99": 20, "p999": 30, "max": 30}
+    assert percentiles([]) == {"p50": 0, "p90": 0, "p99": 0, "p999": 0, "max": 0}
+    spec = {"min_lines": 50, "slo_ms": 10.0}
+    ok = {"sent": 60, "lost": 0, "failures": {}, "latency_us": {"p99": 9_000}, "offered_per_s": 1000.0,
+          "window_s": 1.0, "requests": 990}
+    assert held(ok, spec)
+    assert not held({**ok, "latency_us": {"p99": 11_000}}, spec)     # over the target
+    assert not held({**ok, "lost": 1}, spec)                          # a line lost
+    assert not held({**ok, "sent": 49}, spec)                         # too few lines to judge
+    assert not held({**ok, "requests": 500}, spec)                    # deliveries fell behind
+    assert served({"requests": 1000, "failures": {"timeout": 0}}, 10)
+    assert not served({"requests": 1000, "failures": {"timeout": 1}}, 10)   # a user went unserved

@@ -1,18 +1,23 @@
-"""``bench compare``: drive every backend with Locust and write a report.
+"""``bench compare``: measure every backend and say which model suits which load.
 
-For each backend x mode, one ``bench serve`` process and one headless Locust process
-step through the user counts (see :mod:`bench.compare.plan`, :mod:`bench.compare.runner`). The
-figures go to ``reports/<run-id>/results.json`` (:mod:`bench.results.schema`, schema 1),
-from which :mod:`bench.results.report` draws the charts and writes report.md/report.html.
+Per mode, every backend's server runs at once and the native load engine measures them in
+short interleaved windows (see :mod:`bench.compare.plan`, :mod:`bench.compare.runner`,
+:mod:`bench.loadgen.program`): capacity and server CPU per request at each connection
+count, latency at one offered rate (echo), the highest room rate that holds a p99 target
+(broadcast), and server memory with idle and busy connections. The windows and the points
+folded from them go to ``reports/<run-id>/results.json`` (:mod:`bench.results.schema`),
+from which :mod:`bench.results.report` writes report.md and report.html.
 
-Usage errors print one line and exit 2; a backend that fails to start is reported
-with its stderr and recorded as errored runs; the rest of the run goes on.
+Usage errors print one line and exit 2; a backend that fails to start is reported with
+its stderr and recorded as an error; the rest of the run goes on. Ctrl-C stops every
+child and removes the unfinished run folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 from datetime import datetime, timezone
@@ -20,56 +25,53 @@ from pathlib import Path
 from typing import Any
 
 from bench.compare import plan as plan_mod
-from bench.results import schema as results
-from bench.results.config import (
-    DEFAULT_BROADCAST_RATE,
-    DEFAULT_DELIVERY_BUDGET,
-    DEFAULT_MESSAGE_BYTES,
-    DEFAULT_REQUEST_TIMEOUT,
-    MODES,
-    CompareConfig,
-)
 from bench.procs import machine
+from bench.results import schema as results
+from bench.results.config import DEFAULT_MESSAGE_BYTES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SLO_MS, MODES, CompareConfig
 from servers import backends
-from servers.argtypes import (EXIT_USAGE, backend_list, comma_items, non_negative_int, positive_float,
-                              positive_int, seconds)
+from servers.argtypes import (EXIT_USAGE, backend_list, comma_items, positive_float, positive_int,
+                              seconds)
 
-# --quick: every backend and mode, two user counts, short windows: under a minute.
-QUICK = {"users": (10, 100), "duration": 0.8, "warmup": 0.3}
-# Defaults: 6 backends x (4 echo + 3 broadcast points) x 5.5 s + ~2 s per server run is
-# about 4.5 minutes, inside the 6-minute budget on a 2-core machine.
-DEFAULTS = {"users": (1, 10, 100, 1000), "duration": 4.0, "warmup": 1.5}
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+# --quick: every backend and mode, two connection counts, two repeats of short windows,
+# a coarse rate grid: under a minute on 2 cores.
+QUICK = {"users": (10, 100), "duration": 0.2, "warmup": 0.05, "repeat": 2, "slo_factor": 2.0,
+         "remeasure_share": 0.0}
+# Defaults: 6 backends, 1-1000 connections, three repeats of 0.5 s windows: about 5 minutes.
+DEFAULTS = {"users": (1, 10, 100, 1000), "duration": 0.5, "warmup": 0.2, "repeat": 3, "slo_factor": 1.5,
+            "remeasure_share": 0.15}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="benchmark the backends with Locust and write a report",
-                       description="Run every backend x mode x user count with Locust (headless), "
-                       "write reports/<run-id>/results.json and a report.")
+    p = sub.add_parser("compare", help="measure every backend and write a report that says which to pick",
+                       description="Measure every backend x mode x connection count with the native load "
+                       "engine in short interleaved repeats: capacity, server CPU per request, latency at "
+                       "a set rate, broadcast rate at a latency target, memory per connection. Writes "
+                       "reports/<run-id>/results.json, report.md and report.html.")
     p.add_argument("--backends", type=backend_list, default=tuple(backends.BACKENDS), metavar="LIST",
                    help=f"comma-separated backends (default: all: {','.join(backends.BACKENDS)})")
     p.add_argument("--modes", type=mode_list, default=MODES, metavar="LIST",
                    help="echo,broadcast (default both)")
     p.add_argument("--users", type=user_list, default=None, metavar="LIST",
-                   help="comma-separated concurrent users (default 1,10,100,1000; --quick: 10,100)")
-    p.add_argument("--duration", type=positive_float, default=None, metavar="S", help="measured seconds per point (default 4; --quick 0.8)")
+                   help="comma-separated connection counts (default 1,10,100,1000; --quick: 10,100)")
+    p.add_argument("--duration", type=positive_float, default=None, metavar="S",
+                   help="measured seconds per window (default 0.5; --quick 0.2)")
     p.add_argument("--warmup", type=seconds, default=None, metavar="S",
-                   help="unmeasured seconds before each point (default 1.5; --quick 0.3)")
-    p.add_argument("--repeat", type=positive_int, default=1, metavar="N", help="run everything N times; rps is the median (default 1)")
+                   help="unmeasured seconds after connecting, before each window (default 0.2; --quick 0.05)")
+    p.add_argument("--repeat", type=positive_int, default=None, metavar="N",
+                   help="windows per backend and connection count, interleaved (default 3; --quick 2)")
+    p.add_argument("--slo-ms", type=positive_float, default=DEFAULT_SLO_MS, metavar="MS",
+                   help="broadcast: the p99 delivery latency a room's send rate must hold "
+                   f"(default {DEFAULT_SLO_MS:g})")
     p.add_argument("--message-bytes", type=positive_int, default=DEFAULT_MESSAGE_BYTES, metavar="B",
                    help=f"bytes per line, newline included (default {DEFAULT_MESSAGE_BYTES})")
-    p.add_argument("--broadcast-rate", type=positive_float, default=DEFAULT_BROADCAST_RATE, metavar="R",
-                   help="broadcast lines/s per user, capped so a point asks for at most "
-                   f"{DEFAULT_DELIVERY_BUDGET:,.0f} deliveries/s (default {DEFAULT_BROADCAST_RATE:g})")
-    p.add_argument("--request-timeout", type=positive_float, default=None, metavar="S",
-                   help="seconds one wait may take before it counts as a timeout (default "
-                   f"{DEFAULT_REQUEST_TIMEOUT:g}, or half of --duration if shorter, so a user that "
-                   "is never served shows up as failures inside every window)")
+    p.add_argument("--request-timeout", type=positive_float, default=DEFAULT_REQUEST_TIMEOUT, metavar="S",
+                   help="seconds one wait may take before it counts as a timeout "
+                   f"(default {DEFAULT_REQUEST_TIMEOUT:g})")
     p.add_argument("--cpus", type=parse_pinning, default="auto", metavar="SERVER:LOADGEN",
-                   help="pin the server and Locust, e.g. 0:1 or 0:1-3; 'none' to not pin "
-                   "(default auto: server on the first CPU, Locust on the rest)")
-    p.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
-                   help="run Locust as a master with N local worker processes (pinned with Locust's "
-                   "CPUs; their µs histograms are merged) (default 0: one Locust process)")
+                   help="pin the servers and the load generator, e.g. 0:1 or 0:1-3; 'none' to not pin "
+                   "(default auto: servers on the first CPU, the load generator on the rest)")
     p.add_argument("--out", default="reports", metavar="DIR", help="where run folders go (default reports/)")
     p.add_argument("--quick", action="store_true", help="a smoke run in under a minute")
     p.set_defaults(func=run)
@@ -84,7 +86,7 @@ def mode_list(text: str) -> tuple[str, ...]:
 
 
 def user_list(text: str) -> tuple[int, ...]:
-    """argparse type: comma-separated user counts, each at least 1."""
+    """argparse type: comma-separated connection counts, each at least 1."""
     return tuple(positive_int(t) for t in comma_items(text))
 
 
@@ -119,22 +121,25 @@ def parse_pinning(text: str) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
 
 
 def config_from_args(args: argparse.Namespace) -> CompareConfig:
-    """The parsed flags (argparse has validated each) with the --quick/default presets
-    filled in."""
+    """The parsed flags (argparse has validated each) with the --quick/default presets filled in."""
     preset = QUICK if args.quick else DEFAULTS
-    duration = args.duration if args.duration is not None else preset["duration"]
     return CompareConfig(
         backends=args.backends, modes=args.modes, users=args.users or preset["users"],
-        duration_s=duration, warmup_s=args.warmup if args.warmup is not None else preset["warmup"],
-        repeat=args.repeat, broadcast_rate=args.broadcast_rate, message_bytes=args.message_bytes,
-        request_timeout_s=(args.request_timeout if args.request_timeout is not None
-                           else min(DEFAULT_REQUEST_TIMEOUT, duration / 2)),
-        cpu_pinning=args.cpus, workers=args.workers,
+        duration_s=args.duration if args.duration is not None else preset["duration"],
+        warmup_s=args.warmup if args.warmup is not None else preset["warmup"],
+        repeat=args.repeat if args.repeat is not None else preset["repeat"],
+        message_bytes=args.message_bytes, request_timeout_s=args.request_timeout,
+        slo_ms=args.slo_ms, slo_factor=preset["slo_factor"], cpu_pinning=args.cpus,
+        remeasure_share=preset["remeasure_share"],
     )
 
 
 def new_run_dir(out: Path) -> tuple[str, Path]:
-    """A fresh ``out/<run-id>`` (UTC timestamp; suffixed if taken)."""
+    """A fresh ``out/<run-id>`` (UTC timestamp; suffixed if taken).
+
+    Raises:
+        OSError: it cannot be made (a parent is a file, no permission, ...).
+    """
     run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     candidate, n = run_id, 1
     while (out / candidate).exists():
@@ -150,79 +155,73 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # imported here, not at the top: `bench serve` shares this CLI and should start light
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-    from rich.text import Text
-
-    from bench.results import analysis
-    from bench.results import report
-    from bench.compare import runner
+    from bench.loadgen import engine
 
     config = config_from_args(args)
-    console = report.summary_console()
-    groups = plan_mod.build_plan(config)
-    if not groups:
-        print("bench compare: error: nothing to run (broadcast needs at least 2 users)", file=sys.stderr)
+    if not plan_mod.modes_to_run(config):
+        print("bench compare: error: nothing to run (broadcast needs at least 2 connections)", file=sys.stderr)
         return EXIT_USAGE
-    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: stop Locust and the server, then exit
+    why = engine.why_unavailable()
+    if why:
+        print(f"bench compare: error: the native load engine is not available ({why}). bench compare "
+              "measures with it: install a C compiler and the Python headers (e.g. apt-get install gcc "
+              "python3-dev), then run `pip install -e .` again (unset SOCKBENCH_ENGINE if set). "
+              "Without it, `bench ui` and `locust -f bench/locustfile.py` still run the pure-Python users.",
+              file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        run_id, run_dir = new_run_dir(Path(args.out))
+    except OSError as exc:
+        print(f"bench compare: error: cannot make a run folder under {args.out}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: stop every child, then exit
+    try:
+        return _measure_and_report(config, run_id, run_dir)
+    except KeyboardInterrupt:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        print(f"\nbench compare: interrupted; every child process was stopped and the unfinished run "
+              f"folder {run_dir.resolve()} was removed (nothing kept).", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _measure_and_report(config: CompareConfig, run_id: str, run_dir: Path) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    from bench.compare import runner
+    from bench.loadgen import engine
+    from bench.results import document, report
+
+    console = report.summary_console()
     env = machine.environment()
-    run_id, run_dir = new_run_dir(Path(args.out))
     pinning = config.cpu_pinning
-    ropts = runner.RunnerOptions(workdir=run_dir / "logs", config=config)
-    points = sum(len(g.stages) for g in groups)
-    console.print(f"bench compare: {points} points in {len(groups)} server runs, about "
-                  f"{plan_mod.estimate_s(groups) / 60:.1f} min; open-files limit {env['open_files_limit'][0]} "
-                  "(the load generator and the servers raise their own to the hard limit); "
-                  + (f"server on CPU {list(pinning[0])}, Locust on CPU {list(pinning[1])}" if pinning
-                     else "CPUs not pinned"))
-    raws: list[dict[str, Any]] = []
-    with Progress(TextColumn("{task.description:<34}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
-                  transient=False) as progress:
-        task = progress.add_task("starting", total=plan_mod.estimate_s(groups))
-        for group in groups:
-            label = f"{group.backend} {group.mode}" + (f" #{group.repeat + 1}" if config.repeat > 1 else "")
+    estimate = plan_mod.estimate_s(config)
+    console.print(Text(
+        f"bench compare: {len(config.backends)} backends, {', '.join(plan_mod.modes_to_run(config))}, "
+        f"{config.repeat} interleaved repeats per point, about {estimate / 60:.1f} min. Load engine: "
+        f"{engine.engine_name()} (C, one thread); "
+        + (f"servers on CPU {list(pinning[0])}, load generator on CPU {list(pinning[1])}." if pinning
+           else "CPUs not pinned.")))
+    mode_results = []
+    with Progress(TextColumn("{task.description:<44}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        for mode in plan_mod.modes_to_run(config):
+            task = progress.add_task(f"{mode}: starting servers", total=None)
 
-            def on_event(index: int, event: str, group: plan_mod.Group = group, label: str = label) -> None:
-                if index < len(group.stages):
-                    stage = group.stages[index]
-                    progress.update(task, description=f"{label}, {stage.users} users: {event}")
-                    if event == "measured":
-                        progress.advance(task, plan_mod.RAMP_ESTIMATE_S + stage.warmup_s + stage.duration_s)
+            def on_progress(done: int, total: int, what: str, task: Any = task) -> None:
+                progress.update(task, completed=done, total=total, description=what[:44])
 
-            progress.update(task, description=f"{label}: starting")
-            stage_raws = runner.run_group(group, ropts, on_event)
-            if stage_raws and stage_raws[0]["error"]:  # a failed group: the same error on every stage
-                progress.console.print(Text.assemble(("error:", "red"), f" {label}: {stage_raws[0]['error']}"))
-            raws.extend(stage_raws)
-            progress.advance(task, plan_mod.GROUP_OVERHEAD_S)
-        progress.update(task, description="done", completed=plan_mod.estimate_s(groups))
-    doc = build_document(run_id, env, config, raws)
+            result = runner.run_mode(mode, config, run_dir / "logs", on_progress)
+            for backend, error in result.errors.items():
+                progress.console.print(Text.assemble(("error:", "red"), f" {backend} {mode}: {error}"))
+            progress.update(task, completed=1, total=1, description=f"{mode}: done")
+            mode_results.append(result)
+    doc = document.build(run_id, env, config, mode_results, engine.engine_name())
     results_path = run_dir / "results.json"
     results.save(doc, results_path)
-    report.render_report(doc, run_dir)
+    paths = report.render_report(doc, run_dir)
     report.print_summary(doc, console)
-    busy = analysis.busy_machine_note(doc)  # also among the report's caveats
-    if busy:
-        console.print(Text.assemble(("warning:", "yellow"), f" {busy}"))
-    console.print(f"report: {run_dir / 'report.html'}  (results: {results_path})")
+    console.print(Text(f"report: {paths['report.html'].resolve()}\n        {paths['report.md'].resolve()}  "
+                       f"(results: {results_path.resolve()})"))
     return 0
-
-
-def build_document(run_id: str, env: dict[str, Any], config: CompareConfig,
-                   raws: list[dict[str, Any]]) -> dict[str, Any]:
-    """The results.json document: one run per (backend, mode, users), repeats folded in."""
-    from bench.results.combine import combine  # imports the HDR histogram: not at `bench serve` startup
-
-    grouped: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
-    for raw in raws:
-        grouped.setdefault((raw["backend"], raw["mode"], raw["users"]), []).append(raw)
-    runs = [combine(items, config.message_bytes, max(1, config.workers)) for items in grouped.values()]
-    return {
-        "schema": results.SCHEMA_VERSION,
-        "run_id": run_id,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "environment": env,
-        "config": config.to_json(),
-        "loadgen_ceiling": None,
-        "runs": runs,
-    }

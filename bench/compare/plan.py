@@ -1,93 +1,80 @@
-"""The scenarios of a ``bench compare`` run, as data. Pure: no I/O, no clocks.
+"""What a ``bench compare`` run measures, as data, and how long it should take. Pure: no
+I/O, no clocks.
 
-A run measures every backend x mode x user count. One *group* is one (repeat,
-backend, mode): one server process and one Locust process that steps through the
-user counts in ascending order, each as a *stage* (ramp, warm-up, measure). Groups
-run repeat-major (every backend once, then every backend again), so slow drift in
-the machine spreads over all backends instead of landing on one.
+A run is one *program* per mode (:mod:`bench.loadgen.program` runs it): every backend's
+server of that mode is up at once, and the program steps through the connection counts
+in ascending order, measuring every backend at each count before the next count, in
+short interleaved windows repeated ``repeat`` times. :func:`program_spec` is what the
+program reads; :func:`estimate_s` is the progress bar's guess of the wall time.
 
-Broadcast needs at least two users (a line goes to every *other* client), so
-broadcast stages below 2 users are left out.
-
-Broadcast load is bounded by a *delivery budget*: one line from each of N users
-reaches N-1 others, so at a fixed per-user rate deliveries grow as N², and at 1,000
-users and 10 lines/s they would be ~10 M/s, which no Python load generator receives
-(nor any backend relays). Each stage's per-user rate is therefore
-``min(broadcast_rate, budget / (N * (N - 1)))``, recorded per run as
-``broadcast_rate``.
+Broadcast needs at least two connections (a line goes to every *other* client), so
+broadcast counts below 2 are left out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Any
 
 from bench.results.config import CompareConfig
 
-# Seconds a stage's ramp is expected to take (spawning and connecting its users),
-# and a group's fixed cost (server and Locust start, stop): for the ETA only.
-RAMP_ESTIMATE_S = 0.3
-GROUP_OVERHEAD_S = 2.0
+# Seconds to connect and disconnect a window's connections, and to start a mode's servers
+# and program (per backend): for the estimate only.
+CONNECT_S = 0.12
+START_S = 0.6
+# Broadcast: one grid of room rates (deliveries/s) for every backend, base * factor**k;
+# a backend starts at the step nearest below this fraction of its own closed-loop
+# capacity, and the grid stops past SLO_TOP_FRACTION of the fastest backend's capacity.
+SLO_GRID_BASE = 1000.0
+SLO_START_FRACTION = 0.4
+SLO_TOP_FRACTION = 1.5
+# Echo: the offered rate at a connection count is this fraction of the slowest served
+# backend's capacity there, the same for every backend.
+RATE_FRACTION = 0.5
+# A broadcast window sends at least this many lines (else its p99 and loss mean little).
+MIN_LINES = 50
+# Other processes above this % of a core during a window: measure it again.
+BUSY_PERCENT = 20.0
+REMEASURE = 1
+# Expected SLO steps per backend and connection count (for the estimate).
+SLO_STEPS_ESTIMATE = 4
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One measured point inside a group."""
-
-    users: int
-    warmup_s: float
-    duration_s: float
-    broadcast_rate: float  # lines/s per user (broadcast); the option's value for echo
-
-    def to_locust(self) -> dict[str, float]:
-        """The stage as the Locust-side controller reads it (``--sockbench-stages``)."""
-        return {"users": self.users, "warmup": self.warmup_s, "duration": self.duration_s,
-                "rate": self.broadcast_rate}
+def users_for(config: CompareConfig, mode: str) -> list[int]:
+    """The connection counts ``mode`` measures, ascending."""
+    users = sorted(set(config.users))
+    return [u for u in users if u >= 2] if mode == "broadcast" else users
 
 
-@dataclass(frozen=True)
-class Group:
-    """One server + one Locust process: a backend in a mode, stepping through stages."""
-
-    backend: str
-    mode: str
-    repeat: int  # 0-based
-    stages: tuple[Stage, ...] = field(default_factory=tuple)
-
-    def estimate_s(self) -> float:
-        return GROUP_OVERHEAD_S + sum(RAMP_ESTIMATE_S + s.warmup_s + s.duration_s for s in self.stages)
+def modes_to_run(config: CompareConfig) -> list[str]:
+    """Modes with at least one connection count to measure."""
+    return [m for m in config.modes if users_for(config, m)]
 
 
-# What build_plan reads: the run's one config (backends, modes, users, durations, repeat,
-# broadcast rate and budget).
-PlanOptions = CompareConfig
+def program_spec(config: CompareConfig, mode: str, targets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON the program reads. ``targets``: ``{"backend", "host", "port", "pid"}`` each."""
+    return {
+        "mode": mode, "targets": targets, "users": users_for(config, mode),
+        "repeats": config.repeat, "window_s": config.duration_s, "warmup_s": config.warmup_s,
+        "message_bytes": config.message_bytes, "timeout_s": config.request_timeout_s,
+        "rate_fraction": RATE_FRACTION, "slo_ms": config.slo_ms, "slo_factor": config.slo_factor,
+        "slo_start_fraction": SLO_START_FRACTION, "slo_grid_base": SLO_GRID_BASE, "slo_top_fraction": SLO_TOP_FRACTION,
+        "min_lines": MIN_LINES, "busy_percent": BUSY_PERCENT, "remeasure": REMEASURE,
+        "remeasure_share": config.remeasure_share,
+    }
 
 
-def broadcast_rate_for(users: int, rate: float, budget: float) -> float:
-    """Per-user line rate of a broadcast stage with ``users`` users, within the budget."""
-    if users < 2:
-        return rate
-    return min(rate, budget / (users * (users - 1)))
-
-
-def build_plan(options: PlanOptions) -> list[Group]:
-    """Every group to run, in order. Groups with no stage (broadcast, 1 user) are dropped."""
-    users = sorted(set(options.users))
-    groups: list[Group] = []
-    for repeat in range(options.repeat):
-        for backend in options.backends:
-            for mode in options.modes:
-                stages = tuple(
-                    Stage(n, options.warmup_s, options.duration_s,
-                          broadcast_rate_for(n, options.broadcast_rate, options.delivery_budget)
-                          if mode == "broadcast" else options.broadcast_rate)
-                    for n in users if not (mode == "broadcast" and n < 2)
-                )
-                if stages:
-                    groups.append(Group(backend, mode, repeat, stages))
-    return groups
-
-
-def estimate_s(groups: list[Group]) -> float:
-    """Rough wall time of a plan in seconds (for the progress bar's total)."""
-    return sum(g.estimate_s() for g in groups)
-
+def estimate_s(config: CompareConfig) -> float:
+    """Rough wall time of a run in seconds (for the progress bar and the opening line)."""
+    window = CONNECT_S + config.warmup_s + config.duration_s
+    backends = len(config.backends)
+    total = 0.0
+    for mode in modes_to_run(config):
+        n = len(users_for(config, mode))
+        total += START_S * backends
+        total += n * backends * config.repeat * window           # capacity
+        if mode == "echo":
+            total += n * backends * config.repeat * window       # latency at the set rate
+            total += n * backends * (CONNECT_S + 0.5)            # idle memory
+        else:
+            total += n * backends * SLO_STEPS_ESTIMATE * window  # the latency-target ladder
+    return total * (1 + config.remeasure_share)

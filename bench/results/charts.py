@@ -1,14 +1,14 @@
-"""PNG charts of a results document, one function ``(doc, path) -> Path`` per chart.
+"""PNG charts of a results document, one per question, each readable without the tables.
 
-Drawn on ``matplotlib.figure.Figure`` with the Agg canvas: no pyplot, no global state,
-no display. Conventions that hold in every chart, so a reader learns them once:
+One function ``(doc, path) -> Path`` per chart, listed in :data:`CHARTS` with its caption.
+Drawn on ``matplotlib.figure.Figure`` with the Agg canvas: no pyplot, no global state.
+Conventions that hold in every chart:
 
 - a backend keeps its colour and marker across charts (the config's backend order);
-- the x axis is users (= open connections), log scale, ticked at the measured counts;
-- a large black-edged hollow square around a point marks it load-generator-bound (the
-  generator, not the server, was the limit: its throughput is only a lower bound), a red X marks a point with more
-  than 1 % failures; both are explained in the legend;
-- runs with an ``error`` are not drawn (the tables list them).
+- the x axis is connections, log scale, ticked at the measured counts;
+- a point that may not rank is drawn hollow, with a grey ring for *disturbed*, a black
+  square for *load-generator-bound* and a red X for *failing* (the legend says which);
+- error bars show the range of the repeats; points that did not run are not drawn.
 """
 
 from __future__ import annotations
@@ -22,37 +22,40 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from bench.results import analysis
-from bench.results.schema import Doc, Run
+from bench.results.schema import Doc, Point
 
-
-# Colour-blind-safe (Okabe-Ito) colours and distinct markers, in backend order.
 COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "*", "h")
-DPI = 110
-# Legends sit outside the axes, right of the plot, so they never hide a point.
+DPI = 100
 LEGEND = {"fontsize": 8, "loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}
+# Room on the right of each plot for its legend (a fixed layout: the constrained layout
+# engine costs seconds per chart on a busy 2-core machine).
+LEGEND_ROOM = 2.4  # inches
+PLOT_WIDTH = 5.6   # inches
+MARKS = {  # flag label -> how it is drawn over a point
+    "disturbed": {"marker": "o", "markersize": 16, "markerfacecolor": "none", "markeredgecolor": "gray",
+                  "markeredgewidth": 2.0},
+    "generator-bound": {"marker": "s", "markersize": 15, "markerfacecolor": "none",
+                        "markeredgecolor": "black", "markeredgewidth": 1.8},
+    "failing": {"marker": "X", "markersize": 11, "color": "red", "markeredgecolor": "white"},
+    "too few lines": {"marker": "d", "markersize": 14, "markerfacecolor": "none",
+                      "markeredgecolor": "purple", "markeredgewidth": 1.5},
+}
+
+Value = Callable[[Point], "tuple[float, float, float] | None"]  # (value, lo, hi) or None
 
 
 def _style(doc: Doc) -> dict[str, tuple[str, str]]:
-    return {b: (COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)])
-            for i, b in enumerate(analysis.backends(doc))}
+    return {b: (COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]) for i, b in enumerate(analysis.backends(doc))}
 
 
-def _new_figure(ncols: int) -> Figure:
-    fig = Figure(figsize=(7.6 * ncols, 4.6), dpi=DPI, layout="constrained")
+def _figure(ncols: int) -> Figure:
+    width = ncols * (PLOT_WIDTH + LEGEND_ROOM)
+    fig = Figure(figsize=(width, 4.4), dpi=DPI)
+    fig.subplots_adjust(left=0.9 / width, right=1 - LEGEND_ROOM / width, bottom=0.17, top=0.86,
+                        wspace=(LEGEND_ROOM + 0.9) / PLOT_WIDTH)
     FigureCanvasAgg(fig)
     return fig
-
-
-def _users_axis(ax, users: list[int]) -> None:
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(users))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax.set_xlabel("users (concurrent connections, log scale)")
-    if users:
-        ax.set_xlim(min(users) / 1.6, max(users) * 1.6)
-    ax.grid(True, which="major", alpha=0.3)
 
 
 def _si(v: float, _pos: Any = None) -> str:
@@ -62,218 +65,199 @@ def _si(v: float, _pos: Any = None) -> str:
     return f"{v:g}"
 
 
-def _us_ticks(v: float, _pos: Any = None) -> str:
-    return f"{v:,.0f}" if v >= 1 else f"{v:g}"
+def _users_axis(ax, users: list[int]) -> None:
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(users))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.set_xlabel("connections (log scale)")
+    if users:
+        ax.set_xlim(min(users) / 1.6, max(users) * 1.6)
+    ax.grid(True, which="major", alpha=0.3)
 
 
-def _flag_markers(ax, points: list[tuple[float, float, Run]]) -> None:
-    """Overlay the generator-bound and failing markers on (x, y, run) points."""
-    for x, y, run in points:
-        if analysis.is_generator_bound(run):
-            ax.plot([x], [y], linestyle="none", marker="s", markersize=15, markerfacecolor="none",
-                    markeredgecolor="black", markeredgewidth=1.8, zorder=5)
-        if analysis.is_failing(run):
-            ax.plot([x], [y], linestyle="none", marker="X", markersize=11, color="red",
-                    markeredgecolor="white", zorder=6)
-
-
-def _flag_legend_handles(runs: list[Run]) -> list[Line2D]:
-    handles = []
-    if any(analysis.is_generator_bound(r) for r in runs):
-        handles.append(Line2D([], [], linestyle="none", marker="s", markersize=12, markerfacecolor="none",
-                              markeredgecolor="black", markeredgewidth=1.8,
-                              label="load-generator-bound\n(server was not the limit)"))
-    if any(analysis.is_failing(r) for r in runs):
-        handles.append(Line2D([], [], linestyle="none", marker="X", markersize=10, color="red",
-                              label=f"failing (> {analysis.FAILURE_TOLERANCE:.0%} failures\nor users left unserved)"))
-    return handles
-
-
-def _series(doc: Doc, mode: str, value: Callable[[Run], float | None],
-            positive: bool) -> dict[str, list[tuple[float, float, Run]]]:
-    """{backend: [(users, value, run)]} skipping errored runs and missing values
-    (and values <= 0 when the axis is logarithmic)."""
-    out: dict[str, list[tuple[float, float, Run]]] = {}
-    for backend, per_users in analysis.group_runs(doc).get(mode, {}).items():
-        pts = []
-        for users, run in per_users.items():
-            if analysis.has_error(run):
+def _plot(ax, doc: Doc, mode: str, value: Value, style: dict[str, tuple[str, str]],
+          ranked_only_filled: bool = True) -> set[str]:
+    """One line per backend over the connection counts; returns the flag labels drawn."""
+    marks: set[str] = set()
+    for backend in analysis.backends(doc, mode):
+        xs, ys, lo, hi = [], [], [], []
+        flagged = []
+        for users in analysis.user_counts(doc, mode):
+            p = analysis.point(doc, mode, users, backend)
+            if p is None or p.get("error"):
                 continue
-            v = value(run)
-            if v is None or (positive and v <= 0):
+            v = value(p)
+            if v is None or v[0] <= 0:
                 continue
-            pts.append((users, float(v), run))
-        out[backend] = pts
-    return out
-
-
-def _plot_series(ax, doc: Doc, mode: str, value: Callable[[Run], float | None], *,
-                 log_y: bool, linestyle: str = "-", label_suffix: str = "",
-                 style: dict[str, tuple[str, str]] | None = None) -> list[Run]:
-    style = style or _style(doc)
-    drawn: list[Run] = []
-    for backend, pts in _series(doc, mode, value, positive=log_y).items():
-        if not pts:
+            xs.append(users)
+            ys.append(v[0])
+            lo.append(max(0.0, v[0] - v[1]))
+            hi.append(max(0.0, v[2] - v[0]))
+            labels = analysis.flag_labels(p)
+            if labels:
+                flagged.append((users, v[0], labels))
+        if not xs:
             continue
         color, marker = style[backend]
-        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        ax.plot(xs, ys, linestyle=linestyle, marker=marker, color=color, linewidth=2, markersize=7,
-                label=f"{backend}{label_suffix}")
-        _flag_markers(ax, pts)
-        drawn.extend(p[2] for p in pts)
-    return drawn
+        ax.errorbar(xs, ys, yerr=[lo, hi], linestyle="-", marker=marker, color=color, linewidth=2,
+                    markersize=7, capsize=3, label=backend)
+        for x, y, labels in flagged:
+            for label in labels:
+                ax.plot([x], [y], linestyle="none", zorder=5, **MARKS[label])
+                marks.add(label)
+    return marks
 
 
-def _empty(ax, text: str = "no data") -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=12, color="gray")
+def _legend(ax, marks: set[str]) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    names = {"disturbed": "disturbed (not ranked)", "generator-bound": "load-generator-bound (not ranked)",
+             "failing": "failing (not ranked)", "too few lines": "too few lines (not ranked)"}
+    for label in sorted(marks):
+        handles.append(Line2D([], [], linestyle="none", label=names[label], **MARKS[label]))
+    if handles:
+        ax.legend(handles=handles, **LEGEND)
+    else:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")
 
 
-def _finish(fig: Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=DPI)
     return path
 
 
-def _legend(ax, runs: list[Run], extra: list[Line2D] | None = None) -> None:
-    handles, labels = ax.get_legend_handles_labels()
-    more = (extra or []) + _flag_legend_handles(runs)
-    if handles or more:
-        ax.legend(handles + more, labels + [h.get_label() for h in more], **LEGEND)
+def _summary_value(key: str) -> Value:
+    def value(p: Point) -> tuple[float, float, float] | None:
+        s = p.get(key) or {}
+        if not s.get("median"):
+            return None
+        return float(s["median"]), float(s["lo"]), float(s["hi"])
+    return value
 
 
-def throughput_chart(doc: Doc, path: Path) -> Path:
-    """Throughput vs users, one line per backend, one panel per mode (echo: round trips/s,
-    linear y from 0; broadcast: deliveries/s, log y since it grows with users²)."""
-    mode_list = analysis.modes(doc)
-    fig = _new_figure(len(mode_list))
-    for i, mode in enumerate(mode_list):
-        ax = fig.add_subplot(1, len(mode_list), i + 1)
-        broadcast = mode == "broadcast"
-        drawn = _plot_series(ax, doc, mode, lambda r: r.get("rps"), log_y=broadcast)
-        _users_axis(ax, analysis.user_counts(doc, mode))
-        if broadcast:
-            ax.set_yscale("log")
-            ax.set_ylabel("deliveries per second (log scale)")
-            ax.set_title("broadcast: deliveries/s vs users (higher is better)")
-        else:
-            ax.set_ylim(bottom=0)
-            ax.set_ylabel("round trips per second")
-            ax.set_title(f"{mode}: throughput vs users (higher is better)")
-        ax.yaxis.set_major_formatter(FuncFormatter(_si))
-        if not drawn:
-            _empty(ax)
-        _legend(ax, drawn)
-    return _finish(fig, path)
-
-
-def _latency_panel(ax, doc: Doc, mode: str, title: str) -> None:
+def _per_mode(doc: Doc, path: Path, key: str, ylabel: str, title: str, log_y: bool) -> Path:
+    modes = analysis.modes(doc)
+    fig = _figure(len(modes))
     style = _style(doc)
-    drawn = _plot_series(ax, doc, mode, lambda r: (r.get("latency_us") or {}).get("p50"),
-                         log_y=True, linestyle="-", style=style)
-    drawn_p99 = _plot_series(ax, doc, mode, lambda r: (r.get("latency_us") or {}).get("p99"),
-                             log_y=True, linestyle="--", label_suffix="_p99", style=style)
-    # Backends appear once in the legend (by colour); the line style says the percentile.
-    handles = [Line2D([], [], color=style[b][0], marker=style[b][1], linewidth=2, label=b)
-               for b in analysis.backends(doc, mode)
-               if any(r["backend"] == b for r in drawn + drawn_p99)]
-    handles += [Line2D([], [], color="dimgray", linestyle="-", linewidth=2, label="p50 (solid)"),
-                Line2D([], [], color="dimgray", linestyle="--", linewidth=2, label="p99 (dashed)")]
-    handles += _flag_legend_handles(drawn + drawn_p99)
-    _users_axis(ax, analysis.user_counts(doc, mode))
+    for i, mode in enumerate(modes):
+        ax = fig.add_subplot(1, len(modes), i + 1)
+        marks = _plot(ax, doc, mode, _summary_value(key), style)
+        _users_axis(ax, analysis.user_counts(doc, mode))
+        if log_y:
+            ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(_si))
+        ax.set_ylabel(ylabel.format(unit=analysis.unit(mode), per=analysis.per_request(mode)))
+        ax.set_title(f"{mode}: {title}")
+        _legend(ax, marks)
+    return _save(fig, path)
+
+
+def capacity_chart(doc: Doc, path: Path) -> Path:
+    return _per_mode(doc, path, "capacity", "{unit} (closed loop)", "capacity vs connections (higher is better)",
+                     log_y=False)
+
+
+def cost_chart(doc: Doc, path: Path) -> Path:
+    return _per_mode(doc, path, "cost_us", "server CPU µs {per}", "server CPU per request (lower is better)",
+                     log_y=True)
+
+
+def set_rate_chart(doc: Doc, path: Path) -> Path:
+    fig = _figure(1)
+    ax = fig.add_subplot(1, 1, 1)
+
+    def value(p: Point) -> tuple[float, float, float] | None:
+        sr = p.get("set_rate")
+        if not sr or not sr.get("p99"):
+            return None
+        return float(sr["p99"]), float(sr["p99_lo"]), float(sr["p99_hi"])
+
+    marks = _plot(ax, doc, "echo", value, _style(doc))
+    users = analysis.user_counts(doc, "echo")
+    _users_axis(ax, users)
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FuncFormatter(_us_ticks))
-    ax.set_ylabel("latency, µs (log scale)")
-    ax.set_title(title)
-    if not drawn + drawn_p99:
-        _empty(ax)
-    ax.legend(handles=handles, **LEGEND)
-
-
-def latency_chart(doc: Doc, path: Path) -> Path:
-    """p50 (solid) and p99 (dashed) latency in µs vs users, log y, one panel per mode."""
-    mode_list = analysis.modes(doc)
-    fig = _new_figure(len(mode_list))
-    for i, mode in enumerate(mode_list):
-        ax = fig.add_subplot(1, len(mode_list), i + 1)
-        what = "delivery latency" if mode == "broadcast" else "round-trip latency"
-        _latency_panel(ax, doc, mode, f"{mode}: {what} vs users (lower is better)")
-    return _finish(fig, path)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: analysis.fmt_us(v)))
+    ax.set_ylabel("p99 round trip at the set rate")
+    rates = []
+    for u in users:
+        r = next((p["set_rate"]["offered_per_s"] for p in analysis.points_at(doc, "echo", u) if p.get("set_rate")), None)
+        if r:
+            rates.append(f"{u}: {analysis.fmt_rate(r)}/s")
+    ax.set_title("echo: p99 at one offered rate per connection count (lower is better)\nrates: " + ", ".join(rates),
+                 fontsize=10)
+    _legend(ax, marks)
+    return _save(fig, path)
 
 
 def memory_chart(doc: Doc, path: Path) -> Path:
-    """Server memory per connection (KiB, ``server.rss_per_conn_bytes``) vs users, one line
-    per backend and one panel per mode; points without a per-connection figure are skipped."""
-    mode_list = analysis.modes(doc)
-    fig = _new_figure(len(mode_list))
-    for i, mode in enumerate(mode_list):
-        ax = fig.add_subplot(1, len(mode_list), i + 1)
-        drawn = _plot_series(ax, doc, mode,
-                             lambda r: _kib((r.get("server") or {}).get("rss_per_conn_bytes")),
-                             log_y=False)
-        _users_axis(ax, analysis.user_counts(doc, mode))
-        ax.set_ylim(bottom=0)
-        ax.set_ylabel("server RSS per connection, KiB")
-        ax.set_title(f"{mode}: memory per connection (lower is better)")
-        if not drawn:
-            _empty(ax, "no per-connection memory figures")
-        _legend(ax, drawn)
-    return _finish(fig, path)
-
-
-def _kib(n: float | None) -> float | None:
-    return None if n is None else n / 1024
-
-
-def _has_delivery_counts(run: Run) -> bool:
-    return run["mode"] == "broadcast" and (run.get("lost") is not None or run.get("out_of_order") is not None)
-
-
-def broadcast_chart(doc: Doc, path: Path) -> Path:
-    """Broadcast only: lines lost (solid) and lines delivered out of order (dotted) vs
-    users, one colour per backend, linear y from 0: what the throughput and latency
-    charts cannot show, whether each backend delivered every line, in order."""
-    fig = _new_figure(1)
+    """Bars: server memory per connection (RSS slope), idle and active, per backend."""
+    fig = _figure(1)
     ax = fig.add_subplot(1, 1, 1)
-    style = _style(doc)
-    drawn = _plot_series(ax, doc, "broadcast", lambda r: r.get("lost"), log_y=False, style=style)
-    drawn_ooo = _plot_series(ax, doc, "broadcast", lambda r: r.get("out_of_order"), log_y=False,
-                             linestyle=":", label_suffix=" out of order", style=style)
-    _users_axis(ax, analysis.user_counts(doc, "broadcast") or [1])
-    ax.set_ylim(bottom=0)
+    series = [("echo", "idle", "idle (echo, one round trip each)"), ("echo", "active", "active (echo capacity)"),
+              ("broadcast", "active", "active (broadcast capacity)")]
+    names = analysis.backends(doc)
+    width = 0.8 / len(series)
+    drawn = False
+    spans = set()
+    for i, (mode, kind, label) in enumerate(series):
+        xs, ys = [], []
+        for j, b in enumerate(names):
+            s = analysis.memory_slope(doc, mode, b, kind)
+            if s is not None:
+                xs.append(j + (i - (len(series) - 1) / 2) * width)
+                ys.append(max(0.0, s.bytes_per_conn) / 1024)
+                spans.add(f"{s.lo}→{s.hi}")
+        if xs:
+            ax.bar(xs, ys, width=width, label=label, color=COLORS[i])
+            drawn = True
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=20)
+    ax.set_ylabel("KiB per connection")
+    ax.set_title("memory per connection: RSS slope over " + (", ".join(sorted(spans)) or "–")
+                 + " connections (lower is better)", fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)
+    if drawn:
+        ax.legend(**LEGEND)
+    else:
+        ax.text(0.5, 0.5, "needs two connection counts >= 10, at least 90 apart", ha="center", va="center",
+                transform=ax.transAxes, color="gray")
+    return _save(fig, path)
+
+
+def slo_chart(doc: Doc, path: Path) -> Path:
+    fig = _figure(1)
+    ax = fig.add_subplot(1, 1, 1)
+
+    def value(p: Point) -> tuple[float, float, float] | None:
+        held = (p.get("slo") or {}).get("held_deliveries_per_s")
+        return (float(held), float(held), float(held)) if held else None
+
+    marks = _plot(ax, doc, "broadcast", value, _style(doc))
+    _users_axis(ax, analysis.user_counts(doc, "broadcast"))
+    ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(_si))
-    ax.set_ylabel("lines (in the measured windows)")
-    ax.set_title("broadcast: lines lost and out of order vs users (lower is better)")
-    handles = [Line2D([], [], color=style[b][0], marker=style[b][1], linewidth=2, label=b)
-               for b in analysis.backends(doc, "broadcast")
-               if any(r["backend"] == b for r in drawn + drawn_ooo)]
-    handles.append(Line2D([], [], color="dimgray", linestyle="-", linewidth=2, label="lost (solid)"))
-    if drawn_ooo:
-        handles.append(Line2D([], [], color="dimgray", linestyle=":", linewidth=2, label="out of order (dotted)"))
-    handles += _flag_legend_handles(drawn + drawn_ooo)
-    if not drawn + drawn_ooo:
-        _empty(ax)
-    elif not any(r.get("lost") for r in drawn) and not any(r.get("out_of_order") for r in drawn_ooo):
-        ax.set_ylim(0, 1)
-        _empty(ax, "every line delivered, in order")
-    ax.legend(handles=handles, **LEGEND)
-    return _finish(fig, path)
+    ms = float((doc.get("config") or {}).get("slo_ms") or 10)
+    ax.set_ylabel(f"deliveries/s held at p99 ≤ {ms:g} ms")
+    ax.set_title(f"broadcast: highest room rate with p99 ≤ {ms:g} ms and no line lost (higher is better)",
+                 fontsize=10)
+    _legend(ax, marks)
+    return _save(fig, path)
 
 
-CHARTS: dict[str, Callable[[Doc, Path], Path]] = {
-    "throughput": throughput_chart,
-    "latency": latency_chart,
-    "memory": memory_chart,
-    "broadcast": broadcast_chart,
+# name -> (draw, caption, which mode it needs)
+CHARTS: dict[str, tuple[Callable[[Doc, Path], Path], str, str | None]] = {
+    "capacity": (capacity_chart, "Capacity vs connections (closed loop; bars: range of the repeats)", None),
+    "latency": (set_rate_chart, "Echo p99 at one offered rate per connection count", "echo"),
+    "cost": (cost_chart, "Server CPU µs per request (round trip or delivery)", None),
+    "memory": (memory_chart, "Server memory per connection (RSS slope), idle and active", None),
+    "slo": (slo_chart, "Broadcast: highest rate held at the latency target", "broadcast"),
 }
 
 
 def render_charts(doc: Doc, charts_dir: Path) -> dict[str, Path]:
-    """Draw every chart that has data into ``charts_dir``; ``{name: path}`` in CHARTS order.
-    The broadcast chart is drawn only when broadcast runs carry lost or out-of-order counts."""
-    out = {}
-    for name, draw in CHARTS.items():
-        if name == "broadcast" and not any(_has_delivery_counts(r) for r in doc["runs"]):
-            continue
-        out[name] = draw(doc, Path(charts_dir) / f"{name}.png")
-    return out
+    """Draw every chart whose mode is in the run; ``{name: path}`` in :data:`CHARTS` order."""
+    present = set(analysis.modes(doc))
+    return {name: draw(doc, Path(charts_dir) / f"{name}.png")
+            for name, (draw, _caption, mode) in CHARTS.items() if mode is None or mode in present}

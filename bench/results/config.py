@@ -18,9 +18,8 @@ DEFAULT_BROADCAST_RATE = 10.0
 # milliseconds even at 1,000 connections; 2 s means "not served". Short enough that
 # the blocking backend's queued users fail fast and are counted instead of stalling.
 DEFAULT_REQUEST_TIMEOUT = 2.0
-# Deliveries per second a broadcast stage may ask for: what one Locust process on one
-# core receives, times and reports with room to spare (~50 µs of Python per delivery).
-DEFAULT_DELIVERY_BUDGET = 20_000.0
+# Broadcast: the p99 delivery latency a room's send rate must hold (ms).
+DEFAULT_SLO_MS = 10.0
 
 # (server CPUs, load generator CPUs)
 Pinning = tuple[tuple[int, ...], tuple[int, ...]]
@@ -30,21 +29,23 @@ Pinning = tuple[tuple[int, ...], tuple[int, ...]]
 class CompareConfig:
     """A ``bench compare`` run's settings, validated by the command line.
 
-    :meth:`to_json` is results.json's ``config`` (schema 1, optional keys included);
-    :meth:`from_json` reads one back (absent optional keys take the defaults).
+    :meth:`to_json` is results.json's ``config``; :meth:`from_json` reads one back (absent
+    optional keys take the defaults).
     """
 
     backends: tuple[str, ...]
     modes: tuple[str, ...] = MODES
     users: tuple[int, ...] = (1, 10, 100, 1000)
-    duration_s: float = 4.0
-    warmup_s: float = 1.5
-    repeat: int = 1
-    broadcast_rate: float = DEFAULT_BROADCAST_RATE
-    delivery_budget: float = DEFAULT_DELIVERY_BUDGET
+    duration_s: float = 0.5           # one measured window
+    warmup_s: float = 0.2             # unmeasured seconds after connecting, before a window
+    repeat: int = 3                   # windows per (backend, connections), interleaved
     message_bytes: int = DEFAULT_MESSAGE_BYTES
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT
-    workers: int = 0  # > 0: a Locust master and this many local worker processes
+    slo_ms: float = DEFAULT_SLO_MS    # broadcast: the p99 delivery latency a rate must hold
+    slo_factor: float = 1.5           # broadcast: one step of the rate grid
+    # windows that may be measured again because other processes were busy, as a share of
+    # the run's windows: a busy machine cannot lengthen the run without bound
+    remeasure_share: float = 0.15
     cpu_pinning: Pinning | None = None
 
     @property
@@ -61,12 +62,9 @@ class CompareConfig:
         return {
             "backends": list(self.backends), "modes": list(self.modes), "users": sorted(set(self.users)),
             "duration_s": self.duration_s, "warmup_s": self.warmup_s, "repeat": self.repeat,
-            "message_bytes": self.message_bytes, "broadcast_rate": self.broadcast_rate,
-            "workers": self.workers,
+            "message_bytes": self.message_bytes, "request_timeout_s": self.request_timeout_s,
+            "slo_ms": self.slo_ms, "slo_factor": self.slo_factor, "remeasure_share": self.remeasure_share,
             "cpu_pinning": {"server": list(pin[0]), "loadgen": list(pin[1])} if pin else None,
-            # optional keys (see bench/results/schema.py)
-            "request_timeout_s": self.request_timeout_s,
-            "delivery_budget": self.delivery_budget,
         }
 
     @classmethod
@@ -76,10 +74,10 @@ class CompareConfig:
         return cls(
             backends=tuple(data["backends"]), modes=tuple(data["modes"]), users=tuple(data["users"]),
             duration_s=float(data["duration_s"]), warmup_s=float(data["warmup_s"]),
-            repeat=int(data["repeat"]), broadcast_rate=float(data["broadcast_rate"]),
-            delivery_budget=float(data.get("delivery_budget", DEFAULT_DELIVERY_BUDGET)),
-            message_bytes=int(data["message_bytes"]),
+            repeat=int(data["repeat"]), message_bytes=int(data["message_bytes"]),
             request_timeout_s=float(data.get("request_timeout_s", DEFAULT_REQUEST_TIMEOUT)),
-            workers=int(data.get("workers", 0)),
+            slo_ms=float(data.get("slo_ms", DEFAULT_SLO_MS)),
+            slo_factor=float(data.get("slo_factor", 1.5)),
+            remeasure_share=float(data.get("remeasure_share", 0.15)),
             cpu_pinning=(tuple(pin["server"]), tuple(pin["loadgen"])) if pin else None,
         )

@@ -1,194 +1,155 @@
-"""The rules that judge runs of a results document (``bench.results.schema``): usable,
-failing, generator-bound, the tie rule, ratios to the best, the flags of a table row,
-and the document's runs grouped once by mode, backend and users. Pure; see
-:mod:`bench.results.analysis` for what the rules mean together.
+"""The rules that judge the points of a results document (:mod:`bench.results.schema`,
+schema 2): which points may rank, the tie rule, and picking a winner with its margin.
+Pure; :mod:`bench.results.analysis` asks these questions of a whole run.
+
+- A point **may rank** only when it ran, served its load (not *failing*), the server and
+  not the load generator was the limit (not *generator-bound*), other processes did not
+  disturb it (not *disturbed*), and, in broadcast, it sent enough lines to mean something.
+  A point that may not rank is never a pick, a runner-up or the reference of a ratio.
+  Server CPU per request is the one figure a disturbed point may still rank on (see
+  :func:`why_not_ranked`).
+- **The tie rule**: two figures tie when the ranges ``[lo, hi]`` of their repeats overlap;
+  when either has a single sample there is no measured spread, so they tie within
+  :data:`SINGLE_SAMPLE_TIE` of the larger.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from dataclasses import dataclass, field
+from typing import Iterable
 
 from bench.results.config import MODES
-from bench.results.schema import Doc, Run
+from bench.results.schema import Doc, Point
 
-
-# A backend that fails more than 1 request in 100 is not one to pick, whatever its
-# throughput; below that, a few timeouts at shutdown or one reset should not disqualify it.
-FAILURE_TOLERANCE = 0.01
-
-# pyperf calls differences under ~5 % noise on an unquiet machine; with a single sample
-# per side we have no measured spread, so we borrow that margin.
+# With one sample per side we have no spread to compare; pyperf calls differences under
+# ~5 % noise on an unquiet machine, so we borrow that margin.
 SINGLE_SAMPLE_TIE = 0.05
 
 
-# -- per-run predicates -------------------------------------------------------------------
+# -- grouping --------------------------------------------------------------------------------
 
-def has_error(run: Run) -> bool:
-    """True when the scenario could not run (``error`` is set)."""
-    return bool(run.get("error"))
-
-
-def failure_rate(run: Run) -> float:
-    """failures / (requests + failures); 0.0 when nothing was attempted."""
-    failures = run.get("failures") or 0
-    attempts = (run.get("requests") or 0) + failures
-    return failures / attempts if attempts else 0.0
-
-
-def timeouts(run: Run) -> int:
-    """Requests that got no answer within the users' request timeout."""
-    return int((run.get("failures_by_kind") or {}).get("timeout") or 0)
-
-
-def is_failing(run: Run) -> bool:
-    """More than :data:`FAILURE_TOLERANCE` of the attempts failed, or users went unserved.
-
-    The second rule matters because failures are counted per request: a user the
-    server never answers fails once per request timeout (seconds), while a served user
-    completes thousands of requests meanwhile. So the blocking backend at 10 users (one
-    served, nine waiting in the backlog) fails only ~0.03% of its requests; timeouts from
-    at least :data:`FAILURE_TOLERANCE` of the users (and at least one) flag it.
-    """
-    unserved = timeouts(run) >= max(1.0, FAILURE_TOLERANCE * int(run.get("users") or 0))
-    return failure_rate(run) > FAILURE_TOLERANCE or unserved
-
-
-def failure_note(run: Run) -> str:
-    """Why a failing run is excluded: ``4% failures`` or ``18 timeouts``."""
-    rate = failure_rate(run)
-    if rate > FAILURE_TOLERANCE:
-        return f"{rate:.0%} failures"
-    return f"{timeouts(run):,} timeouts: users left unserved"
-
-
-def is_generator_bound(run: Run) -> bool:
-    """The load generator saturated, so the server was not the limit."""
-    return bool((run.get("loadgen") or {}).get("saturated"))
-
-
-def is_usable(run: Run) -> bool:
-    """Ran, served requests, and did not fail beyond the tolerance."""
-    return not has_error(run) and (run.get("rps") or 0) > 0 and not is_failing(run)
-
-
-def rps_range(run: Run) -> tuple[float, float]:
-    """(min, max) of ``rps_samples``; (rps, rps) when there are none."""
-    samples = [s for s in (run.get("rps_samples") or []) if s is not None]
-    if not samples:
-        rps = float(run.get("rps") or 0.0)
-        return rps, rps
-    return float(min(samples)), float(max(samples))
-
-
-def tied(a: Run, b: Run) -> bool:
-    """The tie rule (see the module docstring): overlapping sample ranges, or within 5 %
-    of the larger rps when either run has a single sample."""
-    if len(a.get("rps_samples") or []) >= 2 and len(b.get("rps_samples") or []) >= 2:
-        a_lo, a_hi = rps_range(a)
-        b_lo, b_hi = rps_range(b)
-        return a_lo <= b_hi and b_lo <= a_hi
-    ra, rb = float(a.get("rps") or 0.0), float(b.get("rps") or 0.0)
-    top = max(ra, rb)
-    return top == 0 or abs(ra - rb) <= SINGLE_SAMPLE_TIE * top
-
-
-# -- grouping -------------------------------------------------------------------------------
-
-def _ordered(seen: Iterable[Any], preferred: Iterable[Any]) -> list[Any]:
-    seen = list(dict.fromkeys(seen))
-    first = [x for x in preferred if x in seen]
-    return first + [x for x in seen if x not in first]
+def _ordered(seen: Iterable[str], preferred: Iterable[str]) -> list[str]:
+    seen_list = list(dict.fromkeys(seen))
+    first = [x for x in preferred if x in seen_list]
+    return first + [x for x in seen_list if x not in first]
 
 
 def modes(doc: Doc) -> list[str]:
-    """Modes present in the runs, echo before broadcast."""
-    return _ordered((r["mode"] for r in doc["runs"]), MODES)
+    """Modes present, echo before broadcast."""
+    return _ordered((p["mode"] for p in doc["points"]), MODES)
 
 
 def backends(doc: Doc, mode: str | None = None) -> list[str]:
-    """Backends present (in ``mode`` if given), in the config's order, then first seen."""
-    seen = [r["backend"] for r in doc["runs"] if mode is None or r["mode"] == mode]
+    """Backends present (in ``mode`` if given), in the config's order."""
+    seen = [p["backend"] for p in doc["points"] if mode is None or p["mode"] == mode]
     return _ordered(seen, (doc.get("config") or {}).get("backends") or [])
 
 
 def user_counts(doc: Doc, mode: str | None = None) -> list[int]:
-    """Distinct user counts (in ``mode`` if given), ascending."""
-    return sorted({int(r["users"]) for r in doc["runs"] if mode is None or r["mode"] == mode})
+    """Distinct connection counts (in ``mode`` if given), ascending."""
+    return sorted({int(p["users"]) for p in doc["points"] if mode is None or p["mode"] == mode})
 
 
-# The last document indexed, its number of runs, and its index: a report asks for the
-# runs at one (mode, users) once per table cell, chart point and sentence, and they are
-# grouped once per document instead of once per question. A document is not changed
-# once analysed (a different number of runs is noticed and re-indexed).
-_indexed: tuple[Doc, int, dict[str, dict[str, dict[int, Run]]]] | None = None
+def points_at(doc: Doc, mode: str, users: int) -> list[Point]:
+    """The points of one (mode, users), in backend order."""
+    found = {p["backend"]: p for p in doc["points"] if p["mode"] == mode and int(p["users"]) == users}
+    return [found[b] for b in backends(doc, mode) if b in found]
 
 
-def group_runs(doc: Doc) -> dict[str, dict[str, dict[int, Run]]]:
-    """``{mode: {backend: {users: run}}}``, modes and backends in display order.
-    With duplicate scenarios the last one wins. Computed once per document; callers
-    only read it."""
-    global _indexed
-    if _indexed is not None and _indexed[0] is doc and _indexed[1] == len(doc["runs"]):
-        return _indexed[2]
-    grouped: dict[str, dict[str, dict[int, Run]]] = {}
-    for mode in modes(doc):
-        grouped[mode] = {b: {} for b in backends(doc, mode)}
-    for run in doc["runs"]:
-        grouped[run["mode"]][run["backend"]][int(run["users"])] = run
-    for per_backend in grouped.values():
-        for key in per_backend:
-            per_backend[key] = dict(sorted(per_backend[key].items()))
-    _indexed = (doc, len(doc["runs"]), grouped)
-    return grouped
+def point(doc: Doc, mode: str, users: int, backend: str) -> Point | None:
+    return next((p for p in points_at(doc, mode, users) if p["backend"] == backend), None)
 
 
-def runs_at(doc: Doc, mode: str, users: int) -> list[Run]:
-    """The runs of one (mode, users) point, in backend display order."""
-    grouped = group_runs(doc).get(mode, {})
-    return [per[users] for per in grouped.values() if users in per]
+# -- may a point rank? -------------------------------------------------------------------------
+
+def why_not_ranked(p: Point, question: str = "capacity") -> str | None:
+    """None when the point may rank on ``question``; else the short reason shown next to it.
+
+    ``question`` "cost" (server CPU per request) lets a disturbed point rank: CPU time is
+    counted only while the server runs, so other processes taking turns on the core do not
+    inflate it (they do lower capacity and raise latency, which a disturbed point never ranks on)."""
+    flags = p.get("flags") or {}
+    if p.get("error"):
+        return "did not run"
+    if not (p.get("capacity") or {}).get("median"):
+        return "served nothing"
+    if flags.get("failing"):
+        return "failing: " + ("; ".join(p.get("notes") or []) or "failures")
+    if flags.get("generator_bound"):
+        return "load-generator-bound"
+    if flags.get("disturbed") and question != "cost":
+        return "disturbed by other processes"
+    if flags.get("too_few_lines"):
+        return "too few lines sent to rank"
+    return None
 
 
-# -- ratios, ties, flags -------------------------------------------------------------------
-
-def best_run(runs: list[Run]) -> Run | None:
-    """The run with the highest rps among those without an error (None if none)."""
-    ran = [r for r in runs if not has_error(r) and (r.get("rps") or 0) > 0]
-    return max(ran, key=lambda r: r["rps"]) if ran else None
-
-
-def ratios_to_best(doc: Doc, mode: str, users: int) -> dict[str, float | None]:
-    """``{backend: rps / best rps}`` at one point; None for runs that errored."""
-    runs = runs_at(doc, mode, users)
-    best = best_run(runs)
-    out: dict[str, float | None] = {}
-    for run in runs:
-        if best is None or has_error(run):
-            out[run["backend"]] = None
-        else:
-            out[run["backend"]] = float(run.get("rps") or 0.0) / float(best["rps"])
-    return out
-
-
-def flags(doc: Doc, run: Run) -> list[str]:
-    """Short labels for a table row: "error", "failing", "generator-bound", "best", "tie".
-
-    "best" marks the highest rps at its (mode, users); "tie" marks a run that ties with
-    the best (and the best itself, when something ties with it).
-    """
-    if has_error(run):
+def flag_labels(p: Point) -> list[str]:
+    """Short labels for tables and charts: error, failing, generator-bound, disturbed, too few lines."""
+    if p.get("error"):
         return ["error"]
-    out = []
-    if is_failing(run):
-        out.append("failing")
-    if is_generator_bound(run):
-        out.append("generator-bound")
-    peers = runs_at(doc, run["mode"], int(run["users"]))
-    best = best_run(peers)
-    if best is not None:
-        if best is run:
-            out.append("best")
-            if any(p is not run and not has_error(p) and tied(p, run) for p in peers):
-                out.append("tie")
-        elif tied(run, best):
-            out.append("tie")
-    return out
+    flags = p.get("flags") or {}
+    names = (("failing", "failing"), ("generator_bound", "generator-bound"), ("disturbed", "disturbed"),
+             ("too_few_lines", "too few lines"))
+    return [label for key, label in names if flags.get(key)]
+
+
+# -- picking ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Figure:
+    """One backend's figure for a question: its central value and the range of its repeats."""
+
+    backend: str
+    value: float
+    lo: float
+    hi: float
+    samples: int = 1
+
+
+@dataclass
+class Pick:
+    """The answer to one question over some backends.
+
+    ``winner`` is None when no figure could rank. ``tied`` are the figures whose range
+    overlaps the winner's (the answer is then a tie among them all). ``runner_up`` is the
+    best figure that does not tie with the winner, and ``margin`` the winner's advantage
+    over it as a factor >= 1 (higher-is-better: winner/runner-up; lower: runner-up/winner).
+    """
+
+    winner: Figure | None
+    tied: list[Figure] = field(default_factory=list)
+    runner_up: Figure | None = None
+    margin: float | None = None
+
+    @property
+    def is_tie(self) -> bool:
+        return bool(self.tied)
+
+    def names(self) -> list[str]:
+        """The winner and everything tied with it."""
+        return ([self.winner.backend] if self.winner else []) + [f.backend for f in self.tied]
+
+
+def tied(a: Figure, b: Figure) -> bool:
+    """The tie rule (module docstring)."""
+    if a.samples >= 2 and b.samples >= 2:
+        return a.lo <= b.hi and b.lo <= a.hi
+    top = max(abs(a.value), abs(b.value))
+    return top == 0 or abs(a.value - b.value) <= SINGLE_SAMPLE_TIE * top
+
+
+def pick(figures: list[Figure], higher_is_better: bool = True) -> Pick:
+    """The best figure, those tied with it, and the runner-up (see :class:`Pick`)."""
+    usable = [f for f in figures if f.value is not None and f.value > 0]
+    if not usable:
+        return Pick(None)
+    ordered = sorted(usable, key=lambda f: f.value, reverse=higher_is_better)
+    winner = ordered[0]
+    ties = [f for f in ordered[1:] if tied(f, winner)]
+    rest = [f for f in ordered[1:] if f not in ties]
+    runner = rest[0] if rest else None
+    margin = None
+    if runner is not None:
+        margin = winner.value / runner.value if higher_is_better else runner.value / winner.value
+    return Pick(winner, ties, runner, margin)

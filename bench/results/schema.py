@@ -1,72 +1,45 @@
 """results.json: the single source of truth of a ``bench compare`` run.
 
-Everything a report shows is derived from this document by pure functions, so a
-report can be re-drawn (``bench report``), tested against a fixture, and compared with
-an older run. The layout is versioned by the integer ``schema``.
+Everything a report shows is derived from this document by pure functions, so a report
+can be re-drawn (``bench report``) and tested against hand-built documents. The layout is
+versioned by the integer ``schema``; this version reads schema 2 only (a schema-1 file,
+from an older sockbench, gets a one-line error saying so).
 
-Schema 1::
+Schema 2::
 
     {
-      "schema": 1,
-      "run_id": "20261125-103000",              # also the reports/<run_id>/ folder name
-      "created": "2026-11-25T10:30:00+00:00",   # UTC ISO-8601
-      "environment": {
-        "cpu_model": str, "cpu_count": int, "ram_bytes": int, "os": str, "python": str,
-        "versions": {"gevent": str, "locust": str, "matplotlib": str, ...},
-        "open_files_limit": [soft, hard], "git_commit": str | null
-      },
-      "config": {
-        "backends": [str], "modes": [str], "users": [int], "duration_s": float,
-        "warmup_s": float, "repeat": int, "message_bytes": int,
-        "broadcast_rate": float,                # lines per second per broadcast user
-        "workers": int,                          # Locust worker processes (0: one local process)
-        "cpu_pinning": {"server": [int], "loadgen": [int]} | null
-      },
-      "loadgen_ceiling": {"locust_rps": float, "c_client_rps": float, "backend": str} | null,
-      "runs": [                                  # one per backend x mode x users
+      "schema": 2, "run_id": "20261125-103000", "created": "2026-11-25T10:30:00+00:00",
+      "environment": {"cpu_model", "cpu_count", "ram_bytes", "os", "python", "versions",
+                      "open_files_limit", "git_commit"},
+      "config": CompareConfig.to_json(),        # bench/results/config.py
+      "loadgen": {"engine": "native" | "python", "cpus": [int]},
+      "points": [                               # one per (mode, users, backend)
         {
-          "backend": str, "mode": "echo" | "broadcast", "users": int,
-          "message_bytes": int, "duration_s": float,
-          "requests": int, "failures": int,
-          "failures_by_kind": {"timeout": int, "reset": int, "refused": int, "protocol": int},
-          "rps": float,                          # median over repeats
-          "rps_samples": [float],                # one per repeat, for the tie rule
-          "latency_us": {"p50": int, "p90": int, "p99": int, "p999": int, "max": int},
-          "server": {"cpu_percent": float, "rss_bytes": int, "rss_per_conn_bytes": float | null},
-          "loadgen": {"cpu_percent": float, "saturated": bool, "processes": int},
-          "deliveries_per_s": float | null,      # broadcast only
-          "lost": int | null,                    # broadcast only: lines never delivered
-          "error": str | null                    # the scenario could not run (server failed...)
+          "mode": "echo" | "broadcast", "backend": str, "users": int,
+          "error": str | null,                  # the backend did not run
+          "capacity": {"samples": [float], "median", "lo", "hi"},   # req/s or deliveries/s,
+                                                # one sample per window used (closed loop)
+          "cost_us": {"samples": [float], "median", "lo", "hi"},    # server CPU µs per request
+          "latency_us": {"p50", "p90", "p99", "p999", "max"} | null,  # closed loop, medians
+          "set_rate": null | {"offered_per_s", "achieved_per_s", "p50", "p99", "p99_lo",
+                              "p99_hi", "p99_samples", "p999", "failures", "disturbed",
+                              "kept_up"},       # echo, open loop at one rate for all
+          "slo": null | {"steps": [{"lines_per_s", "deliveries_per_s", "achieved_per_s",
+                                    "p99_us", "sent", "lost", "failures", "held",
+                                    "disturbed"}],
+                         "held_lines_per_s", "held_deliveries_per_s", "ceiling_reached"},
+          "memory": {"idle_rss_bytes": int | null, "active_rss_bytes": int | null},
+          "requests", "failures", "failures_by_kind", "unanswered", "sent", "lost",
+          "out_of_order", "server_cpu_percent", "loadgen_cpu_percent", "other_cpu_percent",
+          "windows", "clean_windows",
+          "flags": {"failing", "generator_bound", "disturbed", "too_few_lines"},
+          "notes": [str]
         }
-      ]
+      ],
+      "windows": [...]                          # every measured window, as the program wrote it
     }
 
-In broadcast runs ``requests``, ``rps`` and ``latency_us`` count deliveries: one
-request per line received by one user, timed from send to receipt.
-
-Optional keys (written by ``bench compare``; readers must not require them)::
-
-    config:  "request_timeout_s": float     # one wait longer than this is a timeout failure
-             "delivery_budget": float       # broadcast: deliveries/s a point may ask for
-    runs[]:  "broadcast_rate": float | null # broadcast: the per-user line rate actually used,
-                                            # min(config.broadcast_rate, budget / (N*(N-1)))
-             "sent": int | null             # broadcast: lines sent in the measured windows
-             "out_of_order": int | null     # broadcast: lines older than one already received
-             "users_reached": int           # users Locust had running when the window opened
-             "server_rss_baseline_bytes": int  # server RSS before any client connected;
-                                            # rss_per_conn_bytes = (rss_bytes - this) / users
-             "server": {"core_busy_percent": float | null}   # how busy the server's pinned
-             "loadgen": {"core_busy_percent": float | null}  # / Locust's pinned cores were,
-                                            # whoever used them (null when not pinned);
-                                            # loadgen.saturated is also set when Locust's
-                                            # cores were >= 90% busy and the server's were not
-             "other_cpu_percent": float     # CPU (% of one core) used on the machine by
-                                            # anything but the server and Locust during the
-                                            # window; above ~20 the figures are suspect
-
-``latency_us`` is measured by the load generator in whole microseconds (HDR
-histogram, 3 significant digits), not Locust's millisecond-rounded figures; a
-window is measured only after its ramp-up and warm-up.
+See :mod:`bench.results.points` for how windows become points and what each flag means.
 """
 
 from __future__ import annotations
@@ -78,18 +51,14 @@ from typing import Any
 
 from bench.results.config import MODES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-# A results document (the object above) and one element of its "runs": plain JSON
-# objects, named once here for every reader (analysis, charts, report).
 Doc = dict[str, Any]
-Run = dict[str, Any]
+Point = dict[str, Any]
 
-RUN_KEYS = (
-    "backend", "mode", "users", "message_bytes", "duration_s", "requests", "failures",
-    "rps", "latency_us", "server", "loadgen", "deliveries_per_s", "lost",
-)
-# The keys of every run's latency_us (bench.results.tally.percentiles_us writes them).
+POINT_KEYS = ("mode", "backend", "users", "error", "capacity", "cost_us", "latency_us", "set_rate",
+              "slo", "memory", "flags")
+FLAG_KEYS = ("failing", "generator_bound", "disturbed", "too_few_lines")
 PERCENTILES = ("p50", "p90", "p99", "p999", "max")
 
 
@@ -98,42 +67,43 @@ class ResultsError(ValueError):
 
 
 def validate(doc: Any) -> None:
-    """Check ``doc`` against schema 1.
+    """Check ``doc`` against schema 2.
 
     Raises:
         ResultsError: naming the first problem found.
     """
     if not isinstance(doc, dict):
         raise ResultsError("results must be a JSON object")
+    if doc.get("schema") == 1:
+        raise ResultsError("these are schema-1 results from an older sockbench; this version reads "
+                           "schema 2 (run bench compare again)")
     if doc.get("schema") != SCHEMA_VERSION:
         raise ResultsError(f"unsupported schema {doc.get('schema')!r}; this version reads {SCHEMA_VERSION}")
-    for key in ("run_id", "created", "environment", "config", "runs"):
+    for key in ("run_id", "created", "environment", "config", "loadgen", "points"):
         if key not in doc:
             raise ResultsError(f"missing top-level key {key!r}")
-    if not isinstance(doc["runs"], list):
-        raise ResultsError("'runs' must be a list")
-    for i, run in enumerate(doc["runs"]):
-        where = f"runs[{i}]"
-        if not isinstance(run, dict):
+    if not isinstance(doc["points"], list):
+        raise ResultsError("'points' must be a list")
+    for i, point in enumerate(doc["points"]):
+        where = f"points[{i}]"
+        if not isinstance(point, dict):
             raise ResultsError(f"{where} must be an object")
-        for key in RUN_KEYS:
-            if key not in run:
+        for key in POINT_KEYS:
+            if key not in point:
                 raise ResultsError(f"{where} is missing {key!r}")
-        if run["mode"] not in MODES:
+        if point["mode"] not in MODES:
             raise ResultsError(f"{where}.mode must be one of {', '.join(map(repr, MODES))}")
-        latency = run["latency_us"]
-        if not isinstance(latency, dict) or any(p not in latency for p in PERCENTILES):
-            raise ResultsError(f"{where}.latency_us needs {', '.join(PERCENTILES)}")
-        for sub, keys in (("server", ("cpu_percent", "rss_bytes")), ("loadgen", ("cpu_percent", "saturated"))):
-            if not isinstance(run[sub], dict) or any(k not in run[sub] for k in keys):
-                raise ResultsError(f"{where}.{sub} needs {', '.join(keys)}")
+        if not isinstance(point["flags"], dict) or any(k not in point["flags"] for k in FLAG_KEYS):
+            raise ResultsError(f"{where}.flags needs {', '.join(FLAG_KEYS)}")
+        if not isinstance(point["capacity"], dict) or "samples" not in point["capacity"]:
+            raise ResultsError(f"{where}.capacity needs samples")
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a results.json.
 
     Raises:
-        ResultsError: unreadable, not JSON, or not schema 1 (one-line message).
+        ResultsError: unreadable, not JSON, or not schema 2 (one-line message).
     """
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -155,5 +125,5 @@ def save(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
         raise ResultsError(f"{target} already exists; results are never overwritten")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n", encoding="utf-8")
     tmp.replace(target)

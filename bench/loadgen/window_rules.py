@@ -1,0 +1,53 @@
+"""What one measurement window of :mod:`bench.loadgen.program` says: its latency
+percentiles from the engine's buckets, whether the backend served it, and whether a
+broadcast step held the latency target. Pure (no engine, no clock): the program decides
+its next window from these, and the tests can check them on hand-built windows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
+
+
+def percentiles(pairs: list[tuple[int, int]]) -> dict[str, int]:
+    """p50/p90/p99/p999/max in µs of the engine's ``(µs, count)`` buckets (ascending).
+    All zeros when empty."""
+    total = sum(n for _, n in pairs)
+    out = {name: 0 for name, _ in PERCENTILES}
+    out["max"] = pairs[-1][0] if pairs else 0
+    if not total:
+        return out
+    ordered = sorted(pairs)
+    for name, pct in PERCENTILES:
+        need, seen = math.ceil(total * pct / 100.0), 0
+        for us, n in ordered:
+            seen += n
+            if seen >= need:
+                out[name] = int(us)
+                break
+    out["max"] = int(ordered[-1][0])
+    return out
+
+
+def served(w: dict[str, Any], users: int) -> bool:
+    """A capacity window without errors, failures above 1 %, or unserved users."""
+    failures = sum((w.get("failures") or {}).values())
+    timeouts = (w.get("failures") or {}).get("timeout", 0)
+    attempts = w.get("requests", 0) + failures
+    return (not w.get("error") and w.get("requests", 0) > 0 and failures <= 0.01 * attempts
+            and timeouts < max(1.0, 0.01 * users))
+
+
+def held(w: dict[str, Any], spec: dict[str, Any]) -> bool:
+    """Did a broadcast window hold the latency target: no error, failure or lost line, enough
+    lines sent, p99 within the target, and most of the expected deliveries arrived?"""
+    if w.get("error") or sum((w.get("failures") or {}).values()) or w.get("lost"):
+        return False
+    if w.get("sent", 0) < int(spec["min_lines"]):
+        return False
+    expected = w.get("offered_per_s", 0.0) * w.get("window_s", 0.0)
+    return (w["latency_us"]["p99"] <= float(spec["slo_ms"]) * 1000.0
+            and w.get("requests", 0) >= 0.8 * expected)

@@ -1,0 +1,172 @@
+"""Fold the measurement program's windows into points: one per (mode, backend, connections).
+Pure: no processes, no I/O.
+
+Each window (:mod:`bench.loadgen.program`) is one measurement; a point gathers a backend's
+windows at one connection count and decides what they say together:
+
+* **capacity** and **cost**: one sample per ``capacity`` window (requests/s, server CPU µs
+  per request). Disturbed windows (other processes busy even after a re-measure) are left
+  out when at least two clean ones remain; otherwise every sample is kept and the point is
+  *disturbed*: shown, marked, never recommended.
+* **failing**: more than :data:`FAILURE_TOLERANCE` of the attempts failed, users timed out,
+  or (echo) a connection went unanswered in the idle window.
+* **generator-bound**: the load generator used >= :data:`SATURATED_PERCENT` of its core
+  while the server used less: the generator, not the server, was the limit.
+* **too few lines** (broadcast): fewer than :data:`MIN_LINES` lines sent per window, too
+  few for a delivery rate or a loss count to rank.
+* ``set_rate`` (echo): the windows at the offered rate, percentiles as the median over them.
+* ``slo`` (broadcast): the ladder's steps and the highest room rate held.
+* ``memory``: RSS with idle connections (echo) and at the end of the busy windows.
+"""
+
+from __future__ import annotations
+
+from statistics import median
+from typing import Any
+
+FAILURE_TOLERANCE = 0.01
+SATURATED_PERCENT = 90.0
+MIN_LINES = 50
+FAILURE_KINDS = ("timeout", "reset", "refused", "protocol")
+
+Window = dict[str, Any]
+Point = dict[str, Any]
+
+
+def _failures(windows: list[Window]) -> dict[str, int]:
+    out = dict.fromkeys(FAILURE_KINDS, 0)
+    for w in windows:
+        for kind, n in (w.get("failures") or {}).items():
+            out[kind] = out.get(kind, 0) + int(n)
+    return out
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    """``{"samples", "median", "lo", "hi"}`` of the values (None figures when empty)."""
+    if not values:
+        return {"samples": [], "median": None, "lo": None, "hi": None}
+    return {"samples": values, "median": median(values), "lo": min(values), "hi": max(values)}
+
+
+def _used(windows: list[Window]) -> tuple[list[Window], bool]:
+    """The windows a point's figures come from, and whether the point is disturbed."""
+    clean = [w for w in windows if not w.get("disturbed")]
+    if len(clean) >= min(2, len(windows)):
+        return clean, False
+    return windows, bool(windows)
+
+
+def fold(mode: str, backend: str, users: int, windows: list[Window], error: str | None = None) -> Point:
+    """One point from its windows (any kinds; errors in windows make the point an error)."""
+    capacity = [w for w in windows if w.get("kind") == "capacity" and not w.get("error")]
+    errors = [w["error"] for w in windows if w.get("error")]
+    error = error or (errors[0] if errors and not capacity else None)
+    used, disturbed = _used(capacity)
+    failures = _failures(used)
+    requests = sum(int(w.get("requests") or 0) for w in used)
+    idle = next((w for w in windows if w.get("kind") == "idle"), None)
+    unanswered = int(idle.get("unanswered") or 0) if idle else None
+    attempts = requests + sum(failures.values())
+    failing = bool(used) and (sum(failures.values()) > FAILURE_TOLERANCE * attempts
+                              or failures["timeout"] >= max(1.0, FAILURE_TOLERANCE * users)
+                              or bool(unanswered))
+    server_cpu = median([w["server_cpu_percent"] for w in used]) if used else None
+    loadgen_cpu = median([w["loadgen_cpu_percent"] for w in used]) if used else None
+    generator_bound = bool(used) and loadgen_cpu >= SATURATED_PERCENT and server_cpu < SATURATED_PERCENT
+    broadcast = mode == "broadcast"
+    sent = sum(int(w.get("sent") or 0) for w in used) if broadcast else None
+    too_few = broadcast and bool(used) and median([int(w.get("sent") or 0) for w in used]) < MIN_LINES
+    latency = {p: int(median([w["latency_us"][p] for w in used])) for p in ("p50", "p90", "p99", "p999", "max")} \
+        if used else None
+    notes = []
+    if failing:
+        if unanswered:
+            notes.append(f"{unanswered} of {users} connections unanswered within the timeout")
+        elif failures["timeout"]:
+            notes.append(f"{failures['timeout']:,} timeouts")
+        else:
+            notes.append(f"{sum(failures.values()) / max(1, attempts):.0%} failures")
+    if too_few:
+        notes.append(f"fewer than {MIN_LINES} lines sent per window")
+    return {
+        "mode": mode, "backend": backend, "users": users, "error": error,
+        "capacity": _summary([w["per_s"] for w in used]),
+        "cost_us": _summary([w["cost_us"] for w in used if w.get("cost_us") is not None]),
+        "latency_us": latency,
+        "set_rate": _set_rate(windows),
+        "slo": _slo(windows) if broadcast else None,
+        "memory": {"idle_rss_bytes": idle.get("rss_bytes") if idle else None,
+                   "active_rss_bytes": max((int(w.get("rss_bytes") or 0) for w in used), default=None)},
+        "requests": requests, "failures": sum(failures.values()), "failures_by_kind": failures,
+        "unanswered": unanswered,
+        "sent": sent, "lost": sum(int(w.get("lost") or 0) for w in used) if broadcast else None,
+        "out_of_order": sum(int(w.get("out_of_order") or 0) for w in used) if broadcast else None,
+        "server_cpu_percent": server_cpu, "loadgen_cpu_percent": loadgen_cpu,
+        "other_cpu_percent": max((w["other_cpu_percent"] for w in used), default=None),
+        "windows": len(capacity), "clean_windows": sum(1 for w in capacity if not w.get("disturbed")),
+        "flags": {"failing": failing, "generator_bound": generator_bound, "disturbed": disturbed,
+                  "too_few_lines": too_few},
+        "notes": notes,
+    }
+
+
+def _set_rate(windows: list[Window]) -> dict[str, Any] | None:
+    """Echo at the set rate: offered and achieved rate, median percentiles, the p99 range."""
+    rate = [w for w in windows if w.get("kind") == "rate" and not w.get("error")]
+    if not rate:
+        return None
+    used, disturbed = _used(rate)
+    p99s = [w["latency_us"]["p99"] for w in used]
+    failures = _failures(used)
+    return {
+        "offered_per_s": used[0]["offered_per_s"],
+        "achieved_per_s": median([w["per_s"] for w in used]),
+        "p50": int(median([w["latency_us"]["p50"] for w in used])),
+        "p99": int(median(p99s)), "p99_lo": min(p99s), "p99_hi": max(p99s), "p99_samples": p99s,
+        "p999": int(median([w["latency_us"]["p999"] for w in used])),
+        "failures": sum(failures.values()), "disturbed": disturbed,
+        # a backend that fell behind the offered rate did not hold it, whatever its latency
+        "kept_up": median([w["per_s"] for w in used]) >= 0.95 * used[0]["offered_per_s"]
+        and not sum(failures.values()),
+    }
+
+
+def _slo(windows: list[Window]) -> dict[str, Any] | None:
+    """Broadcast at a latency target: every step tried (the last try of each) and the highest held."""
+    steps: dict[int, Window] = {}
+    for w in windows:
+        if w.get("kind") == "slo" and not w.get("error"):
+            steps[int(w["repeat"])] = w  # the ladder's step index; a retry replaces the first try
+    if not steps:
+        return None
+    out = []
+    for index in sorted(steps):
+        w = steps[index]
+        out.append({"lines_per_s": w.get("lines_per_s"), "deliveries_per_s": w.get("offered_per_s"),
+                    "achieved_per_s": w.get("per_s"), "p99_us": w["latency_us"]["p99"], "sent": w.get("sent"),
+                    "lost": w.get("lost"), "failures": sum((w.get("failures") or {}).values()),
+                    "held": bool(w.get("held")), "disturbed": bool(w.get("disturbed"))})
+    held = [s for s in out if s["held"]]
+    best = held[-1] if held else None
+    return {"steps": out, "held_lines_per_s": best["lines_per_s"] if best else None,
+            "held_deliveries_per_s": best["deliveries_per_s"] if best else None,
+            "ceiling_reached": bool(held) and out[-1]["held"]}
+
+
+def fold_all(windows: list[Window], errors: dict[tuple[str, str], str],
+             backends: list[str], users_by_mode: dict[str, list[int]]) -> list[Point]:
+    """Every point of a run, in (mode, users, backend) order. ``errors``: (mode, backend) ->
+    why that backend did not run in that mode (its points carry the error)."""
+    by_key: dict[tuple[str, str, int], list[Window]] = {}
+    for w in windows:
+        by_key.setdefault((w["mode"], w["backend"], int(w["users"])), []).append(w)
+    points = []
+    for mode, users_list in users_by_mode.items():
+        for users in users_list:
+            for backend in backends:
+                found = by_key.get((mode, backend, users), [])
+                error = errors.get((mode, backend))
+                if not found and error is None:
+                    error = "not measured (the run stopped before this point)"
+                points.append(fold(mode, backend, users, found, error))
+    return points
