@@ -321,6 +321,40 @@ def raise_stop_on_signals() -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+class StopSignal:
+    """SIGTERM and SIGINT as a readable descriptor, for a loop that waits with ``poll``.
+
+    :func:`raise_stop_on_signals` unwinds with an exception at any bytecode, which may be
+    between ``accept()`` and admission: the accepted socket is then dropped with the
+    client's line unread, and the kernel resets the connection instead of closing it.
+    Here the handler raises nothing: the signal only makes :meth:`fileno` readable
+    (``signal.set_wakeup_fd``), and the loop stops where it chooses. After the first
+    signal both are ignored, as with :func:`raise_stop_on_signals`.
+    """
+
+    def __init__(self) -> None:
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
+        signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+
+        def handler(signum: int, frame: object) -> None:
+            ignore_stop_signals()  # the wake-up byte is already written
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def fileno(self) -> int:
+        """Readable once a stop signal has arrived."""
+        return self._reader.fileno()
+
+    def close(self) -> None:
+        """Stop writing signal numbers to the socket pair, and close it."""
+        signal.set_wakeup_fd(-1)
+        close_quietly(self._reader)
+        close_quietly(self._writer)
+
+
 def ignore_stop_signals() -> None:
     """Ignore SIGTERM and SIGINT from now on, e.g. while stopping child processes, so
     a second Ctrl-C cannot cut the cleanup short."""

@@ -23,7 +23,7 @@ THREAD_STACK_SIZE = 256 * 1024
 def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) -> None:
     """Serve on ``listener`` until SIGTERM or SIGINT, then close every client so it
     sees EOF (:func:`runtime.close_gracefully`)."""
-    runtime.raise_stop_on_signals()
+    stop = runtime.StopSignal()  # not an exception: see runtime.StopSignal
     threading.stack_size(THREAD_STACK_SIZE)
     roster: Roster[ThreadClient] = Roster(config.limits.max_clients)
     lock = threading.Lock()
@@ -41,10 +41,9 @@ def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) 
 
     runtime.announce_ready(listener)
     try:
-        accept_loop(listener, log, admit)
-    except runtime.Stop:
-        pass
+        accept_loop(listener, log, admit, stop)
     finally:
+        stop.close()
         with lock:
             clients = list(roster)
         # Claimed clients' threads stop touching their sockets; the rest are already
