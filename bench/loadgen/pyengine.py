@@ -6,7 +6,8 @@ non-blocking sockets; callers add and remove connections and harvest counts. Lat
 buckets are exact ``(µs, count)`` pairs. Every round trip runs Python code here, so this
 engine is slower than several of the servers it drives: results made with it are not
 ranked (the report says so). Simple over fast: one lock, held by the loop except while
-it waits in ``select``, guards every connection and count.
+it waits in ``select``, guards every connection and count. A connection's own state and
+wire rules are in :mod:`bench.loadgen.pyengine_conn`.
 """
 
 from __future__ import annotations
@@ -14,91 +15,23 @@ from __future__ import annotations
 import errno
 import heapq
 import itertools
-import math
 import os
 import random
 import selectors
 import socket
 import threading
 import time
-from collections import Counter, deque
 
-from bench.loadgen.engine import FAILURE_KINDS, REQUEST_NAMES, Counts
-from bench.loadgen.sequence import PROBE_PREFIX, format_line
+from bench.loadgen.engine import REQUEST_NAMES, Counts
+from bench.loadgen.pyengine_conn import (CONNECTING, GONE, INF, MAX_LINE, NEW, OPEN, PAUSE, Conn, Tally,
+                                         kind_of)
 
 RECONNECT_PAUSE_S = 0.05  # after a failure: a few reconnects a second, never a spin
 JOIN_GRACE_S = 0.1        # a closed-loop room member waits this long for the others to join
-MAX_LINE = 65536
 IDLE_WAIT_S = 0.2         # longest select wait; commands wake the loop at once anyway
 CATCH_UP_BURST = 64       # open-loop echo behind schedule sends at most this many per timer
 TIMERS_PER_PASS = 4096    # so a timer that stays due cannot starve the sockets
 RECV_BYTES = 65536
-MAX_US = 60_000_000       # latencies are clamped to 1 µs .. 60 s, as the native engine's
-INF = math.inf
-NEW, CONNECTING, OPEN, PAUSE, GONE = range(5)
-
-
-def _kind(err: int | None) -> str:
-    if err == errno.ECONNREFUSED:
-        return "refused"
-    return "timeout" if err == errno.ETIMEDOUT else "reset"  # reset, broken pipe, no fds, ...
-
-
-class _Tally:
-    """What one request name counted since the last harvest."""
-
-    def __init__(self) -> None:
-        self.ok = self.bytes = self.sent = self.lost = self.duplicated = self.out_of_order = 0
-        self.sum_us = self.min_us = self.max_us = self.fail_sum_us = 0
-        self.fail = dict.fromkeys(FAILURE_KINDS, 0)
-        self.hist: Counter[int] = Counter()
-        self.fail_hist: Counter[int] = Counter()
-
-    def record_ok(self, us: float, nbytes: int) -> None:
-        v = min(max(int(us), 1), MAX_US)
-        self.min_us = min(self.min_us, v) if self.ok else v
-        self.max_us = max(self.max_us, v)
-        self.ok += 1
-        self.bytes += nbytes
-        self.sum_us += v
-        self.hist[v] += 1
-
-    def record_fail(self, kind: str, us: float) -> None:
-        v = min(max(int(us), 1), MAX_US)
-        self.fail[kind] += 1
-        self.fail_sum_us += v
-        self.fail_hist[v] += 1
-
-    def counts(self) -> Counts:
-        return Counts(requests=self.ok, failures=dict(self.fail), bytes=self.bytes, sent=self.sent,
-                      lost=self.lost, duplicated=self.duplicated, out_of_order=self.out_of_order,
-                      sum_us=self.sum_us, min_us=self.min_us, max_us=self.max_us,
-                      failure_sum_us=self.fail_sum_us, latency_us=sorted(self.hist.items()),
-                      failure_latency_us=sorted(self.fail_hist.items()))
-
-
-class _Conn:
-    """One connection's state; touched only by the loop thread (or under the lock)."""
-
-    def __init__(self, cid: int, kind: str, family: int, addr: tuple, size: int, rate: float,
-                 timeout: float, silence: float) -> None:
-        self.id, self.kind, self.family, self.addr = cid, kind, family, addr
-        self.size, self.rate, self.timeout, self.silence = size, rate, timeout, silence
-        self.payload = b"x" * (size - 1) + b"\n"
-        self.sock: socket.socket | None = None
-        self.state, self.deadline, self.wait_start = NEW, INF, 0.0
-        self.out, self.want_write = bytearray(), False
-        # echo: intended send times of the lines in flight (room for a timeout's worth of
-        # lines at this rate: a full ring means the oldest is overdue); closed loop: one
-        self.ring: deque[float] = deque()
-        self.ring_cap = 1 << max(0, math.ceil(math.log2(rate * timeout + 2))) if rate > 0 else 1
-        self.ring_cap = min(self.ring_cap, 1 << 20)
-        self.in_pos = 0
-        # broadcast
-        self.part = b""
-        self.seq, self.sent_at, self.awaiting = 0, 0.0, False
-        self.next_send, self.last_rx = INF, 0.0
-        self.seen: dict[bytes, int] = {}
 
 
 class PythonEngine:
@@ -117,19 +50,19 @@ class PythonEngine:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._conns: dict[int, _Conn] = {}
-        self._new: list[_Conn] = []
-        self._gone: list[_Conn] = []
+        self._conns: dict[int, Conn] = {}
+        self._new: list[Conn] = []
+        self._gone: list[Conn] = []
         self._ids = itertools.count(1)
-        self._tally = {name: _Tally() for name in REQUEST_NAMES}
-        self._heap: list[tuple[float, int, _Conn]] = []
+        self._tally = {name: Tally() for name in REQUEST_NAMES}
+        self._heap: list[tuple[float, int, Conn]] = []
         self._tie = itertools.count()
         self._commands = self._done = 0
         self._bc_rate, self._bc_silence, self._bc_dirty = 0.0, 0.0, False
         self._open_broadcast = 0
         self._rng = random.Random()
         # sender ids "<pid>.p<serial>.<conn id hex>": a receiver here knows its own senders
-        self._prefix = b"%x.p%d." % (os.getpid(), next(self._serial))
+        self.prefix = b"%x.p%d." % (os.getpid(), next(self._serial))
         self._stop = self._closed = False
         self._thread = threading.Thread(target=self._run, name="sockbench-pyengine", daemon=True)
         self._thread.start()
@@ -157,7 +90,7 @@ class PythonEngine:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the engine is closed")
-            conn = _Conn(next(self._ids), kind, family, addr, size, rate, timeout, silence)
+            conn = Conn(self, next(self._ids), kind, family, addr, size, rate, timeout, silence)
             self._conns[conn.id] = conn
             self._new.append(conn)
             self._commands += 1
@@ -191,7 +124,7 @@ class PythonEngine:
 
     def harvest(self) -> dict[str, Counts]:
         with self._lock:
-            old, self._tally = self._tally, {name: _Tally() for name in REQUEST_NAMES}
+            old, self._tally = self._tally, {name: Tally() for name in REQUEST_NAMES}
         return {name: t.counts() for name, t in old.items()}
 
     @property
@@ -302,13 +235,13 @@ class PythonEngine:
         """A random start within one interval: connections opened together send apart."""
         return self._rng.random() / rate if rate > 0 else 0.0
 
-    def _set_deadline(self, c: _Conn, due: float) -> None:
+    def _set_deadline(self, c: Conn, due: float) -> None:
         if due != c.deadline:
             c.deadline = due
             if due != INF:
                 heapq.heappush(self._heap, (due, next(self._tie), c))
 
-    def _reschedule(self, c: _Conn) -> None:
+    def _reschedule(self, c: Conn) -> None:
         due = INF
         if c.state == PAUSE:
             return
@@ -327,7 +260,7 @@ class PythonEngine:
                 due = min(due, c.last_rx + c.silence)
         self._set_deadline(c, due)
 
-    def _close_socket(self, c: _Conn) -> None:
+    def _close_socket(self, c: Conn) -> None:
         if c.sock is not None:
             try:
                 self._sel.unregister(c.sock)
@@ -337,25 +270,9 @@ class PythonEngine:
             c.sock = None
         if c.state == OPEN and c.kind == "broadcast":
             self._open_broadcast -= 1
-        c.ring.clear()
-        c.in_pos, c.part, c.awaiting, c.want_write = 0, b"", False, False
-        c.out.clear()
+        c.reset_buffers()
 
-    def _fail(self, c: _Conn, kind: str, now: float, since: float) -> None:
-        """Count one failure, drop the connection, connect again after a pause."""
-        self._tally[c.kind].record_fail(kind, (now - since) * 1e6)
-        self._close_socket(c)
-        c.state = PAUSE
-        self._set_deadline(c, now + RECONNECT_PAUSE_S)
-
-    def _wait_began(self, c: _Conn, now: float) -> float:
-        if c.state == CONNECTING:
-            return c.wait_start
-        if c.kind == "echo" and c.ring:
-            return c.ring[0]
-        return c.sent_at if c.kind == "broadcast" and c.awaiting else now
-
-    def _connect(self, c: _Conn, now: float) -> None:
+    def _connect(self, c: Conn, now: float) -> None:
         c.wait_start, c.state = now, CONNECTING
         try:
             c.sock = socket.socket(c.family, socket.SOCK_STREAM)
@@ -364,23 +281,23 @@ class PythonEngine:
             err = c.sock.connect_ex(c.addr)
             self._sel.register(c.sock, selectors.EVENT_WRITE, c)
         except OSError as exc:  # e.g. out of descriptors: counted, retried after the pause
-            self._fail(c, _kind(exc.errno), now, now)
+            self.fail(c, kind_of(exc.errno), now, now)
             return
         if err == 0:
             self._opened(c, now)
         elif err in (errno.EINPROGRESS, errno.EAGAIN):
             self._reschedule(c)
         else:
-            self._fail(c, _kind(err), now, now)
+            self.fail(c, kind_of(err), now, now)
 
-    def _opened(self, c: _Conn, now: float) -> None:
+    def _opened(self, c: Conn, now: float) -> None:
         assert c.sock is not None
         c.state, c.last_rx = OPEN, now
         self._sel.modify(c.sock, selectors.EVENT_READ, c)
         if c.kind == "echo":
             if c.rate > 0:
                 c.next_send = now + self._phase(c.rate)
-            elif not self._echo_send(c, now, now):
+            elif not c.echo_send(now, now):
                 return
         else:
             self._open_broadcast += 1
@@ -388,12 +305,12 @@ class PythonEngine:
             c.next_send = now + (self._phase(c.rate) if c.rate > 0 else JOIN_GRACE_S)
         self._reschedule(c)
 
-    def _on_event(self, c: _Conn, mask: int, now: float) -> None:
+    def _on_event(self, c: Conn, mask: int, now: float) -> None:
         assert c.sock is not None
         if c.state == CONNECTING:
             err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
-                self._fail(c, _kind(err), now, c.wait_start)
+                self.fail(c, kind_of(err), now, c.wait_start)
             else:
                 self._opened(c, now)
             return
@@ -403,35 +320,35 @@ class PythonEngine:
             except (BlockingIOError, InterruptedError):
                 data = None
             except OSError as exc:
-                self._fail(c, _kind(exc.errno), now, self._wait_began(c, now))
+                self.fail(c, kind_of(exc.errno), now, c.wait_began(now))
                 return
             if data == b"":  # the server closed the connection
-                self._fail(c, "reset", now, self._wait_began(c, now))
+                self.fail(c, "reset", now, c.wait_began(now))
                 return
-            if data and not (self._echo_received(c, data, now) if c.kind == "echo"
-                             else self._broadcast_received(c, data, now)):
+            if data and not (c.echo_received(data, now) if c.kind == "echo"
+                             else c.broadcast_received(data, now)):
                 return
-        if mask & selectors.EVENT_WRITE and c.want_write and not self._flush(c, now):
+        if mask & selectors.EVENT_WRITE and c.want_write and not c.flush(now):
             return
         self._reschedule(c)
 
-    def _on_timer(self, c: _Conn, now: float) -> None:
+    def _on_timer(self, c: Conn, now: float) -> None:
         if c.state in (PAUSE, NEW):
             self._connect(c, now)
             return
         if c.state == CONNECTING and now >= c.wait_start + c.timeout:
-            self._fail(c, "timeout", now, c.wait_start)
+            self.fail(c, "timeout", now, c.wait_start)
             return
         if c.state == OPEN and c.kind == "echo":
             if c.ring and now >= c.ring[0] + c.timeout:
-                self._fail(c, "timeout", now, c.ring[0])
+                self.fail(c, "timeout", now, c.ring[0])
                 return
             if c.rate > 0:  # behind schedule: send what is due, each timed from its intended time
                 interval = 1.0 / c.rate
                 for _ in range(CATCH_UP_BURST):
                     if c.next_send > now:
                         break
-                    if not self._echo_send(c, c.next_send, now):
+                    if not c.echo_send(c.next_send, now):
                         return
                     c.next_send += interval
         elif c.state == OPEN:
@@ -452,119 +369,36 @@ class PythonEngine:
                     return
                 else:
                     c.next_send = INF
-                if not self._broadcast_send(c, now):
+                if not c.broadcast_send(now):
                     return
         self._reschedule(c)
 
-    # -- bytes ----------------------------------------------------------------------------
+    # -- what a connection calls back (pyengine_conn.Host) ------------------------------
 
-    def _send(self, c: _Conn, data: bytes, now: float) -> bool:
-        """Queue bytes and write what the socket takes. False: the connection failed."""
-        c.out += data
-        return self._flush(c, now)
+    def tally(self, kind: str) -> Tally:
+        return self._tally[kind]
 
-    def _flush(self, c: _Conn, now: float) -> bool:
+    def fail(self, c: Conn, kind: str, now: float, since: float) -> None:
+        """Count one failure, drop the connection, connect again after a pause."""
+        self._tally[c.kind].record_fail(kind, (now - since) * 1e6)
+        self._close_socket(c)
+        c.state = PAUSE
+        self._set_deadline(c, now + RECONNECT_PAUSE_S)
+
+    def watch_write(self, c: Conn, on: bool) -> None:
         assert c.sock is not None
-        while c.out:
-            try:
-                n = c.sock.send(c.out)
-            except (BlockingIOError, InterruptedError):
-                if not c.want_write:
-                    c.want_write = True
-                    self._sel.modify(c.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
-                return True
-            except OSError as exc:
-                self._fail(c, _kind(exc.errno), now, self._wait_began(c, now))
-                return False
-            del c.out[:n]
-        if c.want_write:
-            c.want_write = False
-            self._sel.modify(c.sock, selectors.EVENT_READ, c)
-        return True
+        self._sel.modify(c.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if on else 0), c)
 
-    def _echo_send(self, c: _Conn, t0: float, now: float) -> bool:
-        if len(c.ring) >= c.ring_cap:  # the oldest line in flight is overdue
-            self._fail(c, "timeout", now, c.ring[0])
-            return False
-        c.ring.append(t0)
-        self._tally["echo"].sent += 1
-        return self._send(c, c.payload, now)
-
-    def _echo_received(self, c: _Conn, data: bytes, now: float) -> bool:
-        """Check the bytes against the line sent, time each whole one."""
-        off, n = 0, len(data)
-        while off < n:
-            if not c.ring:  # nothing in flight: the server sent something unasked
-                self._fail(c, "protocol", now, now)
-                return False
-            take = min(c.size - c.in_pos, n - off)
-            if data[off:off + take] != c.payload[c.in_pos:c.in_pos + take]:  # ERR or garbage
-                self._fail(c, "protocol", now, c.ring[0])
-                return False
-            off += take
-            c.in_pos += take
-            if c.in_pos < c.size:
-                break
-            c.in_pos = 0
-            self._tally["echo"].record_ok((now - c.ring.popleft()) * 1e6, c.size)
-            if c.rate <= 0 and not self._echo_send(c, now, now):
-                return False
-        return True
-
-    def _broadcast_send(self, c: _Conn, now: float) -> bool:
-        c.seq += 1
-        line = format_line(self._prefix + b"%x" % c.id, c.seq, time.time_ns() // 1000, c.size)
-        self._tally["broadcast"].sent += 1
-        c.sent_at, c.awaiting = now, c.rate <= 0
-        return self._send(c, line, now)
-
-    def _broadcast_received(self, c: _Conn, data: bytes, now: float) -> bool:
-        wall_us = time.time_ns() // 1000
-        c.last_rx = now
-        buf, pos = c.part + data, 0
-        while (nl := buf.find(b"\n", pos)) >= 0:
-            line, pos = buf[pos:nl], nl + 1
-            if not self._broadcast_line(c, line, now, wall_us) or c.sock is None:
-                return False
-        c.part = buf[pos:]
-        if len(c.part) >= MAX_LINE:
-            self._fail(c, "protocol", now, now)
-            return False
-        return True
-
-    def _broadcast_line(self, c: _Conn, line: bytes, now: float, wall_us: int) -> bool:
-        """One whole line "<sender> <seq> <sent µs> x...": check its sequence, time it."""
-        if line.startswith(PROBE_PREFIX):
-            return True
-        fields = line.split(b" ", 3)
-        if len(fields) < 3 or not fields[0] or not fields[1].isdigit() or not fields[2].isdigit():
-            self._fail(c, "protocol", now, now)  # an ERR line, or not a broadcast line
-            return False
-        sender, seq = fields[0], int(fields[1])
-        tally, last = self._tally["broadcast"], c.seen.get(sender)
-        if last is not None:
-            if seq == last:
-                tally.duplicated += 1
-                return True
-            if seq < last:
-                tally.out_of_order += 1
-                return True
-            tally.lost += seq - last - 1
-        c.seen[sender] = seq
-        tally.record_ok(wall_us - int(fields[2]), len(line) + 1)
-        self._release(sender, seq, now)
-        return True
-
-    def _release(self, sender: bytes, seq: int, now: float) -> None:
+    def release(self, sender: bytes, seq: int, now: float) -> None:
         """A closed-loop sender of this engine whose line reached a receiver sends its next."""
-        if not sender.startswith(self._prefix):
+        if not sender.startswith(self.prefix):
             return
         try:
-            s = self._conns.get(int(sender[len(self._prefix):], 16))
+            s = self._conns.get(int(sender[len(self.prefix):], 16))
         except ValueError:
             return
         if s is None or s.state != OPEN or not s.awaiting or s.seq != seq:
             return
         s.awaiting = False
-        if self._broadcast_send(s, now):
+        if s.broadcast_send(now):
             self._reschedule(s)
