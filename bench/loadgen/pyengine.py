@@ -23,13 +23,11 @@ import threading
 import time
 
 from bench.loadgen.engine import REQUEST_NAMES, Counts
-from bench.loadgen.pyengine_conn import (CONNECTING, GONE, INF, MAX_LINE, NEW, OPEN, PAUSE, Conn, Tally,
-                                         kind_of)
+from bench.loadgen.pyengine_conn import (CONNECTING, GONE, INF, JOIN_GRACE_S, MAX_LINE, NEW, OPEN, PAUSE,
+                                         Conn, Tally, kind_of)
 
 RECONNECT_PAUSE_S = 0.05  # after a failure: a few reconnects a second, never a spin
-JOIN_GRACE_S = 0.1        # a closed-loop room member waits this long for the others to join
 IDLE_WAIT_S = 0.2         # longest select wait; commands wake the loop at once anyway
-CATCH_UP_BURST = 64       # open-loop echo behind schedule sends at most this many per timer
 TIMERS_PER_PASS = 4096    # so a timer that stays due cannot starve the sockets
 RECV_BYTES = 65536
 
@@ -242,23 +240,8 @@ class PythonEngine:
                 heapq.heappush(self._heap, (due, next(self._tie), c))
 
     def _reschedule(self, c: Conn) -> None:
-        due = INF
-        if c.state == PAUSE:
-            return
-        if c.state == CONNECTING:
-            due = c.wait_start + c.timeout
-        elif c.state == OPEN and c.kind == "echo":
-            if c.ring:
-                due = c.ring[0] + c.timeout
-            if c.rate > 0:
-                due = min(due, c.next_send)
-        elif c.state == OPEN:
-            due = c.next_send
-            if c.awaiting:
-                due = min(due, c.sent_at + c.timeout)
-            if c.silence > 0:
-                due = min(due, c.last_rx + c.silence)
-        self._set_deadline(c, due)
+        if c.state != PAUSE:  # a pause keeps the deadline fail() set
+            self._set_deadline(c, c.due())
 
     def _close_socket(self, c: Conn) -> None:
         if c.sock is not None:
@@ -336,41 +319,13 @@ class PythonEngine:
         if c.state in (PAUSE, NEW):
             self._connect(c, now)
             return
-        if c.state == CONNECTING and now >= c.wait_start + c.timeout:
-            self.fail(c, "timeout", now, c.wait_start)
-            return
-        if c.state == OPEN and c.kind == "echo":
-            if c.ring and now >= c.ring[0] + c.timeout:
-                self.fail(c, "timeout", now, c.ring[0])
+        if c.state == CONNECTING:
+            if now >= c.wait_start + c.timeout:
+                self.fail(c, "timeout", now, c.wait_start)
                 return
-            if c.rate > 0:  # behind schedule: send what is due, each timed from its intended time
-                interval = 1.0 / c.rate
-                for _ in range(CATCH_UP_BURST):
-                    if c.next_send > now:
-                        break
-                    if not c.echo_send(c.next_send, now):
-                        return
-                    c.next_send += interval
-        elif c.state == OPEN:
-            tally = self._tally["broadcast"]
-            if c.silence > 0 and now >= c.last_rx + c.silence:  # a silent room: count, keep listening
-                tally.record_fail("timeout", (now - c.last_rx) * 1e6)
-                c.last_rx = now
-            if c.awaiting and now >= c.sent_at + c.timeout:  # nobody here got it: count, send the next
-                tally.record_fail("timeout", (now - c.sent_at) * 1e6)
-                c.awaiting, c.next_send = False, now
-            if not c.awaiting and c.next_send <= now:
-                if c.rate > 0:  # no catch-up bursts: a late line moves the schedule
-                    following = c.next_send + 1.0 / c.rate
-                    c.next_send = following if following > now else now + 1.0 / c.rate
-                elif self._open_broadcast < 2:  # alone here: nobody would release the line
-                    c.next_send = now + JOIN_GRACE_S
-                    self._reschedule(c)
-                    return
-                else:
-                    c.next_send = INF
-                if not c.broadcast_send(now):
-                    return
+        elif c.state == OPEN and not (c.echo_timer(now) if c.kind == "echo"
+                                      else c.broadcast_timer(now, alone=self._open_broadcast < 2)):
+            return
         self._reschedule(c)
 
     # -- what a connection calls back (pyengine_conn.Host) ------------------------------

@@ -20,6 +20,8 @@ from bench.loadgen.sequence import PROBE_PREFIX, format_line
 
 MAX_LINE = 65536
 MAX_US = 60_000_000  # latencies are clamped to 1 µs .. 60 s, as the native engine's
+JOIN_GRACE_S = 0.1   # a closed-loop room member waits this long for the others to join
+CATCH_UP_BURST = 64  # open-loop echo behind schedule sends at most this many per timer
 INF = math.inf
 NEW, CONNECTING, OPEN, PAUSE, GONE = range(5)
 
@@ -115,6 +117,24 @@ class Conn:
             return self.ring[0]
         return self.sent_at if self.kind == "broadcast" and self.awaiting else now
 
+    def due(self) -> float:
+        """When this connection's next timer is due (INF: none; a pause keeps its own)."""
+        due = INF
+        if self.state == CONNECTING:
+            due = self.wait_start + self.timeout
+        elif self.state == OPEN and self.kind == "echo":
+            if self.ring:
+                due = self.ring[0] + self.timeout
+            if self.rate > 0:
+                due = min(due, self.next_send)
+        elif self.state == OPEN:
+            due = self.next_send
+            if self.awaiting:
+                due = min(due, self.sent_at + self.timeout)
+            if self.silence > 0:
+                due = min(due, self.last_rx + self.silence)
+        return due
+
     def send(self, data: bytes, now: float) -> bool:
         """Queue bytes and write what the socket takes now."""
         self.out += data
@@ -150,6 +170,22 @@ class Conn:
         self.host.tally("echo").sent += 1
         return self.send(self.payload, now)
 
+    def echo_timer(self, now: float) -> bool:
+        """The timer of an open echo connection is due: the oldest line's timeout, or (open
+        loop) the lines due by now, each timed from its intended send time."""
+        if self.ring and now >= self.ring[0] + self.timeout:
+            self.host.fail(self, "timeout", now, self.ring[0])
+            return False
+        if self.rate > 0:
+            interval = 1.0 / self.rate
+            for _ in range(CATCH_UP_BURST):  # behind schedule: a burst at most, then yield
+                if self.next_send > now:
+                    break
+                if not self.echo_send(self.next_send, now):
+                    return False
+                self.next_send += interval
+        return True
+
     def echo_received(self, data: bytes, now: float) -> bool:
         """Check the bytes against the line sent, time each whole one."""
         off, n = 0, len(data)
@@ -180,6 +216,29 @@ class Conn:
         self.host.tally("broadcast").sent += 1
         self.sent_at, self.awaiting = now, self.rate <= 0
         return self.send(line, now)
+
+    def broadcast_timer(self, now: float, alone: bool) -> bool:
+        """The timer of an open room member is due: a silent room, a closed-loop line nobody
+        here received in time, or the next line to send. ``alone``: no other member of this
+        engine is open, so a closed-loop line would never be released."""
+        tally = self.host.tally("broadcast")
+        if self.silence > 0 and now >= self.last_rx + self.silence:  # count it, keep listening
+            tally.record_fail("timeout", (now - self.last_rx) * 1e6)
+            self.last_rx = now
+        if self.awaiting and now >= self.sent_at + self.timeout:  # count it, send the next
+            tally.record_fail("timeout", (now - self.sent_at) * 1e6)
+            self.awaiting, self.next_send = False, now
+        if self.awaiting or self.next_send > now:
+            return True
+        if self.rate > 0:  # no catch-up bursts: a late line moves the schedule
+            following = self.next_send + 1.0 / self.rate
+            self.next_send = following if following > now else now + 1.0 / self.rate
+        elif alone:
+            self.next_send = now + JOIN_GRACE_S
+            return True
+        else:
+            self.next_send = INF  # until a receiver here releases it
+        return self.broadcast_send(now)
 
     def broadcast_received(self, data: bytes, now: float) -> bool:
         wall_us = time.time_ns() // 1000
