@@ -137,18 +137,13 @@ class PythonEngine:
             self._closed = self._stop = True
         self._wake()
         self._thread.join(2.0)  # the loop closes every socket on its way out
+        self._wake_w.close()
 
     def __enter__(self) -> PythonEngine:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: nothing left to do
-            pass
 
     def _wake(self) -> None:
         try:
