@@ -76,7 +76,9 @@ def percentile_us(pairs: list[tuple[int, int]], q: float) -> int:
     return 0
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "gevent"])
+# the Python engine against one backend only: the second adds time, not coverage of it
+@pytest.mark.parametrize("engine, backend", [("native", "asyncio"), ("native", "gevent"), ("python", "asyncio")],
+                         indirect=["engine"])
 def test_echo_closed_loop_against_a_backend(engine, serve, backend):
     server = serve(backend, "--mode", "echo")
     conns = [engine.add_echo(*server.address, 64) for _ in range(10)]
