@@ -76,7 +76,7 @@ def test_without_the_native_engine_the_python_engine_measures_and_the_report_say
     assert "Traceback" not in proc.stderr
     # one line: which engine runs instead and what to install for the native one
     [line] = [ln for ln in proc.stderr.splitlines() if "load engine" in ln]
-    assert "pure-Python engine runs instead" in line and "C compiler" in line and "pip install -e ." in line
+    assert "pure-Python load engine runs instead" in line and "C compiler" in line and "pip install -e ." in line
     assert "Load engine: python" in proc.stdout.replace("\n", " ")
     [path] = tmp_path.glob("*/results.json")
     doc = json.loads(path.read_text())

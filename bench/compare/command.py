@@ -169,9 +169,10 @@ def run(args: argparse.Namespace) -> int:
     why = engine.why_unavailable()
     if why:
         # the main job still runs; the report says its figures are not ranked
-        print(f"bench compare: the native load engine is not available ({why}); the pure-Python engine "
-              "runs instead, slower than several servers, so the report ranks nothing. For the native "
-              f"engine: {INSTALL_HINT} (unset {engine.ENV_VAR} if set).", file=sys.stderr)
+        unset = f" and unset {engine.ENV_VAR}" if os.environ.get(engine.ENV_VAR) else ""
+        print(f"bench compare: {why}; the pure-Python load engine runs instead (slower than several "
+              f"servers, so the report ranks nothing). For the native engine, {INSTALL_HINT}{unset}.",
+              file=sys.stderr)
     try:
         run_id, run_dir = new_run_dir(Path(args.out))
     except OSError as exc:
