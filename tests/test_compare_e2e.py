@@ -90,7 +90,7 @@ def test_without_the_native_engine_the_python_engine_measures_and_the_report_say
         if p["mode"] == "broadcast":
             assert p["lost"] == 0 and p["sent"] > 0, key
     md = (path.parent / "report.md").read_text()
-    assert "No ranking" in md and "pure-Python engine" in md
+    assert "No ranking" in md and "pure-Python load generator" in md
     assert "C compiler" in md and "pip install -e ." in md
 
 
