@@ -1,8 +1,9 @@
-"""The native load engine on its own (no Locust): real ``bench serve`` backends and
-fixture servers that stall, misbehave, drop, repeat and swap lines on purpose.
+"""The load engines on their own (no Locust): the native one and the pure-Python
+fallback (:mod:`bench.loadgen.pyengine`, same API) against real ``bench serve`` backends
+and fixture servers that stall, misbehave, drop, repeat and swap lines on purpose.
 
-Skipped when the extension is not built here; under CI (``CI=true``) a missing
-extension fails instead, since CI installs a compiler.
+The native cases are skipped when the extension is not built here; under CI
+(``CI=true``) a missing extension fails instead, since CI installs a compiler.
 """
 
 from __future__ import annotations
@@ -35,10 +36,19 @@ def require_engine() -> None:
         pytest.skip(reason)
 
 
-@pytest.fixture
-def engine():
-    require_engine()
-    eng = engine_mod.Engine()
+def make_engine(impl: str):
+    """A fresh engine of one implementation: "native" (skipped when not built) or "python"."""
+    if impl == "native":
+        require_engine()
+        return engine_mod.Engine()
+    from bench.loadgen.pyengine import PythonEngine
+
+    return PythonEngine()
+
+
+@pytest.fixture(params=["native", "python"])
+def engine(request):
+    eng = make_engine(request.param)
     yield eng
     started = time.monotonic()
     eng.close()
@@ -66,7 +76,9 @@ def percentile_us(pairs: list[tuple[int, int]], q: float) -> int:
     return 0
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "gevent"])
+# the Python engine against one backend only: the second adds time, not coverage of it
+@pytest.mark.parametrize("engine, backend", [("native", "asyncio"), ("native", "gevent"), ("python", "asyncio")],
+                         indirect=["engine"])
 def test_echo_closed_loop_against_a_backend(engine, serve, backend):
     server = serve(backend, "--mode", "echo")
     conns = [engine.add_echo(*server.address, 64) for _ in range(10)]

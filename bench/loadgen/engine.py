@@ -3,8 +3,9 @@
 The engine (``bench.loadgen._engine``, C) owns a thread that does every socket call
 with the GIL released: Python adds and removes connections and harvests counts a few
 times a second, and runs nothing per round trip. It is built by ``pip install`` when
-a C compiler is present; without one the install still succeeds and the pure-Python
-Locust users run instead. ``SOCKBENCH_ENGINE=python`` forces that fallback.
+a C compiler is present; without one the install still succeeds, :func:`open_engine`
+gives the pure-Python engine (:mod:`bench.loadgen.pyengine`, same API) and the Locust
+files pick the pure-Python users. ``SOCKBENCH_ENGINE=python`` forces that fallback.
 
 Outputs name the engine that ran with :func:`engine_name` ("native" or "python").
 """
@@ -15,7 +16,10 @@ import os
 import threading
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.loadgen.pyengine import PythonEngine
 
 try:
     from bench.loadgen import _engine as _native
@@ -168,6 +172,16 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_engine() -> Engine | PythonEngine:
+    """The native engine when it is available, else the pure-Python one
+    (:mod:`bench.loadgen.pyengine`, same API, slower: its results are not ranked)."""
+    if available():
+        return Engine()
+    from bench.loadgen.pyengine import PythonEngine
+
+    return PythonEngine()
 
 
 _shared: Engine | None = None

@@ -1,5 +1,6 @@
-"""The measurement program of ``bench compare``: one process drives the native load engine
-against every backend of a mode, interleaved, and writes one JSON line per window.
+"""The measurement program of ``bench compare``: one process drives the load engine (the
+native one, or the pure-Python one where it is not built: :func:`open_engine`) against
+every backend of a mode, interleaved, and writes one JSON line per window.
 
 Run by :mod:`bench.compare.runner` as ``python -m bench.loadgen.program SPEC.json``, pinned
 to the load generator's CPUs, while every backend's server of the mode is up (pinned to the
@@ -46,7 +47,7 @@ from typing import Any, Iterator
 
 import psutil
 
-from bench.loadgen.engine import Counts, Engine
+from bench.loadgen.engine import Counts, open_engine
 from bench.loadgen.window_rules import held as _held, percentiles, served as _served
 from servers.runtime import raise_open_files_limit
 
@@ -95,7 +96,7 @@ class Program:
         self.targets = [Target(**t) for t in spec["targets"]]
         self.procs = {t.backend: psutil.Process(t.pid) for t in self.targets}
         self.me = psutil.Process()
-        self.engine = Engine()
+        self.engine = open_engine()
         self.emit = emit or (lambda obj: print(json.dumps(obj), flush=True))
         self.done, self.total = 0, self.estimate_windows()
         # windows that may still be measured again because other processes were busy: a

@@ -126,7 +126,7 @@ def environment_items(doc: Doc) -> list[tuple[str, str]]:
     limit = env.get("open_files_limit")
     engine = analysis.engine_name(doc)
     engine_text = ("native (C, one thread, no Python per request)" if engine == "native"
-                   else f"{engine}: pure-Python users; no ranking ({analysis.INSTALL_HINT})")
+                   else f"{engine}: a pure-Python load generator; no ranking ({analysis.INSTALL_HINT})")
     return [
         ("run", f"{doc.get('run_id', '?')} ({doc.get('created', '?')})"),
         ("load engine", engine_text),
