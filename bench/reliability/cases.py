@@ -2,14 +2,15 @@
 scenario against a fresh server and raises ``AssertionError`` if the server breaks the
 contract (or :class:`~bench.reliability.faults.NotApplicable` where the model cannot take part).
 
-Shared by ``tests/test_faults.py`` and ``bench reliability``: a case is written once.
+Shared by ``tests/test_faults.py`` and ``bench reliability``: a case is written once. The
+framing, slowloris, half-close, slow-reader and command-line cases are here; those about
+crowds and endings (bursts, floods, descriptors, signals) are in
+:mod:`bench.reliability.crowd_cases`. :data:`CASES` lists them all.
 """
 
 from __future__ import annotations
 
 import random
-import re
-import selectors
 import signal
 import socket
 import subprocess
@@ -21,20 +22,27 @@ from typing import Callable
 import psutil
 
 from bench.reliability.faults import (
-    ONE_AT_A_TIME,
     STOP_DEADLINE,
-    NotApplicable,
     StartFn,
     assert_no_traceback,
     check_framing,
     connect,
     echoes,
-    join_room,
     read_exactly,
     read_until_eof,
     reset,
 )
 from bench.procs.children import bench_command
+from bench.reliability.crowd_cases import (
+    broadcast_burst_reader_keeps_up,
+    connect_burst,
+    fd_exhaustion,
+    max_clients_flood,
+    reset_mid_broadcast,
+    sigint_under_load,
+    sigterm_busy_clients,
+    sigterm_under_load,
+)
 
 # --max-line for the framing cases: small, so limit-sized lines are cheap to send.
 SMALL_MAX_LINE = 64
@@ -43,11 +51,6 @@ SMALL_MAX_LINE = 64
 SHORT_TIMEOUT = 1.0
 # A timeout may strike this much late (the sweep runs every tenth of it, plus load).
 TIMEOUT_SLACK = 1.5
-
-
-def _two_clients(backend: str) -> None:
-    if backend == "blocking":
-        raise NotApplicable(ONE_AT_A_TIME)
 
 
 def framing_edges(start: StartFn, backend: str) -> str:
@@ -206,314 +209,6 @@ def half_close(start: StartFn, backend: str) -> str:
     assert how == "eof", "closed with a reset, not a FIN"
     echoes(server.address)
     return f"{len(lines)} lines answered, then EOF"
-
-
-def reset_mid_broadcast(start: StartFn, backend: str) -> str:
-    """While a sender streams 5,000 lines, one receiver resets (RST) and one vanishes
-    (closes with unread data); the remaining receiver gets every line, in order."""
-    _two_clients(backend)
-    server = start(backend, "--mode", "broadcast")
-    sender, keeper, resetter, vanisher = (connect(server.address) for _ in range(4))
-    _join([sender, keeper, resetter, vanisher])
-    total = 5000
-    lines = [b"B %06d %s\n" % (i, b"q" * 40) for i in range(total)]
-    received = bytearray()
-
-    def read_all() -> None:
-        want = sum(map(len, lines))
-        received.extend(read_exactly(keeper, want))
-
-    reader = threading.Thread(target=read_all, daemon=True)
-    reader.start()
-    for i in range(0, total, 100):
-        sender.sendall(b"".join(lines[i:i + 100]))
-        if i == 1000:
-            reset(resetter)
-        if i == 2500:
-            vanisher.close()
-    reader.join(15)
-    assert bytes(received) == b"".join(lines), f"receiver got {len(received)} bytes, lines lost or reordered"
-    sender.sendall(b"done\n")
-    assert read_exactly(keeper, 5) == b"done\n"
-    for s in (sender, keeper):
-        reset(s)
-    assert server.proc.poll() is None, "server died"
-    assert_no_traceback(server)
-    return f"{total} lines delivered in order past an RST and a vanished peer"
-
-
-def _join(socks: list[socket.socket]) -> None:
-    """Prove every client has joined the broadcast room, then drain the join markers so
-    data reads start clean."""
-    join_room(socks, b"join")
-    # drain every join marker so data reads start clean
-    time.sleep(0.2)
-    for s in socks:
-        s.settimeout(0.05)
-        try:
-            while s.recv(65536):
-                pass
-        except (socket.timeout, BlockingIOError):
-            pass
-        s.settimeout(5.0)
-
-
-def connect_burst(start: StartFn, backend: str, total: int = 1000) -> str:
-    """1,000 connections opened and dropped in bursts of 100 (half RST, a quarter after
-    sending half a line, a quarter FIN), then the server still echoes."""
-    server = start(backend)
-    done = 0
-    while done < total:
-        socks = []
-        for _ in range(min(100, total - done)):
-            socks.append(connect(server.address))
-        for i, s in enumerate(socks):
-            if i % 4 == 1:
-                try:
-                    s.send(b"half a li")
-                except OSError:
-                    pass
-            if i % 2 == 0:
-                reset(s)
-            else:
-                s.close()
-        done += len(socks)
-    echoes(server.address, tries=10.0)
-    assert server.proc.poll() is None, "server died"
-    assert_no_traceback(server)
-    return f"{total} connects/disconnects, then served"
-
-
-def max_clients_flood(start: StartFn, backend: str, limit: int = 10, excess: int = 50) -> str:
-    """With --max-clients 10 and 10 clients in, 50 more each get ``ERR server full``
-    and EOF; the 10 keep being served; a freed slot is usable again."""
-    _two_clients(backend)
-    server = start(backend, "--max-clients", str(limit))
-    members = []
-    for i in range(limit):
-        s = connect(server.address)
-        s.sendall(b"m%d\n" % i)
-        assert read_exactly(s, len(b"m%d\n" % i)) == b"m%d\n" % i
-        members.append(s)
-    extra = [connect(server.address) for _ in range(excess)]
-    for i, s in enumerate(extra):
-        got, _ = read_until_eof(s)
-        assert got == b"ERR server full\n", f"excess client {i} got {got!r}"
-        reset(s)
-    for i, s in enumerate(members):
-        s.sendall(b"again\n")
-        assert read_exactly(s, 6) == b"again\n", f"member {i} not served after the flood"
-    reset(members.pop())
-    echoes(server.address)
-    for s in members:
-        reset(s)
-    return f"{excess} excess clients refused; members served; freed slot reused"
-
-
-def fd_exhaustion(start: StartFn, backend: str, nofile: int = 64, clients: int = 120) -> str:
-    """With RLIMIT_NOFILE 64 and 120 clients connecting, accept backs off (server CPU
-    measured over 1 s stays under 50%), logs once for the burst, and serves again once
-    the clients leave."""
-    if backend == "blocking":
-        raise NotApplicable("the blocking loop holds one connection at a time, so clients "
-                            "cannot exhaust its descriptors")
-    server = start(backend, nofile=nofile, quiet=False)
-    proc = psutil.Process(server.pid)
-    held = [connect(server.address) for _ in range(clients)]  # the backlog completes them
-    time.sleep(0.5)  # let the server run into the limit
-    cpu0 = proc.cpu_times()
-    t0 = time.monotonic()
-    time.sleep(1.0)
-    cpu1 = proc.cpu_times()
-    busy = max(0.0, cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (time.monotonic() - t0)
-    log = server.stderr()
-    # While one burst lasts, exactly one line. (Once the held clients leave, the rest of
-    # the backlog is accepted and may exhaust the descriptors again: a new burst.)
-    backoffs = log.count("accept failed")
-    for s in held:
-        reset(s)
-    echoes(server.address, tries=10.0)
-    log = server.stderr()
-    failed = [int(n) for n in re.findall(r"after (\d+) failed accept attempts", log)]
-    # Backing off 10 ms doubling to 1 s, ~1.5 s of exhaustion is about 8 attempts.
-    assert all(n <= 30 for n in failed), f"{failed} failed accept() calls per burst: spinning"
-    assert busy < 0.5, f"server used {busy:.0%} CPU while out of descriptors (spinning)"
-    assert backoffs == 1, f"{backoffs} back-off lines for one burst; stderr tail:\n{log[-1500:]}"
-    assert "Traceback" not in log, f"traceback:\n{log[-3000:]}"
-    return f"CPU {busy:.0%} while exhausted; 1 log line for the burst; served again"
-
-
-def _signal_under_load(start: StartFn, backend: str, sig: int) -> str:
-    server = start(backend)
-    n = 1 if backend == "blocking" else 30
-    socks = [connect(server.address) for _ in range(n)]
-    stop = threading.Event()
-    results: list[str] = []
-
-    def load(s: socket.socket) -> None:
-        s.settimeout(STOP_DEADLINE + 3)
-        line = b"load " + b"w" * 50 + b"\n"
-        try:
-            while not stop.is_set():
-                s.sendall(line * 20)
-                read_exactly(s, len(line) * 20)
-        except (OSError, AssertionError) as exc:
-            if isinstance(exc, socket.timeout):
-                results.append("timeout")
-                return
-        try:
-            _, how = read_until_eof(s)
-            results.append(how)
-        except AssertionError:
-            results.append("timeout")
-
-    threads = [threading.Thread(target=load, args=(s,), daemon=True) for s in socks]
-    for t in threads:
-        t.start()
-    time.sleep(0.5)
-    t0 = time.monotonic()
-    server.proc.send_signal(sig)
-    try:
-        status = server.proc.wait(timeout=STOP_DEADLINE + 3)
-    except subprocess.TimeoutExpired:
-        status = None
-    took = time.monotonic() - t0
-    if status is None:
-        stop.set()  # the server ignored the signal: end the load now, not after 30 joins
-    join_deadline = time.monotonic() + STOP_DEADLINE + 5
-    for t in threads:
-        t.join(max(0.0, join_deadline - time.monotonic()))
-    stop.set()
-    for s in socks:
-        reset(s)
-    assert status is not None, f"still running {STOP_DEADLINE + 3} s after {signal.Signals(sig).name}"
-    assert status == 0, f"exit status {status}"
-    assert took <= STOP_DEADLINE, f"took {took:.2f} s to exit"
-    assert len(results) == n and "timeout" not in results, f"clients did not all see the close: {results}"
-    assert_no_traceback(server)
-    return f"exit 0 in {took:.2f} s; {n} clients saw the close"
-
-
-def sigterm_under_load(start: StartFn, backend: str) -> str:
-    """SIGTERM while clients stream echoes: exit 0 within 2 s, every client sees EOF
-    (or a reset), no traceback."""
-    return _signal_under_load(start, backend, signal.SIGTERM)
-
-
-def sigint_under_load(start: StartFn, backend: str) -> str:
-    """SIGINT, as SIGTERM."""
-    return _signal_under_load(start, backend, signal.SIGINT)
-
-
-def sigterm_busy_clients(start: StartFn, backend: str, clients: int = 500) -> str:
-    """500 clients keep echo requests in flight (one test thread drives them all);
-    SIGTERM after 1 s: exit 0 within 2 s, and every client sees EOF, not one a reset
-    (closing a socket with unread input sends RST: the server must not)."""
-    server = start(backend)
-    n = 1 if backend == "blocking" else clients
-    socks = [connect(server.address) for _ in range(n)]
-    burst = (b"busy " + b"b" * 58 + b"\n") * 10
-    selector = selectors.DefaultSelector()
-    owed: dict[socket.socket, int] = {}
-    outcome: dict[socket.socket, str] = {}
-
-    def send(s: socket.socket) -> None:
-        try:
-            owed[s] += s.send(burst)
-        except BlockingIOError:
-            pass
-        except OSError:
-            outcome[s] = "reset"
-
-    for s in socks:
-        s.setblocking(False)
-        owed[s] = 0
-        selector.register(s, selectors.EVENT_READ)
-        send(s)
-    signalled_at = exited_at = None
-    t0 = time.monotonic()
-    deadline = t0 + 1.0 + STOP_DEADLINE + 3
-    try:
-        while len(outcome) < n and time.monotonic() < deadline:
-            if signalled_at is None and time.monotonic() - t0 >= 1.0:
-                server.proc.send_signal(signal.SIGTERM)
-                signalled_at = time.monotonic()
-            if signalled_at is not None and exited_at is None and server.proc.poll() is not None:
-                exited_at = time.monotonic()
-            for key, _ in selector.select(0.05):
-                s = key.fileobj
-                try:
-                    data = s.recv(65536)
-                except BlockingIOError:
-                    continue
-                except ConnectionResetError:
-                    data, outcome[s] = b"", "reset"
-                if not data:
-                    outcome.setdefault(s, "eof")
-                    selector.unregister(s)
-                    s.close()  # as a client does once the server has closed
-                    continue
-                owed[s] -= len(data)
-                if owed[s] <= 0 and s not in outcome:
-                    send(s)  # a busy client: the next burst at once
-        try:
-            status = server.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            status = None
-        if exited_at is None:
-            exited_at = time.monotonic()
-    finally:
-        selector.close()
-        for s in socks:
-            reset(s)
-    assert signalled_at is not None, "the clients never got going"
-    assert status is not None, "still running after SIGTERM"
-    took = exited_at - signalled_at
-    resets = sum(1 for how in outcome.values() if how == "reset")
-    assert status == 0, f"exit status {status} after SIGTERM"
-    assert took <= STOP_DEADLINE + 0.5, f"took {took:.2f} s to exit"
-    assert resets == 0, f"{resets} of {n} busy clients were reset instead of closed"
-    assert len(outcome) == n, f"{n - len(outcome)} of {n} clients never saw the close"
-    assert_no_traceback(server)
-    return f"{n} busy clients: all saw EOF, none a reset; exit 0 in {took:.2f} s"
-
-
-def broadcast_burst_reader_keeps_up(start: StartFn, backend: str, count: int = 300_000) -> str:
-    """One sender writes ``seq 1 300000`` (2 MB) into a broadcast room at once; one
-    listener reads as fast as it can. It must get every line: a receiver is judged on
-    what its socket refused, not on what the server had not yet offered it. (2 MB: past
-    --max-output-buffer, yet well within what a reading client keeps up with even on a
-    busy machine; a much larger burst can make a briefly descheduled reader a real slow
-    consumer.)"""
-    _two_clients(backend)
-    server = start(backend, "--mode", "broadcast")
-    sender, listener = connect(server.address), connect(server.address)
-    _join([sender, listener])
-    data = b"".join(b"%d\n" % i for i in range(1, count + 1))
-    got = bytearray()
-    listener.settimeout(10.0)
-
-    def read_all() -> None:
-        try:
-            while len(got) < len(data):
-                chunk = listener.recv(1 << 20)
-                if not chunk:
-                    return
-                got.extend(chunk)
-        except OSError:
-            pass
-
-    reader = threading.Thread(target=read_all, daemon=True)
-    reader.start()
-    sender.sendall(data)
-    reader.join(20)
-    for s in (sender, listener):
-        reset(s)
-    lines = bytes(got).count(b"\n")
-    assert len(got) == len(data), f"the listener got {lines:,} of {count:,} lines, then was cut"
-    assert bytes(got) == data, "lines lost or reordered"
-    assert_no_traceback(server)
-    return f"{count:,} lines ({len(data) / 1e6:.1f} MB) all delivered to a reading listener"
 
 
 def never_reads(start: StartFn, backend: str, seconds: float = 2.0) -> str:

@@ -280,3 +280,13 @@ def check_framing(address: tuple[str, int], payload: bytes, cuts: list[int], max
     assert got.endswith(err_line), f"over-long line: no {err_line!r} at the end of {got[-120:]!r} ({how})"
     before = got[: -len(err_line)]
     assert before == echoed, f"lines before the ERR: want {echoed[-120:]!r}, got {before[-120:]!r}"
+
+
+def needs_two_clients(backend: str) -> None:
+    """A case that needs two clients at once cannot run on the blocking model.
+
+    Raises:
+        NotApplicable: ``backend`` is "blocking".
+    """
+    if backend == "blocking":
+        raise NotApplicable(ONE_AT_A_TIME)
