@@ -63,7 +63,8 @@ READ, WRITE = 1, 2
 class _Client:
     """One connection: raw socket, protocol session, watchers, broadcast backlog."""
 
-    __slots__ = ("sock", "peer", "session", "out", "readable", "writable", "queued", "reason")
+    __slots__ = ("sock", "peer", "session", "out", "readable", "writable", "ready", "queued",
+                 "reason")
 
     def __init__(self, sock: socket.socket, peer: str, session: Session, loop: Any,
                  limit: int) -> None:
@@ -74,6 +75,9 @@ class _Client:
         fd = sock.fileno()
         self.readable = loop.io(fd, READ)
         self.writable = loop.io(fd, WRITE)
+        # Two flags, not one: a receiver that is also waiting for its turn must still be
+        # flushed (one shared flag left its last broadcast lines unsent, for good).
+        self.ready = False  # in the server's ready queue, waiting for its turn
         self.queued = False  # in the server's list of receivers to flush this pass
         self.reason = ""
 
@@ -213,9 +217,9 @@ class GeventServer:
 
     def _on_readable(self, client: _Client) -> None:
         """Read-watcher callback (runs on the hub): queue the connection for a turn."""
-        if client.queued:
+        if client.ready:
             return  # level-triggered: it fires every pass until its turn has come
-        client.queued = True
+        client.ready = True
         self.ready.append(client)
         if not self.dispatching:
             self.dispatching = True
@@ -235,7 +239,7 @@ class GeventServer:
         while True:
             while ready:
                 client = ready.popleft()
-                client.queued = False
+                client.ready = False
                 self._turn(client)
             self.dispatching = False
             self.idle_workers.append(me)
