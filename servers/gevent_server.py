@@ -30,8 +30,9 @@ the figures are in the comments where the choice is made):
   Python-level wrapper that allocates a Waiter and starts a watcher on every would-block;
   here ``recv``/``send`` go straight to C on plain non-blocking sockets.
 * **Our own accept loop** instead of ``StreamServer`` (which wraps every accepted socket
-  in gevent's socket class), accepting at most :data:`ACCEPT_BATCH` per pass so a
-  connection flood cannot starve the clients being served.
+  in gevent's socket class), accepting at most :data:`ACCEPT_PER_PASS` per hub pass:
+  a connection waiting in the listen backlog gets its turn once per pass, like a ready
+  connection, and a flood cannot starve the clients being served (see the constant).
 * **Broadcast output is coalesced per hub pass**, like the select backend: a line is
   appended to each receiver's bounded :class:`OutputBuffer`, and one callback, run by
   the hub after the workers have routed this pass's lines, sends each receiver's whole
@@ -59,11 +60,21 @@ from servers.protocol import (FAIL_GRACE, RECV_SIZE, LineTooLong, Mode, OutputBu
 # libev event masks for io watchers.
 READ, WRITE = 1, 2
 
+# Connections accepted per hub pass: the listen backlog's length (runtime.bind_listener),
+# so every connection waiting in it is taken in the next pass. With the shared 64 per
+# pass, accepting starved behind the served connections (~700 accepts/s while 6,000
+# were echoing), the backlog overflowed and the dropped connections retried their
+# handshake 1, 3, 7 s later. Measured (10,000 connections opened at once, pinned,
+# interleaved, 3 rounds on a busy machine): every connection accepted after 7.7, 30.1,
+# 17.1 s with 64; after 7.4, 6.7, 7.0 s with 1,024 (the bare uvloop server: 7.4, 14.8 s).
+ACCEPT_PER_PASS = 1024
+
 
 class _Client:
     """One connection: raw socket, protocol session, watchers, broadcast backlog."""
 
-    __slots__ = ("sock", "peer", "session", "out", "readable", "writable", "queued", "reason")
+    __slots__ = ("sock", "peer", "session", "out", "readable", "writable", "ready", "queued",
+                 "reason")
 
     def __init__(self, sock: socket.socket, peer: str, session: Session, loop: Any,
                  limit: int) -> None:
@@ -74,6 +85,9 @@ class _Client:
         fd = sock.fileno()
         self.readable = loop.io(fd, READ)
         self.writable = loop.io(fd, WRITE)
+        # Two flags, not one: a receiver that is also waiting for its turn must still be
+        # flushed (one shared flag left its last broadcast lines unsent, for good).
+        self.ready = False  # in the server's ready queue, waiting for its turn
         self.queued = False  # in the server's list of receivers to flush this pass
         self.reason = ""
 
@@ -181,9 +195,10 @@ class GeventServer:
         try:
             while True:
                 self.hub.wait(readable)
-                # at most a batch per wake-up, so a connection flood cannot starve the
-                # clients already being served
-                delay = runtime.accept_batch(listener, self.backoff, self.start_client)
+                # at most a batch per wake-up (once per hub pass), so neither waits long
+                # for the other: not the backlog, not the clients already being served
+                delay = runtime.accept_batch(listener, self.backoff, self.start_client,
+                                             ACCEPT_PER_PASS)
                 if delay:
                     gevent.sleep(delay)
         finally:
@@ -213,9 +228,9 @@ class GeventServer:
 
     def _on_readable(self, client: _Client) -> None:
         """Read-watcher callback (runs on the hub): queue the connection for a turn."""
-        if client.queued:
+        if client.ready:
             return  # level-triggered: it fires every pass until its turn has come
-        client.queued = True
+        client.ready = True
         self.ready.append(client)
         if not self.dispatching:
             self.dispatching = True
@@ -235,7 +250,7 @@ class GeventServer:
         while True:
             while ready:
                 client = ready.popleft()
-                client.queued = False
+                client.ready = False
                 self._turn(client)
             self.dispatching = False
             self.idle_workers.append(me)

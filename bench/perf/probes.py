@@ -65,7 +65,9 @@ def echo_probe(name: str, conns: int, seconds: float) -> dict[str, Any]:
     processes take the server's CPU now and then), ``little_us`` (the mean latency
     Little's law gives for a closed loop: conns / rps) and ``p99_over_mean``.
     """
-    warmup = 1.0 + conns / 5000  # every connection open and echoing before the window
+    # after the server holds every connection (the client waits for that, up to 60 s):
+    # every connection echoing before the window
+    warmup = 1.0 + conns / 5000
     with run.server(name, _flags(name, conns)) as (pid, port):
         out = run.client("echo", port, conns, seconds, warmup, "--pid", pid,
                          timeout=seconds + warmup + 120)
