@@ -26,6 +26,7 @@ import psutil
 
 from bench.perf import client as perf_client
 from bench.perf import run
+from bench.perf.table import REFERENCES
 from bench.procs.server import ServerStartError
 
 PROBES = ("echo", "scale", "idle", "disconnect", "broadcast")
@@ -54,7 +55,7 @@ def _extra(conns: int, mode: str = "echo") -> list[str]:
 
 
 def _flags(name: str, conns: int, mode: str = "echo") -> list[str]:
-    return [] if name in run.REFERENCES else _extra(conns, mode)
+    return [] if name in REFERENCES else _extra(conns, mode)
 
 
 def echo_probe(name: str, conns: int, seconds: float) -> dict[str, Any]:
@@ -153,7 +154,7 @@ def measure(sizes: Sizes, probes: tuple[str, ...], names: list[str],
     for r in range(sizes.rounds):
         log(f"round {r + 1}/{sizes.rounds}")
         for name in names:
-            wire = name not in run.REFERENCES  # the references have no broadcast, no limits
+            wire = name not in REFERENCES  # the references have no broadcast, no limits
             if "echo" in probes or "scale" in probes:
                 few = safely(lambda: echo_probe(name, sizes.few, sizes.seconds))
                 record("echo", name, few.get("rps"))

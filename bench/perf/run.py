@@ -22,18 +22,14 @@ from typing import Any, Iterator
 # CEILING: the project's C echo server, the physical limit of the echo rows;
 # UVLOOP_REFERENCE: bench/perf/uvloop_echo.py. REFERENCES echo bytes without the wire
 # contract: no broadcast, no connection limits.
-from bench.perf.table import CEILING, REFERENCES, UVLOOP_REFERENCE
+from bench.perf.table import CEILING, UVLOOP_REFERENCE
 from bench.procs.machine import PROJECT_ROOT
 from bench.procs.server import ServerProcess
-from servers import backends
 
 DEFAULT_TOOLS = PROJECT_ROOT.parent / "shared" / "tools"
 SERVER_CPU, CLIENT_CPU = 0, 1
 
 FLAGSHIP = "gevent"
-# Display name -> `bench serve` arguments: the registry's backends, and asyncio on uvloop.
-SERVERS: dict[str, list[str]] = {name: [name] for name in backends.BACKENDS}
-SERVERS["asyncio+uvloop"] = ["asyncio", "--loop", "uvloop"]
 NEEDS_UVLOOP = (UVLOOP_REFERENCE, "asyncio+uvloop")
 # Columns of the table, the flagship first. `blocking` serves one client at a time: it
 # has no figure at 100 connections to show.
@@ -69,7 +65,7 @@ def server(name: str, extra: list[str] = ()) -> Iterator[tuple[int, int]]:
     elif name == UVLOOP_REFERENCE:
         proc = ServerProcess.start([sys.executable, "-m", "bench.perf.uvloop_echo"], cpus=pin)
     else:
-        proc = ServerProcess.serve(*SERVERS[name], *extra, cpus=pin)
+        proc = ServerProcess.serve(name, *extra, cpus=pin)  # variants: servers.backends.VARIANTS
     with proc:
         yield proc.pid, proc.port
 
