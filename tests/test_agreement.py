@@ -1,0 +1,31 @@
+"""The agreement check's pair rule (bench.perf.agreement.pair_verdicts), on hand-built
+figures: which pairs it checks, and how it reads compare's repeat ranges."""
+
+import pytest
+
+from bench.perf.agreement import pair_verdicts
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def cap(lo: float, hi: float) -> dict[str, float]:
+    return {"median": (lo + hi) / 2, "lo": lo, "hi": hi}
+
+
+def test_only_pairs_the_reference_separates_are_checked() -> None:
+    compare = {"a": cap(90, 110), "b": cap(95, 105), "c": cap(40, 50)}
+    ref = {"a": 100.0, "b": 105.0, "c": 50.0}  # a and b are 5% apart: not checked
+    got = {(f, s): v for f, s, _, v in pair_verdicts(compare, ref, 0.10)}
+    assert set(got) == {("a", "c"), ("b", "c")}
+    assert got[("a", "c")] == "agrees"
+
+
+def test_overlapping_ranges_are_a_tie_and_the_reverse_order_disagrees() -> None:
+    ref = {"fast": 200.0, "slow": 100.0}
+    assert pair_verdicts({"fast": cap(90, 150), "slow": cap(100, 120)}, ref, 0.10)[0][3] == "tie"
+    verdict = pair_verdicts({"fast": cap(50, 60), "slow": cap(100, 120)}, ref, 0.10)[0]
+    assert verdict[:2] == ("fast", "slow") and verdict[2] == pytest.approx(2.0) and verdict[3] == "disagrees"
+
+
+def test_a_backend_missing_on_either_side_is_skipped() -> None:
+    assert pair_verdicts({"a": cap(1, 2)}, {"a": 1.0, "b": 5.0}, 0.10) == []
