@@ -16,7 +16,7 @@ from bench.results.figures import (capacity_figures, cost_figures, memory_figure
                                    per_request, question_reason, set_rate_figures, slo_figures, unit)
 from bench.results.formatting import (connections, fmt_bytes, fmt_cost, fmt_rate, fmt_ratio, fmt_rps, fmt_us,
                                       join_names)
-from bench.results.rules import DISTURBED, Pick, flag_labels, pick, why_not_ranked  # noqa: F401
+from bench.results.rules import Pick, flag_labels, pick, why_not_ranked
 from bench.results.schema import Results
 
 INSTALL_HINT = ("install a C compiler and the Python headers (e.g. apt-get install gcc python3-dev), "
