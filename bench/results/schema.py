@@ -96,7 +96,7 @@ class Loadgen:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Loadgen":
-        return cls(str(data.get("engine") or "unknown"), tuple(data.get("cpus") or ()),
+        return cls(data["engine"], tuple(data["cpus"]),
                    {k: v for k, v in data.items() if k not in ("engine", "cpus")})
 
 
@@ -142,7 +142,7 @@ class Results:
                        environment=Environment(**dict(data["environment"])),
                        config=CompareConfig.from_json(data["config"]), loadgen=Loadgen.from_json(data["loadgen"]),
                        points=tuple(Point.from_json(p) for p in data["points"]),
-                       windows=tuple(window_from_json(w) for w in data.get("windows") or ()),
+                       windows=tuple(window_from_json(w) for w in data.get("windows", ())),
                        extra={k: v for k, v in data.items() if k not in TOP_KEYS})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             what = f"missing key {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"

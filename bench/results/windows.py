@@ -170,7 +170,7 @@ class FailedWindow:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "FailedWindow":
         return cls(data["mode"], data["kind"], data["backend"], data["users"], data["repeat"], data["error"],
-                   data.get("disturbed", False), data["attempts"], data["wall_s"], _extra(data, cls.KEYS))
+                   data["disturbed"], data["attempts"], data["wall_s"], _extra(data, cls.KEYS))
 
 
 Window = Union[MeasuredWindow, IdleWindow, FailedWindow]
