@@ -20,7 +20,7 @@ BENCH = Path(bench.__file__).parent
 INSIDE_LOCUST = ("bench.loadgen", "bench.locustfile")
 # bench.loadgen modules that are pure (shared with the supervisor and the tests).
 PURE_LOADGEN = ("bench.loadgen.sequence", "bench.loadgen.mode_probe", "bench.loadgen.engine",
-                "bench.loadgen.pyengine", "bench.loadgen.pyengine_conn",
+                "bench.loadgen.pyengine", "bench.loadgen.pyengine_conn", "bench.loadgen.pyengine_loop",
                 "bench.loadgen.program", "bench.loadgen.window_rules")
 
 

@@ -3,6 +3,7 @@ the terminal summary, ``bench report``) as pure functions of results.json."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -14,9 +15,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bench.results import analysis, report
+from bench.results import analysis, report, tables
 from bench.results import schema as results
-from bench.results.points import fold
+from bench.results.points import fold, fold_all
 from bench.results.rules import Figure, pick, tied, why_not_ranked
 
 try:
@@ -25,6 +26,7 @@ except ImportError:  # pytest run from inside tests/
     import report_docs as docs  # type: ignore[no-redef]
 
 HOSTILE = "<script>alert(1)</script>"
+EXAMPLE = Path(__file__).resolve().parent.parent / "reports" / "example" / "results.json"
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -37,49 +39,64 @@ def png_size(path: Path) -> tuple[int, int]:
 # -- the rules ------------------------------------------------------------------------------
 
 def test_a_disturbed_point_is_never_recommended():
-    d = docs.doc(docs.point("gevent", "echo", 100, [90_000, 91_000, 92_000], disturbed=True),
-                 docs.point("asyncio", "echo", 100, [60_000, 61_000, 62_000]),
-                 docs.point("select", "echo", 100, [40_000, 41_000, 42_000]))
-    gevent = analysis.point(d, "echo", 100, "gevent")
-    assert gevent["flags"]["disturbed"] and why_not_ranked(gevent) == "disturbed by other processes"
+    # gevent would win every question: most capacity, least CPU per round trip, lowest p99 at the set rate
+    rate = [docs.window("rate", 20_000, users=100, repeat=i, offered=20_000, p99=200, disturbed=True)
+            for i in range(3)]
+    d = docs.doc(docs.point("gevent", "echo", 100, [90_000, 91_000, 92_000], disturbed=True, cost=2.0, extra=rate),
+                 docs.point("asyncio", "echo", 100, [60_000, 61_000, 62_000], cost=9.0,
+                            extra=[dataclasses.replace(w, disturbed=False, latency_us=dataclasses.replace(
+                                w.latency_us, p99=400)) for w in rate]),
+                 docs.point("select", "echo", 100, [40_000, 41_000, 42_000], cost=12.0))
+    gevent = d.point("echo", 100, "gevent")
+    assert gevent.flags.disturbed and why_not_ranked(gevent) == "disturbed by other processes"
     verdict, sentence = analysis.load_sentence(d, "echo", 100)
     assert verdict.winner.backend == "asyncio" and "gevent" not in verdict.names()
     assert verdict.runner_up.backend == "select" and verdict.margin == pytest.approx(61_000 / 41_000)
     assert "gevent (disturbed by other processes)" in sentence
-    headers, rows = report.table(d, "echo")
-    assert rows[0][1] == "gevent" and "disturbed" in rows[0][-1] and rows[0][headers.index("vs best")] == "–"
+    headers, rows = tables.table(d, "echo")
+    assert rows[0][1] == "gevent" and rows[0][-1] == "disturbed" and rows[0][headers.index("vs best")] == "–"
+    assert {r[1]: r[headers.index("vs best")] for r in rows} == {"gevent": "–", "asyncio": "1.00x", "select": "0.67x"}
+    # not the per-core pick (it ranks on CPU per request), nor the latency pick, nor anyone's reference
+    per_core = next(a for a in analysis.answers(d) if a.startswith("Highest echo capacity per core"))
+    assert ": asyncio (9.0 µs" in per_core and "margin over select" in per_core and "gevent" not in per_core
+    latency = next(a for a in analysis.answers(d) if a.startswith("Lowest p99"))
+    assert ": asyncio (p99 400 µs), the only backend ranked" in latency
+    assert analysis.answers(d)[-1].startswith("Other processes took more than 20% of a core during 1 of 3 points")
 
 
 def test_disturbed_windows_are_dropped_while_two_clean_ones_remain():
     windows = [docs.window("capacity", v, disturbed=dist, repeat=i)
                for i, (v, dist) in enumerate([(100.0, False), (10.0, True), (120.0, False)])]
     p = fold("echo", "x", 100, windows)
-    assert p["capacity"]["samples"] == [100.0, 120.0] and not p["flags"]["disturbed"]
-    p = fold("echo", "x", 100, [dict(w, disturbed=True) for w in windows[:2]] + windows[2:])
-    assert p["flags"]["disturbed"] and len(p["capacity"]["samples"]) == 3
+    assert p.capacity.samples == (100.0, 120.0) and not p.flags.disturbed
+    p = fold("echo", "x", 100, [dataclasses.replace(w, disturbed=True) for w in windows[:2]] + windows[2:])
+    assert p.flags.disturbed and len(p.capacity.samples) == 3
 
 
-def test_when_only_one_clean_backend_is_left_the_verdict_ranks_on_cpu_per_request():
+def test_disturbed_points_do_not_rank_on_cpu_per_request_either():
+    # gevent has the least CPU per round trip, but it was disturbed: the one clean backend is the only one ranked
     d = docs.doc(docs.point("gevent", "echo", 100, [90_000] * 3, disturbed=True, cost=8.0),
                  docs.point("asyncio", "echo", 100, [60_000] * 3, cost=12.0),
                  docs.point("select", "echo", 100, [70_000] * 3, disturbed=True, cost=20.0))
     verdict, sentence = analysis.load_sentence(d, "echo", 100)
-    assert verdict.winner.backend == "gevent" and verdict.runner_up.backend == "asyncio"
-    assert "capacity not ranked" in sentence and "server CPU per round trip" in sentence
-    headers, rows = report.table(d, "echo")
-    flags = {r[1]: r[-1] for r in rows}
-    assert flags == {"gevent": "disturbed, pick by CPU", "asyncio": "", "select": "disturbed"}
-    assert all(r[headers.index("vs best")] == "–" for r in rows)   # no capacity reference here
+    assert verdict.winner.backend == "asyncio" and verdict.runner_up is None and verdict.names() == ["asyncio"]
+    assert "asyncio: 60,000 req/s, the only backend ranked" in sentence
+    assert "gevent (disturbed by other processes), select (disturbed by other processes)" in sentence
+    headers, rows = tables.table(d, "echo")
+    assert {r[1]: r[-1] for r in rows} == {"gevent": "disturbed", "asyncio": "pick", "select": "disturbed"}
+    assert {r[1]: r[headers.index("vs best")] for r in rows} == {"gevent": "–", "asyncio": "1.00x", "select": "–"}
+    per_core = next(a for a in analysis.answers(d) if a.startswith("Highest echo capacity per core"))
+    assert ": asyncio (12 µs" in per_core and "the only backend ranked" in per_core and "gevent" not in per_core
 
 
 def test_a_generator_bound_point_never_ranks_nor_is_the_reference():
     d = docs.doc(docs.point("gevent", "echo", 100, [150_000] * 3, loadgen=99.0, server=50.0),
                  docs.point("asyncio", "echo", 100, [60_000, 61_000, 62_000]),
                  docs.point("select", "echo", 100, [30_000, 31_000, 32_000]))
-    assert analysis.point(d, "echo", 100, "gevent")["flags"]["generator_bound"]
+    assert d.point("echo", 100, "gevent").flags.generator_bound
     verdict, _ = analysis.load_sentence(d, "echo", 100)
     assert verdict.winner.backend == "asyncio" and verdict.margin == pytest.approx(61_000 / 31_000)
-    headers, rows = report.table(d, "echo")
+    headers, rows = tables.table(d, "echo")
     vs = {r[1]: r[headers.index("vs best")] for r in rows}
     assert vs == {"gevent": "–", "asyncio": "1.00x", "select": "0.51x"}  # asyncio is the 1.00x reference
     assert "generator-bound" in rows[0][-1]
@@ -114,15 +131,15 @@ def test_a_broadcast_point_with_too_few_lines_cannot_rank():
     d = docs.doc(docs.point("gevent", "broadcast", 1000, [900_000] * 3, sent=12),
                  docs.point("asyncio", "broadcast", 1000, [500_000] * 3, sent=400),
                  docs.point("select", "broadcast", 1000, [300_000] * 3, sent=400))
-    gevent = analysis.point(d, "broadcast", 1000, "gevent")
-    assert gevent["flags"]["too_few_lines"] and why_not_ranked(gevent) == "too few lines sent to rank"
+    gevent = d.point("broadcast", 1000, "gevent")
+    assert gevent.flags.too_few_lines and why_not_ranked(gevent) == "too few lines sent to rank"
     verdict, sentence = analysis.load_sentence(d, "broadcast", 1000)
     assert verdict.winner.backend == "asyncio"
     assert "gevent (too few lines sent to rank)" in sentence
 
 
 def test_memory_per_connection_is_the_slope_between_10_and_the_largest_count():
-    def mem_point(users: int, rss: int, unanswered: int = 0) -> dict:
+    def mem_point(users: int, rss: int, unanswered: int = 0) -> results.Point:
         return docs.point("gevent", "echo", users, [1000.0] * 3, extra=[docs.idle(users, rss, unanswered)],
                           rss=rss * 2)
     d = docs.doc(mem_point(1, 30_000_000), mem_point(10, 20_000_000), mem_point(100, 20_500_000),
@@ -141,7 +158,7 @@ def test_memory_per_connection_is_the_slope_between_10_and_the_largest_count():
 
 def test_unanswered_connections_make_a_point_failing():
     p = docs.point("blocking", "echo", 10, [9_000] * 3, extra=[docs.idle(10, 1, unanswered=9)])
-    assert p["flags"]["failing"] and "9 of 10 connections unanswered" in why_not_ranked(p)
+    assert p.flags.failing and "9 of 10 connections unanswered" in why_not_ranked(p)
 
 
 def test_the_python_load_generator_gives_no_ranking_and_says_what_to_install():
@@ -198,15 +215,21 @@ def test_html_is_self_contained_and_has_no_backticks(rendered):
     assert "`" not in html_text and 'class="scroll"' in html_text
 
 
+def hostile(d: results.Results, error: str | None = None) -> results.Results:
+    """``d`` with select renamed to a script tag, and (given ``error``) blocking's echo points failed."""
+    def change(p: results.Point) -> results.Point:
+        if p.backend == "select":
+            return dataclasses.replace(p, backend=HOSTILE)
+        if error and p.backend == "blocking" and p.mode == "echo":
+            return dataclasses.replace(p, error=error)
+        return p
+    config = dataclasses.replace(d.config, backends=tuple(HOSTILE if b == "select" else b for b in d.config.backends))
+    return dataclasses.replace(d, points=tuple(change(p) for p in d.points), config=config)
+
+
 def test_html_and_markdown_escape_run_strings(tmp_path):
-    d = docs.full_doc()
-    for p in d["points"]:
-        if p["backend"] == "select":
-            p["backend"] = HOSTILE
-        if p["backend"] == "blocking" and p["mode"] == "echo":
-            p["error"] = "`bench serve` boom <img src=x onerror=alert(2)> | pipe"
-    d["config"]["backends"] = [HOSTILE if b == "select" else b for b in d["config"]["backends"]]
-    d["environment"]["cpu_model"] = "<b>cpu</b>"
+    d = hostile(docs.full_doc(), "`bench serve` boom <img src=x onerror=alert(2)> | pipe")
+    d = dataclasses.replace(d, environment={**d.environment, "cpu_model": "<b>cpu</b>"})
     paths = report.render_report(d, tmp_path)
     html_text = paths["report.html"].read_text(encoding="utf-8")
     assert "<script>" not in html_text and "<img src=x" not in html_text and "<b>cpu" not in html_text
@@ -219,11 +242,7 @@ def test_html_and_markdown_escape_run_strings(tmp_path):
 
 
 def test_terminal_summary_fits_a_narrow_terminal_and_prints_strings_literally():
-    d = docs.full_doc()
-    for p in d["points"]:
-        if p["backend"] == "select":
-            p["backend"] = HOSTILE
-    d["config"]["backends"] = [HOSTILE if b == "select" else b for b in d["config"]["backends"]]
+    d = hostile(docs.full_doc())
     out = io.StringIO()
     report.print_summary(d, Console(file=out, width=100, color_system=None))
     text = out.getvalue()
@@ -243,7 +262,7 @@ def run_bench(*args: str) -> subprocess.CompletedProcess:
 def test_cli_renders_next_to_results_file_and_takes_the_folder(tmp_path):
     path = tmp_path / "run" / "results.json"
     path.parent.mkdir()
-    path.write_text(json.dumps(docs.full_doc()), encoding="utf-8")
+    path.write_text(results.dumps(docs.full_doc()), encoding="utf-8")
     proc = run_bench(str(path.parent))
     assert proc.returncode == 0, proc.stderr
     for name in ("report.html", "report.md", "charts/capacity.png", "charts/slo.png"):
@@ -270,6 +289,37 @@ def test_cli_bad_input_is_one_line_exit_1(tmp_path, content, message):
 def test_schema_2_round_trips(tmp_path):
     d = docs.full_doc()
     results.save(d, tmp_path / "results.json")
-    assert results.load(tmp_path / "results.json") == json.loads(json.dumps(d))
+    assert results.load(tmp_path / "results.json") == d
     with pytest.raises(results.ResultsError, match="never overwritten"):
         results.save(d, tmp_path / "results.json")
+
+
+def test_the_example_run_reads_and_writes_back_the_same_text_and_report():
+    text = EXAMPLE.read_text(encoding="utf-8")
+    loaded = results.load(EXAMPLE)
+    assert results.dumps(loaded) == text                                # byte for byte
+    again = results.Results.from_json(json.loads(results.dumps(loaded)))
+    assert again == loaded and again.to_json() == json.loads(text)
+    assert report.render_markdown(again, {}) == report.render_markdown(loaded, {})
+    assert report.render_html(again, {}) == report.render_html(loaded, {})
+    # its windows fold into exactly the points it holds (the typed fold agrees with the one that wrote it)
+    folded = fold_all(list(loaded.windows), {}, list(loaded.config.backends),
+                      {m: loaded.user_counts(m) for m in loaded.modes()})
+    assert folded == loaded.points
+
+
+def test_unknown_keys_of_a_newer_writer_are_kept(tmp_path):
+    data = json.loads(EXAMPLE.read_text(encoding="utf-8"))
+    data["loadgen"]["orchestrator"] = "locust"
+    data["windows"][0]["future"] = [1, 2]
+    data["extra_section"] = {"a": 1}
+    assert results.Results.from_json(data).to_json() == data
+
+
+def test_a_value_of_the_wrong_shape_is_a_results_error(tmp_path):
+    data = json.loads(EXAMPLE.read_text(encoding="utf-8"))
+    data["points"][3]["set_rate"] = {"p99": 1}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(results.ResultsError, match="do not follow schema 2"):
+        results.load(path)

@@ -4,8 +4,9 @@ contract (or :class:`~bench.reliability.faults.NotApplicable` where the model ca
 
 Shared by ``tests/test_faults.py`` and ``bench reliability``: a case is written once. The
 framing, slowloris, half-close, slow-reader and command-line cases are here; those about
-crowds and endings (bursts, floods, descriptors, signals) are in
-:mod:`bench.reliability.crowd_cases`. :data:`CASES` lists them all.
+crowds (bursts, floods, descriptors) are in :mod:`bench.reliability.crowd_cases`, those
+about endings (signals under load) in :mod:`bench.reliability.ending_cases`.
+:data:`CASES` lists them all.
 """
 
 from __future__ import annotations
@@ -39,10 +40,8 @@ from bench.reliability.crowd_cases import (
     fd_exhaustion,
     max_clients_flood,
     reset_mid_broadcast,
-    sigint_under_load,
-    sigterm_busy_clients,
-    sigterm_under_load,
 )
+from bench.reliability.ending_cases import sigint_under_load, sigterm_busy_clients, sigterm_under_load
 
 # --max-line for the framing cases: small, so limit-sized lines are cheap to send.
 SMALL_MAX_LINE = 64

@@ -22,7 +22,10 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from bench.results import analysis
-from bench.results.schema import Doc, Point
+from bench.results.figures import per_request, set_rate_disturbed, slo_disturbed, unit
+from bench.results.formatting import fmt_rate, fmt_us
+from bench.results.schema import Results
+from bench.results.summary import Point, Samples
 
 COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "*", "h")
@@ -43,10 +46,11 @@ MARKS = {  # flag label -> how it is drawn over a point
 }
 
 Value = Callable[[Point], "tuple[float, float, float] | None"]  # (value, lo, hi) or None
+Labels = Callable[[Point], list[str]]  # the marks drawn over a point
 
 
-def _style(doc: Doc) -> dict[str, tuple[str, str]]:
-    return {b: (COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]) for i, b in enumerate(analysis.backends(doc))}
+def _style(doc: Results) -> dict[str, tuple[str, str]]:
+    return {b: (COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]) for i, b in enumerate(doc.backends())}
 
 
 def _figure(ncols: int) -> Figure:
@@ -76,16 +80,16 @@ def _users_axis(ax, users: list[int]) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _plot(ax, doc: Doc, mode: str, value: Value, style: dict[str, tuple[str, str]],
-          ranked_only_filled: bool = True) -> set[str]:
+def _plot(ax, doc: Results, mode: str, value: Value, style: dict[str, tuple[str, str]],
+          labels_of: Labels = analysis.flag_labels) -> set[str]:
     """One line per backend over the connection counts; returns the flag labels drawn."""
     marks: set[str] = set()
-    for backend in analysis.backends(doc, mode):
+    for backend in doc.backends(mode):
         xs, ys, lo, hi = [], [], [], []
         flagged = []
-        for users in analysis.user_counts(doc, mode):
-            p = analysis.point(doc, mode, users, backend)
-            if p is None or p.get("error"):
+        for users in doc.user_counts(mode):
+            p = doc.point(mode, users, backend)
+            if p is None or p.error:
                 continue
             v = value(p)
             if v is None or v[0] <= 0:
@@ -94,7 +98,7 @@ def _plot(ax, doc: Doc, mode: str, value: Value, style: dict[str, tuple[str, str
             ys.append(v[0])
             lo.append(max(0.0, v[0] - v[1]))
             hi.append(max(0.0, v[2] - v[0]))
-            labels = analysis.flag_labels(p)
+            labels = labels_of(p)
             if labels:
                 flagged.append((users, v[0], labels))
         if not xs:
@@ -128,76 +132,85 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _summary_value(key: str) -> Value:
+def _summary_value(samples: Callable[[Point], Samples]) -> Value:
     def value(p: Point) -> tuple[float, float, float] | None:
-        s = p.get(key) or {}
-        if not s.get("median"):
+        s = samples(p)
+        if not s.median or s.lo is None or s.hi is None:
             return None
-        return float(s["median"]), float(s["lo"]), float(s["hi"])
+        return float(s.median), float(s.lo), float(s.hi)
     return value
 
 
-def _per_mode(doc: Doc, path: Path, key: str, ylabel: str, title: str, log_y: bool) -> Path:
-    modes = analysis.modes(doc)
+def _per_mode(doc: Results, path: Path, samples: Callable[[Point], Samples], ylabel: str, title: str,
+              log_y: bool) -> Path:
+    modes = doc.modes()
     fig = _figure(len(modes))
     style = _style(doc)
     for i, mode in enumerate(modes):
         ax = fig.add_subplot(1, len(modes), i + 1)
-        marks = _plot(ax, doc, mode, _summary_value(key), style)
-        _users_axis(ax, analysis.user_counts(doc, mode))
+        marks = _plot(ax, doc, mode, _summary_value(samples), style)
+        _users_axis(ax, doc.user_counts(mode))
         if log_y:
             ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(_si))
-        ax.set_ylabel(ylabel.format(unit=analysis.unit(mode), per=analysis.per_request(mode)))
+        ax.set_ylabel(ylabel.format(unit=unit(mode), per=per_request(mode)))
         ax.set_title(f"{mode}: {title}")
         _legend(ax, marks)
     return _save(fig, path)
 
 
-def capacity_chart(doc: Doc, path: Path) -> Path:
-    return _per_mode(doc, path, "capacity", "{unit} (closed loop)", "capacity vs connections (higher is better)",
+def capacity_chart(doc: Results, path: Path) -> Path:
+    return _per_mode(doc, path, lambda p: p.capacity, "{unit} (closed loop)", "capacity vs connections (higher is better)",
                      log_y=False)
 
 
-def cost_chart(doc: Doc, path: Path) -> Path:
-    return _per_mode(doc, path, "cost_us", "server CPU µs {per}", "server CPU per request (lower is better)",
+def cost_chart(doc: Results, path: Path) -> Path:
+    return _per_mode(doc, path, lambda p: p.cost_us, "server CPU µs {per}", "server CPU per request (lower is better)",
                      log_y=True)
 
 
-def set_rate_chart(doc: Doc, path: Path) -> Path:
+def _with_disturbed(disturbed: Callable[[Point], bool]) -> Labels:
+    """The point's flags, plus "disturbed" when the question's own windows were."""
+    def labels(p: Point) -> list[str]:
+        out = analysis.flag_labels(p)
+        return out + ["disturbed"] if disturbed(p) and "disturbed" not in out else out
+    return labels
+
+
+def set_rate_chart(doc: Results, path: Path) -> Path:
     fig = _figure(1)
     ax = fig.add_subplot(1, 1, 1)
 
     def value(p: Point) -> tuple[float, float, float] | None:
-        sr = p.get("set_rate")
-        if not sr or not sr.get("p99"):
+        sr = p.set_rate
+        if not sr or not sr.p99:
             return None
-        return float(sr["p99"]), float(sr["p99_lo"]), float(sr["p99_hi"])
+        return float(sr.p99), float(sr.p99_lo), float(sr.p99_hi)
 
-    marks = _plot(ax, doc, "echo", value, _style(doc))
-    users = analysis.user_counts(doc, "echo")
+    marks = _plot(ax, doc, "echo", value, _style(doc), _with_disturbed(set_rate_disturbed))
+    users = doc.user_counts("echo")
     _users_axis(ax, users)
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: analysis.fmt_us(v)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_us(v)))
     ax.set_ylabel("p99 round trip at the set rate")
     rates = []
     for u in users:
-        r = next((p["set_rate"]["offered_per_s"] for p in analysis.points_at(doc, "echo", u) if p.get("set_rate")), None)
+        r = next((p.set_rate.offered_per_s for p in doc.points_at("echo", u) if p.set_rate), None)
         if r:
-            rates.append(f"{u}: {analysis.fmt_rate(r)}/s")
+            rates.append(f"{u}: {fmt_rate(r)}/s")
     ax.set_title("echo: p99 at one offered rate per connection count (lower is better)\nrates: " + ", ".join(rates),
                  fontsize=10)
     _legend(ax, marks)
     return _save(fig, path)
 
 
-def memory_chart(doc: Doc, path: Path) -> Path:
+def memory_chart(doc: Results, path: Path) -> Path:
     """Bars: server memory per connection (RSS slope), idle and active, per backend."""
     fig = _figure(1)
     ax = fig.add_subplot(1, 1, 1)
     series = [("echo", "idle", "idle (echo, one round trip each)"), ("echo", "active", "active (echo capacity)"),
               ("broadcast", "active", "active (broadcast capacity)")]
-    names = analysis.backends(doc)
+    names = doc.backends()
     width = 0.8 / len(series)
     drawn = False
     spans = set()
@@ -226,19 +239,19 @@ def memory_chart(doc: Doc, path: Path) -> Path:
     return _save(fig, path)
 
 
-def slo_chart(doc: Doc, path: Path) -> Path:
+def slo_chart(doc: Results, path: Path) -> Path:
     fig = _figure(1)
     ax = fig.add_subplot(1, 1, 1)
 
     def value(p: Point) -> tuple[float, float, float] | None:
-        held = (p.get("slo") or {}).get("held_deliveries_per_s")
+        held = p.slo.held_deliveries_per_s if p.slo else None
         return (float(held), float(held), float(held)) if held else None
 
-    marks = _plot(ax, doc, "broadcast", value, _style(doc))
-    _users_axis(ax, analysis.user_counts(doc, "broadcast"))
+    marks = _plot(ax, doc, "broadcast", value, _style(doc), _with_disturbed(slo_disturbed))
+    _users_axis(ax, doc.user_counts("broadcast"))
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(_si))
-    ms = float((doc.get("config") or {}).get("slo_ms") or 10)
+    ms = doc.config.slo_ms
     ax.set_ylabel(f"deliveries/s held at p99 ≤ {ms:g} ms")
     ax.set_title(f"broadcast: highest room rate with p99 ≤ {ms:g} ms and no line lost (higher is better)",
                  fontsize=10)
@@ -247,7 +260,7 @@ def slo_chart(doc: Doc, path: Path) -> Path:
 
 
 # name -> (draw, caption, which mode it needs)
-CHARTS: dict[str, tuple[Callable[[Doc, Path], Path], str, str | None]] = {
+CHARTS: dict[str, tuple[Callable[[Results, Path], Path], str, str | None]] = {
     "capacity": (capacity_chart, "Capacity vs connections (closed loop; bars: range of the repeats)", None),
     "latency": (set_rate_chart, "Echo p99 at one offered rate per connection count", "echo"),
     "cost": (cost_chart, "Server CPU µs per request (round trip or delivery)", None),
@@ -256,8 +269,8 @@ CHARTS: dict[str, tuple[Callable[[Doc, Path], Path], str, str | None]] = {
 }
 
 
-def render_charts(doc: Doc, charts_dir: Path) -> dict[str, Path]:
+def render_charts(doc: Results, charts_dir: Path) -> dict[str, Path]:
     """Draw every chart whose mode is in the run; ``{name: path}`` in :data:`CHARTS` order."""
-    present = set(analysis.modes(doc))
+    present = set(doc.modes())
     return {name: draw(doc, Path(charts_dir) / f"{name}.png")
             for name, (draw, _caption, mode) in CHARTS.items() if mode is None or mode in present}

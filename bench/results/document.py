@@ -7,24 +7,25 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bench.compare.plan import users_for
-from bench.results import schema
 from bench.results.config import CompareConfig
 from bench.results.points import fold_all
+from bench.results.schema import Environment, Loadgen, Results
+from bench.results.windows import window_from_json
 
 
 def build(run_id: str, env: dict[str, Any], config: CompareConfig, mode_results: list[Any],
-          engine_name: str) -> schema.Doc:
-    """Schema-2 document: the config, the load engine, every window and the folded points."""
-    windows = [w for r in mode_results for w in r.windows]
+          engine_name: str) -> Results:
+    """The run's results: the config, the load engine, every window (as the program wrote it)
+    and the points folded from them."""
+    windows = [window_from_json(w) for r in mode_results for w in r.windows]
     errors = {(r.mode, backend): why for r in mode_results for backend, why in r.errors.items()}
     users_by_mode = {r.mode: users_for(config, r.mode) for r in mode_results}
-    return {
-        "schema": schema.SCHEMA_VERSION,
-        "run_id": run_id,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "environment": env,
-        "config": config.to_json(),
-        "loadgen": {"engine": engine_name, "cpus": list(config.loadgen_cpus or [])},
-        "points": fold_all(windows, errors, list(config.backends), users_by_mode),
-        "windows": [{k: v for k, v in w.items() if k != "event"} for w in windows],
-    }
+    return Results(
+        run_id=run_id,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        environment=Environment(**env),
+        config=config,
+        loadgen=Loadgen(engine_name, tuple(config.loadgen_cpus or ())),
+        points=fold_all(windows, errors, list(config.backends), users_by_mode),
+        windows=tuple(windows),
+    )

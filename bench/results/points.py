@@ -22,62 +22,67 @@ windows at one connection count and decides what they say together:
 from __future__ import annotations
 
 from statistics import median
-from typing import Any
+from typing import Iterable
+
+from bench.results.summary import Flags, Memory, Point, Samples, SetRate, Slo, SloStep
+from bench.results.windows import FailedWindow, IdleWindow, MeasuredWindow, Percentiles, Window
 
 FAILURE_TOLERANCE = 0.01
 SATURATED_PERCENT = 90.0
 MIN_LINES = 50
 FAILURE_KINDS = ("timeout", "reset", "refused", "protocol")
 
-Window = dict[str, Any]
-Point = dict[str, Any]
 
-
-def _failures(windows: list[Window]) -> dict[str, int]:
+def _failures(windows: Iterable[MeasuredWindow]) -> dict[str, int]:
     out = dict.fromkeys(FAILURE_KINDS, 0)
     for w in windows:
-        for kind, n in (w.get("failures") or {}).items():
+        for kind, n in w.failures.items():
             out[kind] = out.get(kind, 0) + int(n)
     return out
 
 
-def _summary(values: list[float]) -> dict[str, Any]:
-    """``{"samples", "median", "lo", "hi"}`` of the values (None figures when empty)."""
+def _summary(values: list[float]) -> Samples:
+    """The values, their median and range (None figures when empty)."""
     if not values:
-        return {"samples": [], "median": None, "lo": None, "hi": None}
-    return {"samples": values, "median": median(values), "lo": min(values), "hi": max(values)}
+        return Samples((), None, None, None)
+    return Samples(tuple(values), median(values), min(values), max(values))
 
 
-def _used(windows: list[Window]) -> tuple[list[Window], bool]:
+def _used(windows: list[MeasuredWindow]) -> tuple[list[MeasuredWindow], bool]:
     """The windows a point's figures come from, and whether the point is disturbed."""
-    clean = [w for w in windows if not w.get("disturbed")]
+    clean = [w for w in windows if not w.disturbed]
     if len(clean) >= min(2, len(windows)):
         return clean, False
     return windows, bool(windows)
 
 
+def _measured(windows: Iterable[Window], kind: str) -> list[MeasuredWindow]:
+    return [w for w in windows if isinstance(w, MeasuredWindow) and w.kind == kind]
+
+
 def fold(mode: str, backend: str, users: int, windows: list[Window], error: str | None = None) -> Point:
-    """One point from its windows (any kinds; errors in windows make the point an error)."""
-    capacity = [w for w in windows if w.get("kind") == "capacity" and not w.get("error")]
-    errors = [w["error"] for w in windows if w.get("error")]
+    """One point from its windows (any kinds; failed windows and no capacity make the point an error)."""
+    capacity = _measured(windows, "capacity")
+    errors = [w.error for w in windows if isinstance(w, FailedWindow)]
     error = error or (errors[0] if errors and not capacity else None)
     used, disturbed = _used(capacity)
     failures = _failures(used)
-    requests = sum(int(w.get("requests") or 0) for w in used)
-    idle = next((w for w in windows if w.get("kind") == "idle"), None)
-    unanswered = int(idle.get("unanswered") or 0) if idle else None
+    requests = sum(w.requests for w in used)
+    idle = next((w for w in windows if isinstance(w, IdleWindow)), None)
+    unanswered = idle.unanswered if idle else None
     attempts = requests + sum(failures.values())
     failing = bool(used) and (sum(failures.values()) > FAILURE_TOLERANCE * attempts
                               or failures["timeout"] >= max(1.0, FAILURE_TOLERANCE * users)
                               or bool(unanswered))
-    server_cpu = median([w["server_cpu_percent"] for w in used]) if used else None
-    loadgen_cpu = median([w["loadgen_cpu_percent"] for w in used]) if used else None
-    generator_bound = bool(used) and loadgen_cpu >= SATURATED_PERCENT and server_cpu < SATURATED_PERCENT
+    server_cpu = median([w.server_cpu_percent for w in used]) if used else None
+    loadgen_cpu = median([w.loadgen_cpu_percent for w in used]) if used else None
+    generator_bound = (server_cpu is not None and loadgen_cpu is not None
+                       and loadgen_cpu >= SATURATED_PERCENT and server_cpu < SATURATED_PERCENT)
     broadcast = mode == "broadcast"
-    sent = sum(int(w.get("sent") or 0) for w in used) if broadcast else None
-    too_few = broadcast and bool(used) and median([int(w.get("sent") or 0) for w in used]) < MIN_LINES
-    latency = {p: int(median([w["latency_us"][p] for w in used])) for p in ("p50", "p90", "p99", "p999", "max")} \
-        if used else None
+    sent = sum(w.sent for w in used) if broadcast else None
+    too_few = broadcast and bool(used) and median([w.sent for w in used]) < MIN_LINES
+    latency = Percentiles(*(int(median([getattr(w.latency_us, p) for w in used]))
+                            for p in ("p50", "p90", "p99", "p999", "max"))) if used else None
     notes = []
     if failing:
         if unanswered:
@@ -88,78 +93,72 @@ def fold(mode: str, backend: str, users: int, windows: list[Window], error: str 
             notes.append(f"{sum(failures.values()) / max(1, attempts):.0%} failures")
     if too_few:
         notes.append(f"fewer than {MIN_LINES} lines sent per window")
-    return {
-        "mode": mode, "backend": backend, "users": users, "error": error,
-        "capacity": _summary([w["per_s"] for w in used]),
-        "cost_us": _summary([w["cost_us"] for w in used if w.get("cost_us") is not None]),
-        "latency_us": latency,
-        "set_rate": _set_rate(windows),
-        "slo": _slo(windows) if broadcast else None,
-        "memory": {"idle_rss_bytes": idle.get("rss_bytes") if idle else None,
-                   "active_rss_bytes": max((int(w.get("rss_bytes") or 0) for w in used), default=None)},
-        "requests": requests, "failures": sum(failures.values()), "failures_by_kind": failures,
-        "unanswered": unanswered,
-        "sent": sent, "lost": sum(int(w.get("lost") or 0) for w in used) if broadcast else None,
-        "out_of_order": sum(int(w.get("out_of_order") or 0) for w in used) if broadcast else None,
-        "server_cpu_percent": server_cpu, "loadgen_cpu_percent": loadgen_cpu,
-        "other_cpu_percent": max((w["other_cpu_percent"] for w in used), default=None),
-        "windows": len(capacity), "clean_windows": sum(1 for w in capacity if not w.get("disturbed")),
-        "flags": {"failing": failing, "generator_bound": generator_bound, "disturbed": disturbed,
-                  "too_few_lines": too_few},
-        "notes": notes,
-    }
+    return Point(
+        mode=mode, backend=backend, users=users, error=error,
+        capacity=_summary([w.per_s for w in used]),
+        cost_us=_summary([w.cost_us for w in used if w.cost_us is not None]),
+        latency_us=latency,
+        set_rate=_set_rate(windows),
+        slo=_slo(windows) if broadcast else None,
+        memory=Memory(idle_rss_bytes=idle.rss_bytes if idle else None,
+                      active_rss_bytes=max((w.rss_bytes for w in used), default=None)),
+        requests=requests, failures=sum(failures.values()), failures_by_kind=failures,
+        unanswered=unanswered,
+        sent=sent, lost=sum(w.lost for w in used) if broadcast else None,
+        out_of_order=sum(w.out_of_order for w in used) if broadcast else None,
+        server_cpu_percent=server_cpu, loadgen_cpu_percent=loadgen_cpu,
+        other_cpu_percent=max((w.other_cpu_percent for w in used), default=None),
+        windows=len(capacity), clean_windows=sum(1 for w in capacity if not w.disturbed),
+        flags=Flags(failing=failing, generator_bound=generator_bound, disturbed=disturbed, too_few_lines=too_few),
+        notes=tuple(notes),
+    )
 
 
-def _set_rate(windows: list[Window]) -> dict[str, Any] | None:
+def _set_rate(windows: list[Window]) -> SetRate | None:
     """Echo at the set rate: offered and achieved rate, median percentiles, the p99 range."""
-    rate = [w for w in windows if w.get("kind") == "rate" and not w.get("error")]
+    rate = _measured(windows, "rate")
     if not rate:
         return None
     used, disturbed = _used(rate)
-    p99s = [w["latency_us"]["p99"] for w in used]
-    failures = _failures(used)
-    return {
-        "offered_per_s": used[0]["offered_per_s"],
-        "achieved_per_s": median([w["per_s"] for w in used]),
-        "p50": int(median([w["latency_us"]["p50"] for w in used])),
-        "p99": int(median(p99s)), "p99_lo": min(p99s), "p99_hi": max(p99s), "p99_samples": p99s,
-        "p999": int(median([w["latency_us"]["p999"] for w in used])),
-        "failures": sum(failures.values()), "disturbed": disturbed,
+    p99s = [w.latency_us.p99 for w in used]
+    failures = sum(_failures(used).values())
+    achieved = median([w.per_s for w in used])
+    return SetRate(
+        offered_per_s=used[0].offered_per_s, achieved_per_s=achieved,
+        p50=int(median([w.latency_us.p50 for w in used])),
+        p99=int(median(p99s)), p99_lo=min(p99s), p99_hi=max(p99s), p99_samples=tuple(p99s),
+        p999=int(median([w.latency_us.p999 for w in used])),
+        failures=failures, disturbed=disturbed,
         # a backend that fell behind the offered rate did not hold it, whatever its latency
-        "kept_up": median([w["per_s"] for w in used]) >= 0.95 * used[0]["offered_per_s"]
-        and not sum(failures.values()),
-    }
+        kept_up=achieved >= 0.95 * used[0].offered_per_s and not failures,
+    )
 
 
-def _slo(windows: list[Window]) -> dict[str, Any] | None:
+def _slo(windows: list[Window]) -> Slo | None:
     """Broadcast at a latency target: every step tried (the last try of each) and the highest held."""
-    steps: dict[int, Window] = {}
-    for w in windows:
-        if w.get("kind") == "slo" and not w.get("error"):
-            steps[int(w["repeat"])] = w  # the ladder's step index; a retry replaces the first try
+    steps: dict[int, MeasuredWindow] = {}
+    for w in _measured(windows, "slo"):
+        steps[w.repeat] = w  # the ladder's step index; a retry replaces the first try
     if not steps:
         return None
-    out = []
-    for index in sorted(steps):
-        w = steps[index]
-        out.append({"lines_per_s": w.get("lines_per_s"), "deliveries_per_s": w.get("offered_per_s"),
-                    "achieved_per_s": w.get("per_s"), "p99_us": w["latency_us"]["p99"], "sent": w.get("sent"),
-                    "lost": w.get("lost"), "failures": sum((w.get("failures") or {}).values()),
-                    "held": bool(w.get("held")), "disturbed": bool(w.get("disturbed"))})
-    held = [s for s in out if s["held"]]
+    out = [SloStep(lines_per_s=w.lines_per_s, deliveries_per_s=w.offered_per_s, achieved_per_s=w.per_s,
+                   p99_us=w.latency_us.p99, sent=w.sent, lost=w.lost, failures=sum(w.failures.values()),
+                   held=bool(w.held), disturbed=w.disturbed)
+           for w in (steps[i] for i in sorted(steps))]
+    held = [s for s in out if s.held]
     best = held[-1] if held else None
-    return {"steps": out, "held_lines_per_s": best["lines_per_s"] if best else None,
-            "held_deliveries_per_s": best["deliveries_per_s"] if best else None,
-            "ceiling_reached": bool(held) and out[-1]["held"]}
+    return Slo(steps=tuple(out), held_lines_per_s=best.lines_per_s if best else None,
+               held_deliveries_per_s=best.deliveries_per_s if best else None,
+               ceiling_reached=bool(held) and out[-1].held)
 
 
 def fold_all(windows: list[Window], errors: dict[tuple[str, str], str],
-             backends: list[str], users_by_mode: dict[str, list[int]]) -> list[Point]:
+             backends: list[str], users_by_mode: dict[str, list[int]]) -> tuple[Point, ...]:
     """Every point of a run, in (mode, users, backend) order. ``errors``: (mode, backend) ->
     why that backend did not run in that mode (its points carry the error)."""
     by_key: dict[tuple[str, str, int], list[Window]] = {}
     for w in windows:
-        by_key.setdefault((w["mode"], w["backend"], int(w["users"])), []).append(w)
+        by_key.setdefault((w.mode, w.backend, int(w.users)), []).append(w)
     points = []
     for mode, users_list in users_by_mode.items():
         for users in users_list:
@@ -169,4 +168,4 @@ def fold_all(windows: list[Window], errors: dict[tuple[str, str], str],
                 if not found and error is None:
                     error = "not measured (the run stopped before this point)"
                 points.append(fold(mode, backend, users, found, error))
-    return points
+    return tuple(points)

@@ -1,5 +1,6 @@
 """Reports of a results document: ``report.md``, a self-contained ``report.html`` and a
-terminal summary, all from the same sentences and rows.
+terminal summary, all from the same sentences (:mod:`bench.results.analysis`) and rows
+(:mod:`bench.results.tables`).
 
 The answer ("which model for which case") comes first, then a pick or explicit tie per
 (mode, load), the charts, the tables, the caveats and the environment (which names the
@@ -13,148 +14,16 @@ from __future__ import annotations
 import base64
 import html
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from bench.results import analysis, charts
-from bench.results.analysis import fmt_bytes, fmt_ratio, fmt_rps, fmt_us
-from bench.results.schema import Doc, Point
-
-
-def _clean(text: Any) -> str:
-    """Run strings (errors quote commands in backquotes) without literal backticks."""
-    return str(text).replace("`", "'")
-
-
-# -- rows ------------------------------------------------------------------------------------
-
-def _verdict_labels(doc: Doc, p: Point) -> list[str]:
-    """The point's flags, then "pick" or "tie" when the verdict at its load names it
-    (with "by CPU" when that verdict ranks on server CPU per request)."""
-    labels = analysis.flag_labels(p)
-    verdict, question = analysis.load_pick(doc, p["mode"], int(p["users"]))
-    if verdict.winner and p["backend"] in verdict.names():
-        labels.append(("tie" if verdict.is_tie else "pick") + (" by CPU" if question == "cost" else ""))
-    return labels
-
-
-def _vs_best(doc: Doc, p: Point) -> str:
-    """Capacity as a ratio to the capacity pick; "–" for points that may not rank and at
-    loads whose verdict is not on capacity."""
-    verdict, question = analysis.load_pick(doc, p["mode"], int(p["users"]))
-    if analysis.why_not_ranked(p) or question != "capacity" or verdict.winner is None:
-        return "–"
-    return fmt_ratio(p["capacity"]["median"] / verdict.winner.value)
-
-
-def columns(mode: str) -> list[tuple[str, Callable[[Doc, Point], str]]]:
-    """(header, cell) of a mode's table."""
-    def cap(doc: Doc, p: Point) -> str:
-        c = p["capacity"]
-        return "–" if not c.get("median") else f"{fmt_rps(c['median'])} ({fmt_rps(c['lo'])}–{fmt_rps(c['hi'])})"
-
-    def cost(doc: Doc, p: Point) -> str:
-        return analysis.fmt_cost((p.get("cost_us") or {}).get("median")) if (p.get("cost_us") or {}).get("median") else "–"
-
-    def p99(doc: Doc, p: Point) -> str:
-        return fmt_us(p["latency_us"]["p99"]) if (p.get("latency_us") or {}).get("p99") else "–"
-
-    def failures(doc: Doc, p: Point) -> str:
-        n = int(p.get("failures") or 0)
-        extra = f", {p['unanswered']} unanswered" if p.get("unanswered") else ""
-        return f"{n:,}{extra}"
-
-    cols: list[tuple[str, Callable[[Doc, Point], str]]] = [
-        ("conns", lambda doc, p: str(p["users"])),
-        ("backend", lambda doc, p: p["backend"]),
-        (f"capacity {analysis.unit(mode)} (range)", cap),
-        ("vs best", _vs_best),
-        (f"server CPU {analysis.per_request(mode)}", cost),
-        ("p99 closed loop", p99),
-    ]
-    if mode == "echo":
-        def at_rate(doc: Doc, p: Point) -> str:
-            sr = p.get("set_rate")
-            if not sr:
-                return "–"
-            return f"{fmt_us(sr['p99'])} @ {analysis.fmt_rate(sr['offered_per_s'])}/s" + ("" if sr["kept_up"] else " (behind)")
-        cols.append(("p99 at set rate", at_rate))
-    else:
-        def held(doc: Doc, p: Point) -> str:
-            slo = p.get("slo") or {}
-            v = slo.get("held_deliveries_per_s")
-            return "none held" if slo and not v else ("–" if not v else f"{analysis.fmt_rate(v)}/s")
-        cols.append(("held at p99 target", held))
-        cols.append(("lost", lambda doc, p: f"{int(p.get('lost') or 0):,}"))
-    cols += [
-        ("failures", failures),
-        ("server RSS", lambda doc, p: fmt_bytes((p.get("memory") or {}).get("active_rss_bytes"))),
-        ("other CPU", lambda doc, p: "–" if p.get("other_cpu_percent") is None else f"{p['other_cpu_percent']:.0f} %"),
-        ("flags", lambda doc, p: ", ".join(_verdict_labels(doc, p)) + (f": {_clean(p['error'])}" if p.get("error") else "")),
-    ]
-    return cols
-
-
-def table(doc: Doc, mode: str) -> tuple[list[str], list[list[str]]]:
-    """(headers, rows): one row per backend per connection count, counts ascending."""
-    cols = columns(mode)
-    rows = []
-    for users in analysis.user_counts(doc, mode):
-        for p in analysis.points_at(doc, mode, users):
-            rows.append([cell(doc, p) if not (p.get("error") and 1 < i < len(cols) - 1) else "–"
-                         for i, (_, cell) in enumerate(cols)])
-    return [h for h, _ in cols], rows
-
-
-def memory_table(doc: Doc) -> tuple[list[str], list[list[str]]]:
-    """Backends x (idle, active echo, active broadcast) memory per connection."""
-    def cell(mode: str, backend: str, kind: str) -> str:
-        s = analysis.memory_slope(doc, mode, backend, kind)
-        return "–" if s is None else f"{fmt_bytes(max(0.0, s.bytes_per_conn))} ({s.lo}→{s.hi})"
-
-    rows = [[b, cell("echo", b, "idle"), cell("echo", b, "active"), cell("broadcast", b, "active")]
-            for b in analysis.backends(doc)]
-    return ["backend", "idle (echo)", "active (echo)", "active (broadcast)"], rows
-
-
-def environment_items(doc: Doc) -> list[tuple[str, str]]:
-    env = doc.get("environment") or {}
-    versions = env.get("versions") or {}
-    limit = env.get("open_files_limit")
-    engine = analysis.engine_name(doc)
-    engine_text = ("native (C, one thread, no Python per request)" if engine == "native"
-                   else f"{engine}: a pure-Python load generator; no ranking ({analysis.INSTALL_HINT})")
-    return [
-        ("run", f"{doc.get('run_id', '?')} ({doc.get('created', '?')})"),
-        ("load engine", engine_text),
-        ("CPU", f"{env.get('cpu_model', '?')} × {env.get('cpu_count', '?')}"),
-        ("RAM", fmt_bytes(env.get("ram_bytes"))),
-        ("OS", str(env.get("os", "?"))),
-        ("Python", str(env.get("python", "?"))),
-        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) or "?"),
-        ("open files limit", " / ".join(map(str, limit)) if isinstance(limit, list) else str(limit)),
-        ("git commit", str(env.get("git_commit") or "unknown")),
-    ]
-
-
-def config_items(doc: Doc) -> list[tuple[str, str]]:
-    cfg = doc.get("config") or {}
-    pin = cfg.get("cpu_pinning")
-    users = cfg.get("users") or []
-    return [
-        ("backends", ", ".join(map(str, cfg.get("backends") or []))),
-        ("modes", ", ".join(map(str, cfg.get("modes") or []))),
-        ("connections", ", ".join(map(str, users))),
-        ("window / warm-up", f"{cfg.get('duration_s', '?')} s / {cfg.get('warmup_s', '?')} s"),
-        ("repeats per point", str(cfg.get("repeat", "?"))),
-        ("message size", f"{cfg.get('message_bytes', '?')} bytes"),
-        ("broadcast latency target", f"p99 ≤ {cfg.get('slo_ms', '?')} ms, no line lost"),
-        ("CPU pinning", f"servers on CPU {pin.get('server')}, load generator on CPU {pin.get('loadgen')}"
-         if pin else "not pinned"),
-    ]
+from bench.results.schema import Results
+from bench.results.tables import clean as _clean
+from bench.results.tables import config_items, environment_items, memory_table, table
 
 
 # -- markdown --------------------------------------------------------------------------------
@@ -169,9 +38,9 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return out + ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
 
 
-def render_markdown(doc: Doc, chart_files: dict[str, str]) -> str:
+def render_markdown(doc: Results, chart_files: dict[str, str]) -> str:
     """report.md; ``chart_files`` maps chart names to paths relative to the report."""
-    lines = [f"# sockbench report {_md(doc.get('run_id', ''))}", "", "## Which model for which case", ""]
+    lines = [f"# sockbench report {_md(doc.run_id)}", "", "## Which model for which case", ""]
     lines += [f"- {_md(a)}" for a in analysis.answers(doc)] + [""]
     lines += ["## At each load", ""]
     for mode, sentences in analysis.verdicts(doc).items():
@@ -179,7 +48,7 @@ def render_markdown(doc: Doc, chart_files: dict[str, str]) -> str:
     lines += ["## Charts", ""]
     for name, rel in chart_files.items():
         lines += [f"![{charts.CHARTS[name][1]}]({rel})", ""]
-    for mode in analysis.modes(doc):
+    for mode in doc.modes():
         lines += [f"## {_md(mode)}", ""] + _md_table(*table(doc, mode)) + [""]
     lines += ["## Memory per connection", ""] + _md_table(*memory_table(doc)) + [""]
     lines += ["## Caveats", ""] + [f"- {_md(c)}" for c in analysis.caveats(doc)] + [""]
@@ -200,7 +69,7 @@ th,td{border:1px solid #ccc;padding:.2rem .4rem;text-align:right;white-space:nor
 th{background:#f2f4f7}td:nth-child(2),th:nth-child(2),td.flags{text-align:left}
 tr.users-start td{border-top:2px solid #888}
 .flag{display:inline-block;border-radius:3px;padding:0 .3rem;margin:.05rem .2rem .05rem 0;font-size:.78rem}
-.flag-pick,.flag-pick-by-CPU{background:#d9f2e3}.flag-tie,.flag-tie-by-CPU{background:#e3e9f7}.flag-generator-bound{background:#fff0c2}
+.flag-pick{background:#d9f2e3}.flag-tie{background:#e3e9f7}.flag-generator-bound{background:#fff0c2}
 .flag-disturbed{background:#e6e6e6}.flag-failing,.flag-error{background:#fbd9d9}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.9rem}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1rem}dt{font-weight:600}dd{margin:0}
@@ -237,9 +106,9 @@ def _dl(items: list[tuple[str, str]]) -> str:
     return "<dl>" + "".join(f"<dt>{_h(k)}</dt><dd>{_h(v)}</dd>" for k, v in items) + "</dl>"
 
 
-def render_html(doc: Doc, chart_pngs: dict[str, bytes]) -> str:
+def render_html(doc: Results, chart_pngs: dict[str, bytes]) -> str:
     """report.html: inline CSS, charts as base64 data URIs, no external resource."""
-    title = f"sockbench report {doc.get('run_id', '')}"
+    title = f"sockbench report {doc.run_id}"
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              f"<title>{_h(title)}</title>", f"<style>{CSS}</style></head><body>", f"<h1>{_h(title)}</h1>",
@@ -253,7 +122,7 @@ def render_html(doc: Doc, chart_pngs: dict[str, bytes]) -> str:
         caption = charts.CHARTS[name][1]
         parts.append(f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}" '
                      f'alt="{_h(caption)}"><figcaption>{_h(caption)}</figcaption></figure>')
-    for mode in analysis.modes(doc):
+    for mode in doc.modes():
         headers, rows = table(doc, mode)
         parts.append(f"<h2>{_h(mode)}</h2>" + _html_table(headers, rows, flags_col=len(headers) - 1, group_col=0))
     parts.append("<h2>Memory per connection</h2>" + _html_table(*memory_table(doc)))
@@ -266,7 +135,7 @@ def render_html(doc: Doc, chart_pngs: dict[str, bytes]) -> str:
 
 # -- entry points ----------------------------------------------------------------------------
 
-def render_report(doc: Doc, out_dir: Path) -> dict[str, Path]:
+def render_report(doc: Results, out_dir: Path) -> dict[str, Path]:
     """Write ``charts/<name>.png``, ``report.md`` and ``report.html`` under ``out_dir``;
     returns ``{"report.md": path, "report.html": path, <chart name>: path, ...}``."""
     out_dir = Path(out_dir)
@@ -289,7 +158,7 @@ def summary_console() -> Console:
 TERMINAL_COLUMNS = ("conns", "backend", "vs best", "p99 at set rate", "held at p99 target", "flags")
 
 
-def print_summary(doc: Doc, console: Console) -> None:
+def print_summary(doc: Results, console: Console) -> None:
     """The answer, the per-load picks and a compact table per mode (plain text, never markup)."""
     console.print(Text("Which model for which case", style="bold"))
     for a in analysis.answers(doc):

@@ -1,13 +1,12 @@
-"""The rules that judge the points of a results document (:mod:`bench.results.schema`,
-schema 2): which points may rank, the tie rule, and picking a winner with its margin.
-Pure; :mod:`bench.results.analysis` asks these questions of a whole run.
+"""The rules that judge the points of a run (:class:`bench.results.schema.Results`): which
+points may rank, the tie rule, and picking a winner with its margin. Pure;
+:mod:`bench.results.analysis` asks these questions of a whole run.
 
 - A point **may rank** only when it ran, served its load (not *failing*), the server and
   not the load generator was the limit (not *generator-bound*), other processes did not
   disturb it (not *disturbed*), and, in broadcast, it sent enough lines to mean something.
-  A point that may not rank is never a pick, a runner-up or the reference of a ratio.
-  Server CPU per request is the one figure a disturbed point may still rank on (see
-  :func:`why_not_ranked`).
+  A point that may not rank is never a pick, a runner-up or the reference of a ratio, on
+  any question: capacity, server CPU per request, latency or memory.
 - **The tie rule**: two figures tie when the ranges ``[lo, hi]`` of their repeats overlap;
   when either has a single sample there is no measured spread, so they tie within
   :data:`SINGLE_SAMPLE_TIE` of the larger.
@@ -16,82 +15,47 @@ Pure; :mod:`bench.results.analysis` asks these questions of a whole run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
 
-from bench.results.config import MODES
-from bench.results.schema import Doc, Point
+from bench.results.summary import Point
 
 # With one sample per side we have no spread to compare; pyperf calls differences under
 # ~5 % noise on an unquiet machine, so we borrow that margin.
 SINGLE_SAMPLE_TIE = 0.05
-
-
-# -- grouping --------------------------------------------------------------------------------
-
-def _ordered(seen: Iterable[str], preferred: Iterable[str]) -> list[str]:
-    seen_list = list(dict.fromkeys(seen))
-    first = [x for x in preferred if x in seen_list]
-    return first + [x for x in seen_list if x not in first]
-
-
-def modes(doc: Doc) -> list[str]:
-    """Modes present, echo before broadcast."""
-    return _ordered((p["mode"] for p in doc["points"]), MODES)
-
-
-def backends(doc: Doc, mode: str | None = None) -> list[str]:
-    """Backends present (in ``mode`` if given), in the config's order."""
-    seen = [p["backend"] for p in doc["points"] if mode is None or p["mode"] == mode]
-    return _ordered(seen, (doc.get("config") or {}).get("backends") or [])
-
-
-def user_counts(doc: Doc, mode: str | None = None) -> list[int]:
-    """Distinct connection counts (in ``mode`` if given), ascending."""
-    return sorted({int(p["users"]) for p in doc["points"] if mode is None or p["mode"] == mode})
-
-
-def points_at(doc: Doc, mode: str, users: int) -> list[Point]:
-    """The points of one (mode, users), in backend order."""
-    found = {p["backend"]: p for p in doc["points"] if p["mode"] == mode and int(p["users"]) == users}
-    return [found[b] for b in backends(doc, mode) if b in found]
-
-
-def point(doc: Doc, mode: str, users: int, backend: str) -> Point | None:
-    return next((p for p in points_at(doc, mode, users) if p["backend"] == backend), None)
+DISTURBED = "disturbed by other processes"
 
 
 # -- may a point rank? -------------------------------------------------------------------------
 
-def why_not_ranked(p: Point, question: str = "capacity") -> str | None:
-    """None when the point may rank on ``question``; else the short reason shown next to it.
+def why_not_ranked(p: Point) -> str | None:
+    """None when the point may rank; else the short reason shown next to it.
 
-    ``question`` "cost" (server CPU per request) lets a disturbed point rank: CPU time is
-    counted only while the server runs, so other processes taking turns on the core do not
-    inflate it (they do lower capacity and raise latency, which a disturbed point never ranks on)."""
-    flags = p.get("flags") or {}
-    if p.get("error"):
+    A disturbed point ranks on nothing, server CPU per request included: a point measured
+    while other processes competed for the core is not evidence for a recommendation, even
+    on the figure that waiting for the CPU inflates least (cache and scheduler effects still
+    reach it), and it was measured again before it was called disturbed."""
+    if p.error:
         return "did not run"
-    if not (p.get("capacity") or {}).get("median"):
+    if not p.capacity.median:
         return "served nothing"
-    if flags.get("failing"):
-        return "failing: " + ("; ".join(p.get("notes") or []) or "failures")
-    if flags.get("generator_bound"):
+    if p.flags.failing:
+        return "failing: " + ("; ".join(p.notes) or "failures")
+    if p.flags.generator_bound:
         return "load-generator-bound"
-    if flags.get("disturbed") and question != "cost":
-        return "disturbed by other processes"
-    if flags.get("too_few_lines"):
+    if p.flags.disturbed:
+        return DISTURBED
+    if p.flags.too_few_lines:
         return "too few lines sent to rank"
     return None
 
 
 def flag_labels(p: Point) -> list[str]:
     """Short labels for tables and charts: error, failing, generator-bound, disturbed, too few lines."""
-    if p.get("error"):
+    if p.error:
         return ["error"]
-    flags = p.get("flags") or {}
-    names = (("failing", "failing"), ("generator_bound", "generator-bound"), ("disturbed", "disturbed"),
-             ("too_few_lines", "too few lines"))
-    return [label for key, label in names if flags.get(key)]
+    f = p.flags
+    marked = (("failing", f.failing), ("generator-bound", f.generator_bound), ("disturbed", f.disturbed),
+              ("too few lines", f.too_few_lines))
+    return [label for label, on in marked if on]
 
 
 # -- picking ------------------------------------------------------------------------------------

@@ -39,6 +39,10 @@ Schema 2::
       "windows": [...]                          # every measured window, as the program wrote it
     }
 
+In code the document is a :class:`Results`, its points :class:`bench.results.summary.Point`
+and its windows :data:`bench.results.windows.Window`: frozen dataclasses whose ``to_json`` /
+``from_json`` write and read exactly this layout (a file read and written again is the same
+text). :func:`validate` checks the JSON object before it is read.
 See :mod:`bench.results.points` for how windows become points and what each flag means.
 """
 
@@ -46,20 +50,133 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping, TypedDict
 
-from bench.results.config import MODES
+from bench.results.config import MODES, CompareConfig
+from bench.results.summary import Point
+from bench.results.windows import Window, window_from_json
 
 SCHEMA_VERSION = 2
-
-Doc = dict[str, Any]
-Point = dict[str, Any]
 
 POINT_KEYS = ("mode", "backend", "users", "error", "capacity", "cost_us", "latency_us", "set_rate",
               "slo", "memory", "flags")
 FLAG_KEYS = ("failing", "generator_bound", "disturbed", "too_few_lines")
 PERCENTILES = ("p50", "p90", "p99", "p999", "max")
+TOP_KEYS = ("schema", "run_id", "created", "environment", "config", "loadgen", "points", "windows")
+
+
+class Environment(TypedDict, total=False):
+    """The machine a run measured on (:func:`bench.procs.machine.environment`); kept as the
+    dict it was written as, since older and newer runs may describe more or less."""
+
+    cpu_model: str
+    cpu_count: int
+    ram_bytes: int
+    os: str
+    python: str
+    versions: dict[str, str]
+    open_files_limit: list[int] | int | None
+    git_commit: str | None
+
+
+@dataclass(frozen=True)
+class Loadgen:
+    """What generated the load: ``engine`` "native" (C) or "python", on ``cpus``. Keys this
+    version does not know are kept in ``extra`` and written back."""
+
+    engine: str
+    cpus: tuple[int, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"engine": self.engine, "cpus": list(self.cpus), **self.extra}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Loadgen":
+        return cls(data["engine"], tuple(data["cpus"]),
+                   {k: v for k, v in data.items() if k not in ("engine", "cpus")})
+
+
+def _ordered(seen: Iterable[str], preferred: Iterable[str]) -> list[str]:
+    """``seen`` without repeats, the ``preferred`` ones first in that order."""
+    seen_list = list(dict.fromkeys(seen))
+    first = [x for x in preferred if x in seen_list]
+    return first + [x for x in seen_list if x not in first]
+
+
+@dataclass(frozen=True)
+class Results:
+    """One run's results.json (schema 2). Points are indexed once by (mode, users) on first use:
+    every table cell, chart and sentence asks :meth:`points_at`, never scans the points.
+
+    :meth:`to_json` writes the schema-2 object; :meth:`from_json` reads one. Top-level keys this
+    version does not know are kept in ``extra`` and written back."""
+
+    run_id: str
+    created: str
+    environment: Environment
+    config: CompareConfig
+    loadgen: Loadgen
+    points: tuple[Point, ...]
+    windows: tuple[Window, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA_VERSION, "run_id": self.run_id, "created": self.created,
+                "environment": dict(self.environment), "config": self.config.to_json(),
+                "loadgen": self.loadgen.to_json(), "points": [p.to_json() for p in self.points],
+                "windows": [w.to_json() for w in self.windows], **self.extra}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Results":
+        """The results of a schema-2 object (check it with :func:`validate` first).
+
+        Raises:
+            ResultsError: a key is missing or a value has the wrong shape.
+        """
+        try:
+            return cls(run_id=str(data["run_id"]), created=str(data["created"]),
+                       environment=Environment(**dict(data["environment"])),
+                       config=CompareConfig.from_json(data["config"]), loadgen=Loadgen.from_json(data["loadgen"]),
+                       points=tuple(Point.from_json(p) for p in data["points"]),
+                       windows=tuple(window_from_json(w) for w in data.get("windows", ())),
+                       extra={k: v for k, v in data.items() if k not in TOP_KEYS})
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"missing key {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+            raise ResultsError(f"results do not follow schema {SCHEMA_VERSION} ({what})") from None
+
+    # -- the index ------------------------------------------------------------------------------
+
+    @cached_property
+    def _index(self) -> dict[tuple[str, int], tuple[Point, ...]]:
+        """(mode, users) -> its points in backend order; built once."""
+        order = {b: i for i, b in enumerate(self.backends())}
+        grouped: dict[tuple[str, int], list[Point]] = {}
+        for p in self.points:
+            grouped.setdefault((p.mode, int(p.users)), []).append(p)
+        return {k: tuple(sorted(v, key=lambda p: order[p.backend])) for k, v in grouped.items()}
+
+    def modes(self) -> list[str]:
+        """Modes present, echo before broadcast."""
+        return _ordered((p.mode for p in self.points), MODES)
+
+    def backends(self, mode: str | None = None) -> list[str]:
+        """Backends present (in ``mode`` if given), in the config's order."""
+        return _ordered((p.backend for p in self.points if mode is None or p.mode == mode), self.config.backends)
+
+    def user_counts(self, mode: str | None = None) -> list[int]:
+        """Distinct connection counts (in ``mode`` if given), ascending."""
+        return sorted({u for m, u in self._index if mode is None or m == mode})
+
+    def points_at(self, mode: str, users: int) -> tuple[Point, ...]:
+        """The points of one (mode, users), in backend order."""
+        return self._index.get((mode, users), ())
+
+    def point(self, mode: str, users: int, backend: str) -> Point | None:
+        return next((p for p in self.points_at(mode, users) if p.backend == backend), None)
 
 
 class ResultsError(ValueError):
@@ -99,7 +216,7 @@ def validate(doc: Any) -> None:
             raise ResultsError(f"{where}.capacity needs samples")
 
 
-def load(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load(path: str | os.PathLike[str]) -> Results:
     """Read and validate a results.json.
 
     Raises:
@@ -114,16 +231,21 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ResultsError(f"{path} is not valid JSON: {exc}") from None
     validate(doc)
-    return doc
+    return Results.from_json(doc)
 
 
-def save(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Validate and write ``doc``; refuses to overwrite an existing results file."""
-    validate(doc)
+def dumps(results: Results) -> str:
+    """The text of a results.json."""
+    return json.dumps(results.to_json(), indent=1, sort_keys=False) + "\n"
+
+
+def save(results: Results, path: str | os.PathLike[str]) -> None:
+    """Validate and write ``results``; refuses to overwrite an existing results file."""
+    validate(results.to_json())
     target = Path(path)
     if target.exists():
         raise ResultsError(f"{target} already exists; results are never overwritten")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(dumps(results), encoding="utf-8")
     tmp.replace(target)

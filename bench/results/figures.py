@@ -1,0 +1,138 @@
+"""One figure per backend for each question a run answers, from the points that may rank
+on it (:func:`bench.results.rules.why_not_ranked`). Pure; :mod:`bench.results.analysis`
+turns the figures into picks and sentences.
+
+- **capacity** at a connection count: closed-loop requests/s (echo round trips, broadcast
+  deliveries), one sample per repeat; ties when the repeats' ranges overlap.
+- **cost**: server CPU µs per round trip / delivery, shown next to every capacity.
+- **latency at a set rate** (echo): p99 at one offered rate for every backend; a backend
+  that fell behind the rate is not ranked on it.
+- **broadcast at a latency target**: the highest room rate whose p99 delivery latency held
+  the target with no line lost, on a grid of rates: equal steps tie.
+- **memory per connection**: the slope of server RSS between two connection counts
+  (:func:`memory_slope`), idle (echo, one round trip each) and active (during capacity).
+
+A disturbed point gives no figure for any question. The set rate's and the ladder's own
+windows count too: a point whose set-rate windows, or any of whose ladder steps, were
+disturbed gives no figure for that question (:func:`set_rate_disturbed`, :func:`slo_disturbed`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.results.rules import DISTURBED, Figure, why_not_ranked
+from bench.results.schema import Results
+from bench.results.summary import Point, Samples
+
+# A memory slope needs two connection counts at least this far apart, the lower one at least
+# MEMORY_LOW_USERS (one connection's RSS change is noise of the same size).
+MEMORY_MIN_SPAN = 90
+MEMORY_LOW_USERS = 10
+# One memory measurement per side: slopes within this share of each other tie.
+MEMORY_TIE = 0.10
+# Reasons a point that does not rank on capacity may still rank at a set rate or on the ladder:
+# a generator that cannot saturate a server can still offer it a set rate, and the ladder's
+# windows send enough lines of their own.
+SET_RATE_MAY_RANK = (None, "load-generator-bound")
+SLO_MAY_RANK = (None, "load-generator-bound", "too few lines sent to rank")
+
+
+def unit(mode: str) -> str:
+    return "deliveries/s" if mode == "broadcast" else "req/s"
+
+
+def per_request(mode: str) -> str:
+    return "per delivery" if mode == "broadcast" else "per round trip"
+
+
+def _fig(backend: str, s: Samples) -> Figure:
+    assert s.median is not None and s.lo is not None and s.hi is not None
+    return Figure(backend, float(s.median), float(s.lo), float(s.hi), len(s.samples))
+
+
+def capacity_figures(doc: Results, mode: str, users: int) -> list[Figure]:
+    return [_fig(p.backend, p.capacity) for p in doc.points_at(mode, users) if why_not_ranked(p) is None]
+
+
+def cost_figures(doc: Results, mode: str, users: int) -> list[Figure]:
+    return [_fig(p.backend, p.cost_us) for p in doc.points_at(mode, users)
+            if why_not_ranked(p) is None and p.cost_us.median]
+
+
+def set_rate_disturbed(p: Point) -> bool:
+    return bool(p.flags.disturbed or (p.set_rate and p.set_rate.disturbed))
+
+
+def slo_disturbed(p: Point) -> bool:
+    return bool(p.flags.disturbed or (p.slo and any(s.disturbed for s in p.slo.steps)))
+
+
+def set_rate_figures(doc: Results, users: int) -> list[Figure]:
+    """p99 at the set rate of echo points that served the load, kept up, and were not disturbed."""
+    out = []
+    for p in doc.points_at("echo", users):
+        sr = p.set_rate
+        if sr and sr.kept_up and not set_rate_disturbed(p) and why_not_ranked(p) in SET_RATE_MAY_RANK:
+            out.append(Figure(p.backend, float(sr.p99), float(sr.p99_lo), float(sr.p99_hi), len(sr.p99_samples)))
+    return out
+
+
+def slo_figures(doc: Results, users: int) -> list[Figure]:
+    """Broadcast deliveries/s held at the latency target (grid values: equal steps tie)."""
+    out = []
+    for p in doc.points_at("broadcast", users):
+        held = p.slo.held_deliveries_per_s if p.slo else None
+        if held and not slo_disturbed(p) and why_not_ranked(p) in SLO_MAY_RANK:
+            out.append(Figure(p.backend, float(held), float(held), float(held), 1))
+    return out
+
+
+def question_reason(p: Point, question: str) -> str | None:
+    """Why ``p`` gives no figure for ``question`` ("capacity", "cost", "set_rate", "slo");
+    None when it does (or, for "slo", when it held no step: the caller says so)."""
+    reason = why_not_ranked(p)
+    if question == "set_rate" and reason in SET_RATE_MAY_RANK:
+        sr = p.set_rate
+        return (DISTURBED if set_rate_disturbed(p) else
+                "fell behind the offered rate" if sr and not sr.kept_up else None)
+    if question == "slo" and reason in SLO_MAY_RANK:
+        return DISTURBED if slo_disturbed(p) else None
+    return reason
+
+
+@dataclass(frozen=True)
+class Slope:
+    """Server memory per connection: (RSS at ``hi`` - RSS at ``lo``) / (hi - lo)."""
+
+    bytes_per_conn: float
+    lo: int
+    hi: int
+
+
+def memory_slope(doc: Results, mode: str, backend: str, kind: str = "idle") -> Slope | None:
+    """The RSS slope of ``backend`` between the lowest connection count >= MEMORY_LOW_USERS and
+    the highest, over points that served their load; None without two such counts at least
+    :data:`MEMORY_MIN_SPAN` apart. ``kind``: "idle" or "active"."""
+    known = []
+    for users in doc.user_counts(mode):
+        p = doc.point(mode, users, backend)
+        if p is None or p.error or p.flags.failing:
+            continue
+        rss = p.memory.idle_rss_bytes if kind == "idle" else p.memory.active_rss_bytes
+        if rss and users >= MEMORY_LOW_USERS:
+            known.append((users, int(rss)))
+    if len(known) < 2 or known[-1][0] - known[0][0] < MEMORY_MIN_SPAN:
+        return None
+    (lo, rss_lo), (hi, rss_hi) = known[0], known[-1]
+    return Slope((rss_hi - rss_lo) / (hi - lo), lo, hi)
+
+
+def memory_figures(doc: Results, mode: str, kind: str) -> list[Figure]:
+    out = []
+    for b in doc.backends(mode):
+        s = memory_slope(doc, mode, b, kind)
+        if s is not None:
+            v = max(1.0, s.bytes_per_conn)  # a slope at or below zero is "nothing measurable"
+            out.append(Figure(b, v, v * (1 - MEMORY_TIE / 2), v * (1 + MEMORY_TIE / 2), 2))
+    return out
