@@ -130,6 +130,7 @@ def environment_items(doc: Doc) -> list[tuple[str, str]]:
     return [
         ("run", f"{doc.get('run_id', '?')} ({doc.get('created', '?')})"),
         ("load engine", engine_text),
+        ("orchestrator", str((doc.get("loadgen") or {}).get("orchestrator") or "–")),
         ("CPU", f"{env.get('cpu_model', '?')} × {env.get('cpu_count', '?')}"),
         ("RAM", fmt_bytes(env.get("ram_bytes"))),
         ("OS", str(env.get("os", "?"))),
@@ -138,6 +139,14 @@ def environment_items(doc: Doc) -> list[tuple[str, str]]:
         ("open files limit", " / ".join(map(str, limit)) if isinstance(limit, list) else str(limit)),
         ("git commit", str(env.get("git_commit") or "unknown")),
     ]
+
+
+def locust_links(doc: Doc) -> list[tuple[str, str]]:
+    """(label, path relative to the report) of each mode's Locust HTML report and stats CSV."""
+    files = (doc.get("loadgen") or {}).get("locust_reports") or {}
+    return [(f"{mode}: {kind}", path) for mode, paths in files.items()
+            for kind, path in (("Locust report", paths.get("html")), ("Locust statistics (CSV)", paths.get("stats_csv")))
+            if path]
 
 
 def config_items(doc: Doc) -> list[tuple[str, str]]:
@@ -183,6 +192,8 @@ def render_markdown(doc: Doc, chart_files: dict[str, str]) -> str:
         lines += [f"## {_md(mode)}", ""] + _md_table(*table(doc, mode)) + [""]
     lines += ["## Memory per connection", ""] + _md_table(*memory_table(doc)) + [""]
     lines += ["## Caveats", ""] + [f"- {_md(c)}" for c in analysis.caveats(doc)] + [""]
+    if locust_links(doc):
+        lines += ["## Locust's statistics", ""] + [f"- [{_md(k)}]({v})" for k, v in locust_links(doc)] + [""]
     lines += ["## Environment", ""] + [f"- {k}: {_md(v)}" for k, v in environment_items(doc)] + [""]
     lines += ["## Config", ""] + [f"- {k}: {_md(v)}" for k, v in config_items(doc)] + [""]
     return "\n".join(lines)
@@ -258,6 +269,9 @@ def render_html(doc: Doc, chart_pngs: dict[str, bytes]) -> str:
         parts.append(f"<h2>{_h(mode)}</h2>" + _html_table(headers, rows, flags_col=len(headers) - 1, group_col=0))
     parts.append("<h2>Memory per connection</h2>" + _html_table(*memory_table(doc)))
     parts.append("<h2>Caveats</h2><ul>" + "".join(f"<li>{_h(c)}</li>" for c in analysis.caveats(doc)) + "</ul>")
+    if locust_links(doc):
+        parts.append("<h2>Locust's statistics</h2><ul>" + "".join(
+            f'<li><a href="{_h(v)}">{_h(k)}</a></li>' for k, v in locust_links(doc)) + "</ul>")
     parts.append("<h2>Environment</h2>" + _dl(environment_items(doc)))
     parts.append("<h2>Config</h2>" + _dl(config_items(doc)))
     parts.append("</body></html>")

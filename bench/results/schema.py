@@ -12,7 +12,11 @@ Schema 2::
       "environment": {"cpu_model", "cpu_count", "ram_bytes", "os", "python", "versions",
                       "open_files_limit", "git_commit"},
       "config": CompareConfig.to_json(),        # bench/results/config.py
-      "loadgen": {"engine": "native" | "python", "cpus": [int]},
+      "loadgen": {"engine": "native" | "python", "cpus": [int],
+                  "orchestrator": "Locust 2.47.0",  # what ran the windows (absent in older files)
+                  "locust_reports": {mode: {"html", "stats_csv"}}},  # Locust's own report and
+                                                # stats of each mode, relative to the run folder
+                                                # (absent in older files)
       "points": [                               # one per (mode, users, backend)
         {
           "mode": "echo" | "broadcast", "backend": str, "users": int,
