@@ -222,7 +222,7 @@ def _measure_and_report(config: CompareConfig, run_id: str, run_dir: Path) -> in
                 progress.console.print(Text.assemble(("error:", "red"), f" {backend} {mode}: {error}"))
             progress.update(task, completed=1, total=1, description=f"{mode}: done")
             mode_results.append(result)
-    doc = document.build(run_id, env, config, mode_results, engine.engine_name())
+    doc = document.build(run_id, env, config, mode_results, engine.engine_name(), runner.orchestrator())
     results_path = run_dir / "results.json"
     results.save(doc, results_path)
     paths = report.render_report(doc, run_dir)

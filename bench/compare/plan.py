@@ -13,6 +13,7 @@ broadcast counts below 2 are left out.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from bench.results.config import CompareConfig
@@ -60,6 +61,8 @@ def program_spec(config: CompareConfig, mode: str, targets: list[dict[str, Any]]
         "slo_start_fraction": SLO_START_FRACTION, "slo_grid_base": SLO_GRID_BASE, "slo_top_fraction": SLO_TOP_FRACTION,
         "min_lines": MIN_LINES, "busy_percent": BUSY_PERCENT, "remeasure": REMEASURE,
         "remeasure_share": config.remeasure_share,
+        # cores the load generator may use: 100 % each when it is saturated
+        "loadgen_cpus": len(config.loadgen_cpus) if config.loadgen_cpus else (os.cpu_count() or 1),
     }
 
 
