@@ -1,10 +1,10 @@
 """What a ``bench compare`` run measures, as data, and how long it should take. Pure: no
 I/O, no clocks.
 
-A run is one *program* per mode (:mod:`bench.loadgen.program` runs it): every backend's
-server of that mode is up at once, and the program steps through the connection counts
-in ascending order, measuring every backend at each count before the next count, in
-short interleaved windows repeated ``repeat`` times. :func:`program_spec` is what the
+A run is one *program* per mode (:mod:`bench.loadgen.program`, run inside the mode's
+Locust process): every backend's server of that mode is up at once, and the program steps
+through the connection counts in ascending order, measuring every backend at each count
+before the next count, in short interleaved windows repeated ``repeat`` times. :func:`program_spec` is what the
 program reads; :func:`estimate_s` is the progress bar's guess of the wall time.
 
 Broadcast needs at least two connections (a line goes to every *other* client), so
