@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from bench.loadgen.program import Program
 
 # A backend that holds nothing this many steps below its start holds "none".
-MAX_STEPS_DOWN = 3
+MAX_STEPS_DOWN = 2
 # The climb's hard stop in steps above a backend's start (with the grid's top).
 MAX_STEPS_UP = 10
 
