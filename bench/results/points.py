@@ -145,12 +145,16 @@ def _slo(windows: list[Window]) -> dict[str, Any] | None:
         out.append({"lines_per_s": w.get("lines_per_s"), "deliveries_per_s": w.get("offered_per_s"),
                     "achieved_per_s": w.get("per_s"), "p99_us": w["latency_us"]["p99"], "sent": w.get("sent"),
                     "lost": w.get("lost"), "failures": sum((w.get("failures") or {}).values()),
-                    "held": bool(w.get("held")), "disturbed": bool(w.get("disturbed"))})
+                    "held": bool(w.get("held")), "disturbed": bool(w.get("disturbed")),
+                    "generator_bound": bool(w.get("generator_bound"))})
     held = [s for s in out if s["held"]]
     best = held[-1] if held else None
     return {"steps": out, "held_lines_per_s": best["lines_per_s"] if best else None,
             "held_deliveries_per_s": best["deliveries_per_s"] if best else None,
-            "ceiling_reached": bool(held) and out[-1]["held"]}
+            # the ladder ended without the server failing a step: at its hard stop, or
+            # where the load generator ran out of CPU (generator_bound): a lower bound
+            "ceiling_reached": bool(held) and (out[-1]["held"] or out[-1]["generator_bound"]),
+            "generator_bound": out[-1]["generator_bound"]}
 
 
 def fold_all(windows: list[Window], errors: dict[tuple[str, str], str],

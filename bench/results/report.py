@@ -86,7 +86,14 @@ def columns(mode: str) -> list[tuple[str, Callable[[Doc, Point], str]]]:
         def held(doc: Doc, p: Point) -> str:
             slo = p.get("slo") or {}
             v = slo.get("held_deliveries_per_s")
-            return "none held" if slo and not v else ("–" if not v else f"{analysis.fmt_rate(v)}/s")
+            if slo and not v:
+                return "none held"
+            if not v:
+                return "–"
+            # a lower bound when the climb ended without the server failing a step
+            bound = (" (load generator's limit)" if slo.get("generator_bound")
+                     else " (top of the climb)" if slo.get("ceiling_reached") else "")
+            return f"{'≥ ' if bound else ''}{analysis.fmt_rate(v)}/s{bound}"
         cols.append(("held at p99 target", held))
         cols.append(("lost", lambda doc, p: f"{int(p.get('lost') or 0):,}"))
     cols += [

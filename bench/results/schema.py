@@ -30,8 +30,12 @@ Schema 2::
                               "kept_up"},       # echo, open loop at one rate for all
           "slo": null | {"steps": [{"lines_per_s", "deliveries_per_s", "achieved_per_s",
                                     "p99_us", "sent", "lost", "failures", "held",
-                                    "disturbed"}],
-                         "held_lines_per_s", "held_deliveries_per_s", "ceiling_reached"},
+                                    "disturbed", "generator_bound"}],
+                         "held_lines_per_s", "held_deliveries_per_s", "ceiling_reached",
+                         "generator_bound"},  # ceiling_reached: no step failed (the climb's
+                                              # hard stop, or generator_bound: the last step
+                                              # missed for the load generator's CPU); the two
+                                              # generator_bound keys are absent in older files
           "memory": {"idle_rss_bytes": int | null, "active_rss_bytes": int | null},
           "requests", "failures", "failures_by_kind", "unanswered", "sent", "lost",
           "out_of_order", "server_cpu_percent", "loadgen_cpu_percent", "other_cpu_percent",
