@@ -82,14 +82,53 @@ def locust_paths(workdir: Path, mode: str) -> tuple[Path, Path]:
     return folder / mode, folder / f"{mode}.html"
 
 
+class _Events:
+    """The Locust process's output, line by line (in its relay thread): schedule events into
+    the mode's result, everything else into the log file."""
+
+    def __init__(self, result: ModeResult, log_path: Path, on_progress: Callable[[int, int, str], None]) -> None:
+        self.result, self.on_progress = result, on_progress
+        self.log = open(log_path, "w", encoding="utf-8")
+        self.ended = threading.Event()
+
+    def __call__(self, line: str) -> None:
+        if not line.startswith(EVENT_PREFIX):
+            try:
+                self.log.write(line + "\n")
+            except ValueError:
+                pass  # closed: the run is over (a stopped Locust's last words)
+            return
+        try:
+            event = json.loads(line[len(EVENT_PREFIX):])
+        except ValueError:
+            return
+        if event.get("event") == "window":
+            self.result.windows.append(event)
+        elif event.get("event") == "progress":
+            self.on_progress(int(event["done"]), int(event["total"]), str(event["what"]))
+        elif event.get("event") == "end":
+            self.ended.set()
+
+
 def run_mode(mode: str, config: CompareConfig, workdir: Path,
              on_progress: Callable[[int, int, str], None] = lambda done, total, what: None) -> ModeResult:
-    """Start every backend of ``mode``, run the mode's Locust process against them, stop them all."""
+    """Start every backend of ``mode`` and the mode's Locust process (side by side: Locust
+    waits for the schedule file, written once the servers' ports are known), run the
+    schedule, stop them all."""
     workdir.mkdir(parents=True, exist_ok=True)
     result = ModeResult(mode)
     servers: list[ServerProcess] = []
-    locust: Child | None = None
+    spec_path = workdir / f"{mode}.program.json"
+    csv_prefix, html_path = locust_paths(workdir, mode)
+    csv_prefix.parent.mkdir(parents=True, exist_ok=True)
+    events = _Events(result, workdir / f"{mode}.locust.log", on_progress)
+    locust = Child("Locust", compare_locust_command(spec_path, csv_prefix, html_path), on_line=events)
     try:
+        if config.loadgen_cpus and hasattr(os, "sched_setaffinity"):
+            try:
+                os.sched_setaffinity(locust.pid, config.loadgen_cpus)
+            except OSError:
+                pass  # it already exited; its log says why
         targets = []
         # started side by side: each waits for its READY line (imports take most of a second)
         with ThreadPoolExecutor(max_workers=len(config.backends)) as pool:
@@ -105,40 +144,16 @@ def run_mode(mode: str, config: CompareConfig, workdir: Path,
             targets.append({"backend": backend, "host": server.host, "port": server.port, "pid": server.pid})
         if not targets:
             return result
-        spec_path = workdir / f"{mode}.program.json"
-        spec_path.write_text(json.dumps(plan.program_spec(config, mode, targets), indent=1), encoding="utf-8")
-        csv_prefix, html_path = locust_paths(workdir, mode)
-        csv_prefix.parent.mkdir(parents=True, exist_ok=True)
-        ended = threading.Event()
-        with open(workdir / f"{mode}.locust.log", "w", encoding="utf-8") as log:
-            def on_line(line: str) -> None:
-                if not line.startswith(EVENT_PREFIX):
-                    log.write(line + "\n")
-                    return
-                try:
-                    event = json.loads(line[len(EVENT_PREFIX):])
-                except ValueError:
-                    return
-                if event.get("event") == "window":
-                    result.windows.append(event)
-                elif event.get("event") == "progress":
-                    on_progress(int(event["done"]), int(event["total"]), str(event["what"]))
-                elif event.get("event") == "end":
-                    ended.set()
-
-            locust = Child("Locust", compare_locust_command(spec_path, csv_prefix, html_path), on_line=on_line)
-            if config.loadgen_cpus and hasattr(os, "sched_setaffinity"):
-                try:
-                    os.sched_setaffinity(locust.pid, config.loadgen_cpus)
-                except OSError:
-                    pass  # it already exited; its log says why
-            locust.proc.wait()
-            why = locust.tail()  # also waits for the relay thread to read the last lines
+        partial = spec_path.with_suffix(".partial")
+        partial.write_text(json.dumps(plan.program_spec(config, mode, targets), indent=1), encoding="utf-8")
+        os.replace(partial, spec_path)  # Locust never reads half a file
+        locust.proc.wait()
+        why = locust.tail()  # also waits for the relay thread to read the last lines
         run_dir = workdir.parent
         result.locust_reports = {name: path.relative_to(run_dir).as_posix() for name, path in
                                  (("html", html_path), ("stats_csv", Path(f"{csv_prefix}_stats.csv")))
                                  if path.exists()}
-        if not ended.is_set():
+        if not events.ended.is_set():
             why = why or f"status {locust.proc.returncode}"
             for t in targets:
                 result.errors.setdefault(t["backend"], f"the measurement stopped early: {why}")
@@ -148,10 +163,10 @@ def run_mode(mode: str, config: CompareConfig, workdir: Path,
                                          f"the server exited with status {server.proc.returncode} during the run")
         return result
     finally:
-        if locust is not None:
-            stop_all([locust])
+        stop_all([locust])
         for server in servers:
             server.close()
+        events.log.close()
 
 
 def server_backend(server: ServerProcess, targets: list[dict[str, Any]]) -> str:
