@@ -1,5 +1,6 @@
-"""``bench compare`` end to end: real servers, the real measurement program with the native
-engine (and once with the pure-Python one), a real results.json and report.
+"""``bench compare`` end to end: real servers, the real Locust process running the
+measurement schedule with the native engine (and once with the pure-Python one), a real
+results.json, report and Locust statistics.
 
 Short on purpose (two backends, two small connection counts, 0.2 s windows): this checks
 the pipeline and the shape of its figures, not the figures themselves.
@@ -7,6 +8,8 @@ the pipeline and the shape of its figures, not the figures themselves.
 
 from __future__ import annotations
 
+import csv
+import importlib.metadata
 import json
 import os
 import signal
@@ -18,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from bench.loadgen import engine
+from bench.loadgen.program import DROPPED_SUFFIX, locust_name
 from bench.results import schema as results
 
 pytestmark = pytest.mark.timeout(150)
@@ -67,6 +71,29 @@ def test_short_compare_writes_every_question_into_results_and_report(tmp_path):
     md = (path.parent / "report.md").read_text()
     assert md.index("## Which model for which case") < md.index("## At each load")
     assert str((path.parent / "report.html").resolve()) in proc.stdout.replace("\n", "")
+    _check_locust_statistics(doc, path.parent, md)
+
+
+def _check_locust_statistics(doc: dict, run_dir: Path, md: str) -> None:
+    """Locust ran every window: its stats CSV of each mode has one entry per window name
+    (request type: the mode) whose request count is the sum of those windows' requests and
+    failures in results.json; report.md links Locust's CSV and HTML report."""
+    assert doc["loadgen"]["orchestrator"] == f"Locust {importlib.metadata.version('locust')}"
+    expected: dict[tuple[str, str], int] = {}
+    for w in doc["windows"]:
+        key = (w["mode"], locust_name(w))
+        expected[key] = expected.get(key, 0) + w["requests"] + sum(w["failures"].values())
+    found: dict[tuple[str, str], int] = {}
+    for mode, files in doc["loadgen"]["locust_reports"].items():
+        assert (run_dir / files["html"]).stat().st_size > 0 and f"]({files['html']})" in md
+        assert f"]({files['stats_csv']})" in md
+        with open(run_dir / files["stats_csv"], newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row["Name"] != "Aggregated" and not row["Name"].endswith(DROPPED_SUFFIX):
+                    assert row["Type"] == mode
+                    found[(row["Type"], row["Name"])] = int(row["Request Count"])
+    assert set(doc["loadgen"]["locust_reports"]) == {"echo", "broadcast"}
+    assert found == expected
 
 
 def test_without_the_native_engine_the_python_engine_measures_and_the_report_says_so(tmp_path):

@@ -21,7 +21,7 @@ INSIDE_LOCUST = ("bench.loadgen", "bench.locustfile")
 # bench.loadgen modules that are pure (shared with the supervisor and the tests).
 PURE_LOADGEN = ("bench.loadgen.sequence", "bench.loadgen.mode_probe", "bench.loadgen.engine",
                 "bench.loadgen.pyengine", "bench.loadgen.pyengine_conn", "bench.loadgen.pyengine_loop",
-                "bench.loadgen.program", "bench.loadgen.window_rules")
+                "bench.loadgen.program", "bench.loadgen.slo_ladder", "bench.loadgen.window_rules")
 
 
 def supervisor_modules() -> list[str]:

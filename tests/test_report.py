@@ -310,10 +310,21 @@ def test_the_example_run_reads_and_writes_back_the_same_text_and_report():
 
 def test_unknown_keys_of_a_newer_writer_are_kept(tmp_path):
     data = json.loads(EXAMPLE.read_text(encoding="utf-8"))
-    data["loadgen"]["orchestrator"] = "locust"
+    data["loadgen"]["future"] = "x"
     data["windows"][0]["future"] = [1, 2]
     data["extra_section"] = {"a": 1}
     assert results.Results.from_json(data).to_json() == data
+
+
+def test_the_orchestrator_and_locust_files_round_trip_and_are_linked(tmp_path):
+    data = json.loads(EXAMPLE.read_text(encoding="utf-8"))
+    data["loadgen"]["orchestrator"] = "Locust 2.47.0"
+    data["loadgen"]["locust_reports"] = {"echo": {"html": "locust/echo.html", "stats_csv": "locust/echo_stats.csv"}}
+    loaded = results.Results.from_json(data)
+    assert loaded.to_json() == data
+    md = report.render_markdown(loaded, {})
+    assert "- orchestrator: Locust 2.47.0" in md
+    assert "[echo: Locust report](locust/echo.html)" in md and "(locust/echo_stats.csv)" in md
 
 
 def test_a_value_of_the_wrong_shape_is_a_results_error(tmp_path):

@@ -1,12 +1,15 @@
 """``bench compare``: measure every backend and say which model suits which load.
 
-Per mode, every backend's server runs at once and the load engine measures them in short
-interleaved windows (see :mod:`bench.compare.plan`, :mod:`bench.compare.runner`,
-:mod:`bench.loadgen.program`): capacity and server CPU per request at each connection
-count, latency at one offered rate (echo), the highest room rate that holds a p99 target
-(broadcast), and server memory with idle and busy connections. The windows and the points
-folded from them go to ``reports/<run-id>/results.json`` (:mod:`bench.results.schema`),
-from which :mod:`bench.results.report` writes report.md and report.html.
+Per mode, every backend's server runs at once and one headless Locust process measures
+them in short interleaved windows, each window's connections being Locust users driven by
+the load engine (see :mod:`bench.compare.plan`, :mod:`bench.compare.runner`,
+:mod:`bench.loadgen.compare_locustfile`, :mod:`bench.loadgen.program`): capacity and
+server CPU per request at each connection count, latency at one offered rate (echo), the
+highest room rate that holds a p99 target (broadcast), and server memory with idle and busy
+connections. The windows and the points folded from them go to
+``reports/<run-id>/results.json`` (:mod:`bench.results.schema`), from which
+:mod:`bench.results.report` writes report.md and report.html; Locust's own CSV and HTML
+report of each mode go to ``reports/<run-id>/locust/``.
 
 The load engine is the native one; where it is not built (no C compiler at install time)
 the pure-Python one runs, with one line that says what to install, and the report ranks
@@ -49,11 +52,12 @@ DEFAULTS = {"users": (1, 10, 100, 1000), "duration": 0.5, "warmup": 0.2, "repeat
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="measure every backend and write a report that says which to pick",
-                       description="Measure every backend x mode x connection count with the native load "
-                       "engine (a pure-Python one where it is not built) in short interleaved repeats: "
-                       "capacity, server CPU per request, latency at a set rate, broadcast rate at a latency "
-                       "target, memory per connection. Writes reports/<run-id>/results.json, report.md and "
-                       "report.html.")
+                       description="Measure every backend x mode x connection count through Locust, the "
+                       "connections driven by the native load engine (a pure-Python one where it is not "
+                       "built), in short interleaved repeats: capacity, server CPU per request, latency at "
+                       "a set rate, broadcast rate at a latency target, memory per connection. Writes "
+                       "reports/<run-id>/results.json, report.md and report.html, and Locust's CSV and "
+                       "HTML report of each mode in reports/<run-id>/locust/.")
     p.add_argument("--backends", type=backend_list, default=tuple(backends.BACKENDS), metavar="LIST",
                    help=f"comma-separated backends (default: all: {','.join(backends.BACKENDS)})")
     p.add_argument("--modes", type=mode_list, default=MODES, metavar="LIST",
@@ -222,7 +226,7 @@ def _measure_and_report(config: CompareConfig, run_id: str, run_dir: Path) -> in
                 progress.console.print(Text.assemble(("error:", "red"), f" {backend} {mode}: {error}"))
             progress.update(task, completed=1, total=1, description=f"{mode}: done")
             mode_results.append(result)
-    doc = document.build(run_id, env, config, mode_results, engine.engine_name())
+    doc = document.build(run_id, env, config, mode_results, engine.engine_name(), runner.orchestrator())
     results_path = run_dir / "results.json"
     results.save(doc, results_path)
     paths = report.render_report(doc, run_dir)

@@ -1,10 +1,10 @@
 """What a ``bench compare`` run measures, as data, and how long it should take. Pure: no
 I/O, no clocks.
 
-A run is one *program* per mode (:mod:`bench.loadgen.program` runs it): every backend's
-server of that mode is up at once, and the program steps through the connection counts
-in ascending order, measuring every backend at each count before the next count, in
-short interleaved windows repeated ``repeat`` times. :func:`program_spec` is what the
+A run is one *program* per mode (:mod:`bench.loadgen.program`, run inside the mode's
+Locust process): every backend's server of that mode is up at once, and the program steps
+through the connection counts in ascending order, measuring every backend at each count
+before the next count, in short interleaved windows repeated ``repeat`` times. :func:`program_spec` is what the
 program reads; :func:`estimate_s` is the progress bar's guess of the wall time.
 
 Broadcast needs at least two connections (a line goes to every *other* client), so
@@ -13,6 +13,7 @@ broadcast counts below 2 are left out.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from bench.results.config import CompareConfig
@@ -23,10 +24,13 @@ CONNECT_S = 0.12
 START_S = 0.6
 # Broadcast: one grid of room rates (deliveries/s) for every backend, base * factor**k;
 # a backend starts at the step nearest below this fraction of its own closed-loop
-# capacity, and the grid stops past SLO_TOP_FRACTION of the fastest backend's capacity.
+# capacity and climbs until a step fails (bench.loadgen.slo_ladder). The hard stop: no step
+# above SLO_TOP_FRACTION of the fastest backend's closed-loop capacity. Open loop, with
+# every member sending, a room holds well above the closed-loop figure of a few senders
+# (lines batch on the way out), so the stop is far above it: the ladder finds the limit.
 SLO_GRID_BASE = 1000.0
 SLO_START_FRACTION = 0.4
-SLO_TOP_FRACTION = 1.5
+SLO_TOP_FRACTION = 8.0
 # Echo: the offered rate at a connection count is this fraction of the slowest served
 # backend's capacity there, the same for every backend.
 RATE_FRACTION = 0.5
@@ -36,7 +40,7 @@ MIN_LINES = 50
 BUSY_PERCENT = 20.0
 REMEASURE = 1
 # Expected SLO steps per backend and connection count (for the estimate).
-SLO_STEPS_ESTIMATE = 4
+SLO_STEPS_ESTIMATE = 5
 
 
 def users_for(config: CompareConfig, mode: str) -> list[int]:
@@ -60,6 +64,8 @@ def program_spec(config: CompareConfig, mode: str, targets: list[dict[str, Any]]
         "slo_start_fraction": SLO_START_FRACTION, "slo_grid_base": SLO_GRID_BASE, "slo_top_fraction": SLO_TOP_FRACTION,
         "min_lines": MIN_LINES, "busy_percent": BUSY_PERCENT, "remeasure": REMEASURE,
         "remeasure_share": config.remeasure_share,
+        # cores the load generator may use: 100 % each when it is saturated
+        "loadgen_cpus": len(config.loadgen_cpus) if config.loadgen_cpus else (os.cpu_count() or 1),
     }
 
 

@@ -75,6 +75,10 @@ class EngineUser(User):
 
     @task
     def idle(self) -> None:
+        self.hold()
+
+    def hold(self) -> None:
+        """Keep the connection until Locust stops this user (the engine does the work)."""
         while True:
             gevent.sleep(IDLE_S)
 

@@ -50,16 +50,18 @@ ERROR_TEXT = {
 }
 
 
-def add_to_locust(stats: RequestStats, name: str, counts: Counts, now: float) -> None:
-    """Add one harvested batch to the ``tcp name`` entry and the total, as if each request
+def add_to_locust(stats: RequestStats, name: str, counts: Counts, now: float,
+                  request_type: str = REQUEST_TYPE) -> None:
+    """Add one harvested batch to the ``request_type name`` entry (``tcp echo`` for the
+    engine users; ``bench compare`` names each window) and the total, as if each request
     had been logged at ``now`` (``time.time()``)."""
     if not (counts.requests or counts.failed):
         return
-    for entry in (stats.get(name, REQUEST_TYPE), stats.total):
+    for entry in (stats.get(name, request_type), stats.total):
         _add_to_entry(entry, counts, now)
     for kind, n in counts.failures.items():
         if n:
-            _add_error(stats, name, ERROR_TEXT.get(kind, kind), n, now)
+            _add_error(stats, request_type, name, ERROR_TEXT.get(kind, kind), n, now)
 
 
 def _add_to_entry(entry: StatsEntry, counts: Counts, now: float) -> None:
@@ -94,11 +96,11 @@ def _add_to_entry(entry: StatsEntry, counts: Counts, now: float) -> None:
         entry.num_fail_per_sec[second] += counts.failed
 
 
-def _add_error(stats: RequestStats, name: str, text: str, n: int, now: float) -> None:
-    key = StatsError.create_key(REQUEST_TYPE, name, text)
+def _add_error(stats: RequestStats, request_type: str, name: str, text: str, n: int, now: float) -> None:
+    key = StatsError.create_key(request_type, name, text)
     error = stats.errors.get(key)
     if error is None:
-        error = stats.errors[key] = StatsError(REQUEST_TYPE, name, text)
+        error = stats.errors[key] = StatsError(request_type, name, text)
     error.occurrences += n
     error.first_seen = now if error.first_seen is None else error.first_seen
     error.last_seen = now

@@ -51,3 +51,15 @@ def held(w: dict[str, Any], spec: dict[str, Any]) -> bool:
     expected = w.get("offered_per_s", 0.0) * w.get("window_s", 0.0)
     return (w["latency_us"]["p99"] <= float(spec["slo_ms"]) * 1000.0
             and w.get("requests", 0) >= 0.8 * expected)
+
+
+# A CPU this busy (percent of what it can give) is saturated.
+SATURATED_PERCENT = 90.0
+
+
+def generator_bound(w: dict[str, Any], spec: dict[str, Any]) -> bool:
+    """Was the load generator, not the server, the limit of window ``w``: its CPU saturated
+    (``loadgen_cpus`` cores in the spec, 1 when absent) while the server's was not?"""
+    cores = max(1, int(spec.get("loadgen_cpus", 1)))
+    return (float(w.get("loadgen_cpu_percent") or 0.0) >= SATURATED_PERCENT * cores
+            and float(w.get("server_cpu_percent") or 0.0) < SATURATED_PERCENT)

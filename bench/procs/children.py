@@ -1,5 +1,5 @@
 """Child processes: command lines, start, watch, stop (``bench ui``, ``bench worker``,
-the compare runner and :class:`bench.procs.server.ServerProcess`).
+the compare runner's Locust process and :class:`bench.procs.server.ServerProcess`).
 
 Each child runs in its own session (so its own process group): a Ctrl-C in the
 terminal reaches only ``bench``, which then stops every child in order, and anything
@@ -30,6 +30,10 @@ import bench
 
 # The locustfile every Locust process here loads: the project's echo and broadcast users.
 LOCUSTFILE = str(Path(bench.__file__).with_name("locustfile.py"))
+# The locustfile of a ``bench compare`` mode: Locust runs the measurement schedule.
+COMPARE_LOCUSTFILE = str(Path(bench.__file__).with_name("loadgen") / "compare_locustfile.py")
+# Each line of its stdout that starts with this carries one JSON object of the schedule.
+EVENT_PREFIX = "sockbench-event "
 # The user class in LOCUSTFILE that matches each server mode.
 USER_CLASS = {"echo": "EchoUser", "broadcast": "BroadcastUser"}
 # Seconds a child gets to exit after SIGTERM before SIGKILL. Locust's master tells its
@@ -82,6 +86,16 @@ def locust_command(*args: str, locustfile: str = LOCUSTFILE) -> list[str]:
     return [sys.executable, "-m", "locust", "-f", locustfile, *args]
 
 
+def compare_locust_command(spec_path: Path, csv_prefix: Path, html_path: Path) -> list[str]:
+    """One headless Locust process that runs a ``bench compare`` mode's schedule
+    (:mod:`bench.loadgen.compare_locustfile`) from ``spec_path``, then quits, leaving its
+    statistics in ``csv_prefix``_stats.csv (and the other CSV files) and ``html_path``.
+    ``-u 0``: the schedule spawns and stops every window's users itself."""
+    return locust_command("--headless", "-u", "0", "-r", "1", "--only-summary", "--loglevel", "WARNING",
+                          "--sockbench-program", str(spec_path), "--csv", str(csv_prefix),
+                          "--html", str(html_path), locustfile=COMPARE_LOCUSTFILE)
+
+
 def locust_worker_command(master_host: str, master_port: int, loglevel: str = "WARNING") -> list[str]:
     """``locust --worker`` joining the master at ``master_host:master_port``."""
     return locust_command("--worker", "--master-host", master_host, "--master-port", str(master_port),
@@ -99,10 +113,11 @@ class Child:
         argv: the command.
         out: where relayed lines go.
         skip: lines containing any of these are never relayed (noise).
+        on_line: called with every line (in the relay thread), before it is kept or relayed.
     """
 
     def __init__(self, name: str, argv: Sequence[str], out: TextIO = sys.stderr,
-                 skip: Iterable[str] = ()) -> None:
+                 skip: Iterable[str] = (), on_line: Callable[[str], None] | None = None) -> None:
         self.name = name
         self.argv = list(argv)
         self._out = out
@@ -110,6 +125,7 @@ class Child:
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._relaying = False
         self._lock = threading.Lock()
+        self._on_line = on_line
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=DIE_WITH_PARENT,
@@ -144,6 +160,8 @@ class Child:
     def _pump(self) -> None:
         for raw in iter(self.proc.stdout.readline, b""):
             line = raw.decode(errors="replace").rstrip("\n")
+            if self._on_line is not None:
+                self._on_line(line)
             with self._lock:
                 self._tail.append(line)
                 if self._relaying:

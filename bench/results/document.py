@@ -14,8 +14,9 @@ from bench.results.windows import window_from_json
 
 
 def build(run_id: str, env: dict[str, Any], config: CompareConfig, mode_results: list[Any],
-          engine_name: str) -> Results:
-    """The run's results: the config, the load engine, every window (as the program wrote it)
+          engine_name: str, orchestrator: str = "") -> Results:
+    """The run's results: the config, the load engine and what ran it (``orchestrator``, e.g.
+    "Locust 2.47.0", with each mode's Locust files), every window (as the program wrote it)
     and the points folded from them."""
     windows = [window_from_json(w) for r in mode_results for w in r.windows]
     errors = {(r.mode, backend): why for r in mode_results for backend, why in r.errors.items()}
@@ -25,7 +26,8 @@ def build(run_id: str, env: dict[str, Any], config: CompareConfig, mode_results:
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         environment=Environment(**env),
         config=config,
-        loadgen=Loadgen(engine_name, tuple(config.loadgen_cpus or ())),
+        loadgen=Loadgen(engine_name, tuple(config.loadgen_cpus or ()), orchestrator,
+                        {r.mode: r.locust_reports for r in mode_results if r.locust_reports}),
         points=fold_all(windows, errors, list(config.backends), users_by_mode),
         windows=tuple(windows),
     )

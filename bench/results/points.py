@@ -143,13 +143,14 @@ def _slo(windows: list[Window]) -> Slo | None:
         return None
     out = [SloStep(lines_per_s=w.lines_per_s, deliveries_per_s=w.offered_per_s, achieved_per_s=w.per_s,
                    p99_us=w.latency_us.p99, sent=w.sent, lost=w.lost, failures=sum(w.failures.values()),
-                   held=bool(w.held), disturbed=w.disturbed)
+                   held=bool(w.held), disturbed=w.disturbed, generator_bound=bool(w.generator_bound))
            for w in (steps[i] for i in sorted(steps))]
     held = [s for s in out if s.held]
     best = held[-1] if held else None
     return Slo(steps=tuple(out), held_lines_per_s=best.lines_per_s if best else None,
                held_deliveries_per_s=best.deliveries_per_s if best else None,
-               ceiling_reached=bool(held) and out[-1].held)
+               ceiling_reached=bool(held) and (out[-1].held or out[-1].generator_bound),
+               generator_bound=out[-1].generator_bound)
 
 
 def fold_all(windows: list[Window], errors: dict[tuple[str, str], str],

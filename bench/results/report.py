@@ -23,7 +23,7 @@ from rich.text import Text
 from bench.results import analysis, charts
 from bench.results.schema import Results
 from bench.results.tables import clean as _clean
-from bench.results.tables import config_items, environment_items, memory_table, table
+from bench.results.tables import config_items, environment_items, locust_links, memory_table, table
 
 
 # -- markdown --------------------------------------------------------------------------------
@@ -52,6 +52,8 @@ def render_markdown(doc: Results, chart_files: dict[str, str]) -> str:
         lines += [f"## {_md(mode)}", ""] + _md_table(*table(doc, mode)) + [""]
     lines += ["## Memory per connection", ""] + _md_table(*memory_table(doc)) + [""]
     lines += ["## Caveats", ""] + [f"- {_md(c)}" for c in analysis.caveats(doc)] + [""]
+    if locust_links(doc):
+        lines += ["## Locust's statistics", ""] + [f"- [{_md(k)}]({v})" for k, v in locust_links(doc)] + [""]
     lines += ["## Environment", ""] + [f"- {k}: {_md(v)}" for k, v in environment_items(doc)] + [""]
     lines += ["## Config", ""] + [f"- {k}: {_md(v)}" for k, v in config_items(doc)] + [""]
     return "\n".join(lines)
@@ -127,6 +129,9 @@ def render_html(doc: Results, chart_pngs: dict[str, bytes]) -> str:
         parts.append(f"<h2>{_h(mode)}</h2>" + _html_table(headers, rows, flags_col=len(headers) - 1, group_col=0))
     parts.append("<h2>Memory per connection</h2>" + _html_table(*memory_table(doc)))
     parts.append("<h2>Caveats</h2><ul>" + "".join(f"<li>{_h(c)}</li>" for c in analysis.caveats(doc)) + "</ul>")
+    if locust_links(doc):
+        parts.append("<h2>Locust's statistics</h2><ul>" + "".join(
+            f'<li><a href="{_h(v)}">{_h(k)}</a></li>' for k, v in locust_links(doc)) + "</ul>")
     parts.append("<h2>Environment</h2>" + _dl(environment_items(doc)))
     parts.append("<h2>Config</h2>" + _dl(config_items(doc)))
     parts.append("</body></html>")

@@ -12,7 +12,11 @@ Schema 2::
       "environment": {"cpu_model", "cpu_count", "ram_bytes", "os", "python", "versions",
                       "open_files_limit", "git_commit"},
       "config": CompareConfig.to_json(),        # bench/results/config.py
-      "loadgen": {"engine": "native" | "python", "cpus": [int]},
+      "loadgen": {"engine": "native" | "python", "cpus": [int],
+                  "orchestrator": "Locust 2.47.0",  # what ran the windows (absent in older files)
+                  "locust_reports": {mode: {"html", "stats_csv"}}},  # Locust's own report and
+                                                # stats of each mode, relative to the run folder
+                                                # (absent in older files)
       "points": [                               # one per (mode, users, backend)
         {
           "mode": "echo" | "broadcast", "backend": str, "users": int,
@@ -26,8 +30,12 @@ Schema 2::
                               "kept_up"},       # echo, open loop at one rate for all
           "slo": null | {"steps": [{"lines_per_s", "deliveries_per_s", "achieved_per_s",
                                     "p99_us", "sent", "lost", "failures", "held",
-                                    "disturbed"}],
-                         "held_lines_per_s", "held_deliveries_per_s", "ceiling_reached"},
+                                    "disturbed", "generator_bound"}],
+                         "held_lines_per_s", "held_deliveries_per_s", "ceiling_reached",
+                         "generator_bound"},  # ceiling_reached: no step failed (the climb's
+                                              # hard stop, or generator_bound: the last step
+                                              # missed for the load generator's CPU); the two
+                                              # generator_bound keys are absent in older files
           "memory": {"idle_rss_bytes": int | null, "active_rss_bytes": int | null},
           "requests", "failures", "failures_by_kind", "unanswered", "sent", "lost",
           "out_of_order", "server_cpu_percent", "loadgen_cpu_percent", "other_cpu_percent",
@@ -89,15 +97,25 @@ class Loadgen:
 
     engine: str
     cpus: tuple[int, ...] = ()
+    orchestrator: str = ""     # what ran the windows, e.g. "Locust 2.47.0" ("" in older files)
+    # each mode's Locust files ({"html", "stats_csv"}), relative to the run folder
+    locust_reports: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    KEYS = ("engine", "cpus", "orchestrator", "locust_reports")
+
     def to_json(self) -> dict[str, Any]:
-        return {"engine": self.engine, "cpus": list(self.cpus), **self.extra}
+        out: dict[str, Any] = {"engine": self.engine, "cpus": list(self.cpus)}
+        if self.orchestrator:  # absent in older files, which read back as they were
+            out["orchestrator"] = self.orchestrator
+            out["locust_reports"] = {m: dict(p) for m, p in self.locust_reports.items()}
+        return {**out, **self.extra}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Loadgen":
-        return cls(data["engine"], tuple(data["cpus"]),
-                   {k: v for k, v in data.items() if k not in ("engine", "cpus")})
+        return cls(data["engine"], tuple(data["cpus"]), str(data.get("orchestrator") or ""),
+                   {m: dict(p) for m, p in (data.get("locust_reports") or {}).items()},
+                   {k: v for k, v in data.items() if k not in cls.KEYS})
 
 
 def _ordered(seen: Iterable[str], preferred: Iterable[str]) -> list[str]:

@@ -80,13 +80,18 @@ class SloStep:
     failures: int
     held: bool
     disturbed: bool
+    # the step missed while the load generator's CPU was saturated (absent in older files)
+    generator_bound: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return _flat_json(self)
+        out = _flat_json(self)
+        if not self.generator_bound:  # written only when set: older files read back as they were
+            del out["generator_bound"]
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "SloStep":
-        return cls(**_flat_args(cls, data))
+        return cls(**_flat_args(cls, {"generator_bound": False, **data}))
 
 
 @dataclass(frozen=True)
@@ -96,16 +101,20 @@ class Slo:
     steps: tuple[SloStep, ...]
     held_lines_per_s: float | None
     held_deliveries_per_s: float | None
-    ceiling_reached: bool       # the highest step tried held: the backend may hold more
+    # the ladder ended without the server failing a step: at its hard stop, or where the
+    # load generator ran out of CPU (generator_bound): the held rate is a lower bound
+    ceiling_reached: bool
+    generator_bound: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"steps": [s.to_json() for s in self.steps], "held_lines_per_s": self.held_lines_per_s,
-                "held_deliveries_per_s": self.held_deliveries_per_s, "ceiling_reached": self.ceiling_reached}
+                "held_deliveries_per_s": self.held_deliveries_per_s, "ceiling_reached": self.ceiling_reached,
+                **({"generator_bound": True} if self.generator_bound else {})}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Slo":
         return cls(tuple(SloStep.from_json(s) for s in data["steps"]), data["held_lines_per_s"],
-                   data["held_deliveries_per_s"], data["ceiling_reached"])
+                   data["held_deliveries_per_s"], data["ceiling_reached"], bool(data.get("generator_bound")))
 
 
 @dataclass(frozen=True)

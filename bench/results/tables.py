@@ -71,8 +71,11 @@ def _held(doc: Results, p: Point) -> str:
     if not p.slo:
         return "–"
     v = p.slo.held_deliveries_per_s
-    return (("none held" if not v else f"{fmt_rate(v)}/s")
-            + (" (disturbed)" if slo_disturbed(p) and not p.flags.disturbed else ""))
+    # a lower bound when the climb ended without the server failing a step
+    bound = (" (load generator's limit)" if p.slo.generator_bound
+             else " (top of the climb)" if p.slo.ceiling_reached else "")
+    held = "none held" if not v else f"{'≥ ' if bound else ''}{fmt_rate(v)}/s{bound}"
+    return held + (" (disturbed)" if slo_disturbed(p) and not p.flags.disturbed else "")
 
 
 def _flags(doc: Results, p: Point) -> str:
@@ -136,6 +139,7 @@ def environment_items(doc: Results) -> list[tuple[str, str]]:
     return [
         ("run", f"{doc.run_id} ({doc.created})"),
         ("load engine", engine_text),
+        ("orchestrator", doc.loadgen.orchestrator or "–"),
         ("CPU", f"{env.get('cpu_model', '?')} × {env.get('cpu_count', '?')}"),
         ("RAM", fmt_bytes(env.get("ram_bytes"))),
         ("OS", str(env.get("os", "?"))),
@@ -144,6 +148,13 @@ def environment_items(doc: Results) -> list[tuple[str, str]]:
         ("open files limit", " / ".join(map(str, limit)) if isinstance(limit, list) else str(limit)),
         ("git commit", str(env.get("git_commit") or "unknown")),
     ]
+
+
+def locust_links(doc: Results) -> list[tuple[str, str]]:
+    """(label, path relative to the report) of each mode's Locust HTML report and stats CSV."""
+    return [(f"{mode}: {kind}", path) for mode, paths in doc.loadgen.locust_reports.items()
+            for kind, path in (("Locust report", paths.get("html")), ("Locust statistics (CSV)", paths.get("stats_csv")))
+            if path]
 
 
 def config_items(doc: Results) -> list[tuple[str, str]]:

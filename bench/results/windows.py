@@ -72,12 +72,15 @@ class MeasuredWindow:
     attempts: int                  # 1 + how often it was measured again because it was disturbed
     held: bool | None              # "slo" only: the step held the latency target with no line lost
     wall_s: float
+    # "slo" only: the step missed while the load generator's CPU, not the server's, was
+    # saturated (absent in older files)
+    generator_bound: bool | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     KEYS = ("mode", "kind", "backend", "users", "repeat", "offered_per_s", "lines_per_s", "window_s",
             "requests", "per_s", "failures", "sent", "lost", "out_of_order", "latency_us", "server_cpu_s",
             "cost_us", "server_cpu_percent", "loadgen_cpu_percent", "other_cpu_percent", "rss_bytes",
-            "disturbed", "attempts", "held", "wall_s")
+            "disturbed", "attempts", "held", "generator_bound", "wall_s")
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -93,6 +96,8 @@ class MeasuredWindow:
         }
         if self.held is not None:
             out["held"] = self.held
+        if self.generator_bound is not None:
+            out["generator_bound"] = self.generator_bound
         out["wall_s"] = self.wall_s
         return {**out, **self.extra}
 
@@ -108,7 +113,7 @@ class MeasuredWindow:
             server_cpu_percent=data["server_cpu_percent"], loadgen_cpu_percent=data["loadgen_cpu_percent"],
             other_cpu_percent=data["other_cpu_percent"], rss_bytes=data["rss_bytes"],
             disturbed=data["disturbed"], attempts=data["attempts"], held=data.get("held"),
-            wall_s=data["wall_s"], extra=_extra(data, cls.KEYS),
+            wall_s=data["wall_s"], generator_bound=data.get("generator_bound"), extra=_extra(data, cls.KEYS),
         )
 
 

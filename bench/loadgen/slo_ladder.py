@@ -1,0 +1,91 @@
+"""The broadcast latency-target ladder of ``bench compare``: for each backend, the highest
+room send rate whose p99 delivery latency holds the target (:func:`climb`).
+
+Every backend steps on one grid of room rates (deliveries/s ``base * factor**k``, the same
+for all, so equal results mean the same step). A backend starts at the highest step at or
+below ``slo_start_fraction`` of its own closed-loop capacity and climbs until a step fails;
+if its first step fails it walks down instead, at most :data:`MAX_STEPS_DOWN` steps and
+never below the rate that sends ``min_lines`` in three windows. Backends take one step per
+round (interleaved), and a step fails only when it fails twice.
+
+A step fails when p99 passes the target, a line is lost, or too few of the offered
+deliveries arrive (:func:`bench.loadgen.window_rules.held`: a server that cannot keep up
+fails, whatever its latency). A step that misses while the load generator's CPU was
+saturated and the server's was not is *generator-bound*: the ladder stops there without
+calling it the server's limit (the window says ``generator_bound``). The climb has a hard
+stop, so it always ends: no step above ``slo_top_fraction`` of the fastest backend's
+closed-loop capacity, nor more than :data:`MAX_STEPS_UP` steps above the start; a backend
+that holds the last step allowed has not shown its limit.
+
+Pure: no Locust, no gevent; it measures through :meth:`bench.loadgen.program.Program.window`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from bench.loadgen.window_rules import served as _served
+
+if TYPE_CHECKING:
+    from bench.loadgen.program import Program
+
+# A backend that holds nothing this many steps below its start holds "none".
+MAX_STEPS_DOWN = 2
+# The climb's hard stop in steps above a backend's start (with the grid's top).
+MAX_STEPS_UP = 10
+
+State = tuple[int, int, bool]  # (next step, direction: +1 up / -1 down / 0 first, any step held)
+
+
+def climb(program: Program, users: int, capacity: dict[str, list[dict[str, Any]]]) -> None:
+    """Run the ladder at ``users`` for every backend whose ``capacity`` windows (closed
+    loop, per backend) all served; each window is emitted by the program as it is measured."""
+    spec = program.spec
+    served = {b: sorted(w["per_s"] for w in ws)[len(ws) // 2] for b, ws in capacity.items()
+              if ws and all(_served(w, users) for w in ws)}
+    served = {b: c for b, c in served.items() if c > 0}
+    if not served:
+        return
+    factor, base = float(spec["slo_factor"]), float(spec["slo_grid_base"])
+    top = float(spec["slo_top_fraction"]) * max(served.values())
+
+    def rate(k: int) -> float:  # deliveries/s of grid step k
+        return base * factor ** k
+
+    # the lowest step that can send min_lines within its longest window (3 windows):
+    # below it no step can hold, so the ladder never goes there
+    floor_rate = float(spec["min_lines"]) / (3 * float(spec["window_s"])) * (users - 1)
+    lowest = max(0, math.ceil(math.log(max(floor_rate, base) / base, factor)))
+    state: dict[str, State] = {}
+    start: dict[str, int] = {}
+    for b, cap in served.items():
+        first = cap * float(spec["slo_start_fraction"])
+        k = max(lowest, int(math.floor(math.log(max(first, base) / base, factor))))
+        state[b], start[b] = (k, 0, False), k
+    targets = {t.backend: t for t in program.targets}
+    while state:
+        for b in [t.backend for t in program.targets if t.backend in state]:
+            k, direction, held_any = state[b]
+            w = program.window(targets[b], users, "slo", k, rate(k) / (users - 1))
+            if not w["held"]:  # a step fails only when it fails twice
+                w = program.window(targets[b], users, "slo", k, rate(k) / (users - 1))
+            following = _next(w, state[b], start[b], lowest, rate(k + 1) > top)
+            if following is None:
+                del state[b]
+            else:
+                state[b] = following
+
+
+def _next(w: dict[str, Any], now: State, start: int, lowest: int, above_top: bool) -> State | None:
+    """The backend's next step after window ``w`` at step ``now``; None: its ladder ends."""
+    k, direction, held_any = now
+    if w["held"]:
+        if direction < 0 or above_top or k + 1 - start > MAX_STEPS_UP:
+            return None        # walked down to a held step, or at the hard stop
+        return (k + 1, 1, True)
+    if w.get("generator_bound"):
+        return None            # the load generator's limit, not the server's: stop here
+    if held_any or k <= lowest or start - k >= MAX_STEPS_DOWN:
+        return None            # the step above the last held one failed, or none held
+    return (k - 1, -1, False)
