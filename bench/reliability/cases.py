@@ -34,6 +34,7 @@ from bench.reliability.faults import (
     reset,
 )
 from bench.procs.children import bench_command
+from servers.backends import serve_args
 from bench.reliability.crowd_cases import (
     broadcast_burst_reader_keeps_up,
     connect_burst,
@@ -255,16 +256,17 @@ BAD_COMMAND_LINES = [
 def bad_command_lines(start: StartFn, backend: str) -> str:
     """Usage errors exit 2 with an ``error:`` line and no traceback; a busy port is one
     line naming the address and a non-zero exit."""
+    backend_args = serve_args(backend)  # a variant is a backend and its flags
     for args, what in BAD_COMMAND_LINES:
-        argv = ["serve", *(a.format(b=backend) for a in args), "--port", "0"] \
-            if "--port" not in args else ["serve", *(a.format(b=backend) for a in args)]
+        given = [part for a in args for part in (backend_args if a == "{b}" else [a])]
+        argv = ["serve", *given] if "--port" in args else ["serve", *given, "--port", "0"]
         r = subprocess.run(bench_command(*argv), capture_output=True, text=True, timeout=20,
                            stdin=subprocess.DEVNULL)
         assert r.returncode == 2, f"{what}: exit {r.returncode}, stderr {r.stderr!r}"
         assert "error:" in r.stderr and "Traceback" not in r.stderr, f"{what}: stderr {r.stderr!r}"
         assert not r.stdout.startswith("READY"), f"{what}: server started anyway"
     server = start(backend)
-    r = subprocess.run(bench_command("serve", backend, "--port", str(server.port)), capture_output=True,
+    r = subprocess.run(bench_command("serve", *backend_args, "--port", str(server.port)), capture_output=True,
                        text=True, timeout=20, stdin=subprocess.DEVNULL)
     lines = r.stderr.strip().splitlines()
     assert r.returncode not in (0, None), "second server on a busy port exited 0"
