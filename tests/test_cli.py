@@ -63,6 +63,21 @@ def test_client_bad_target_is_a_usage_error(target: str) -> None:
 
 
 @pytest.mark.parametrize("args, named", [
+    (["client", "127.0.0.1:5000", "--timeout", "-1"], "--timeout"),
+    (["client", "127.0.0.1:5000", "--timeout", "0"], "--timeout"),
+    (["client", "127.0.0.1:5000", "--drain", "nan"], "--drain"),
+    (["client", "127.0.0.1:5000", "--drain", "soon"], "--drain"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_client_bad_numbers_exit_2_with_one_error_line(args: list[str], named: str) -> None:
+    result = run_bench(*args)
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and named in errors[0], stderr
+
+
+@pytest.mark.parametrize("args, named", [
     (["serve", "nosuchbackend"], "nosuchbackend"),
     (["serve", "asyncio", "--max-line", "-5"], "--max-line"),
     (["serve", "asyncio", "--max-line", "0"], "--max-line"),
