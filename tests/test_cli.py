@@ -1,4 +1,4 @@
-"""``bench client`` in piped mode, and the error paths of ``bench serve`` and ``bench client``."""
+"""``bench client`` in piped mode, and the error paths of ``bench serve``, ``bench client`` and ``bench perf``."""
 
 from __future__ import annotations
 
@@ -67,8 +67,10 @@ def test_client_bad_target_is_a_usage_error(target: str) -> None:
     (["client", "127.0.0.1:5000", "--timeout", "0"], "--timeout"),
     (["client", "127.0.0.1:5000", "--drain", "nan"], "--drain"),
     (["client", "127.0.0.1:5000", "--drain", "soon"], "--drain"),
+    (["perf", "--rounds", "0"], "--rounds"),
+    (["perf", "--rounds", "-2"], "--rounds"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
-def test_client_bad_numbers_exit_2_with_one_error_line(args: list[str], named: str) -> None:
+def test_bad_numbers_exit_2_with_one_error_line(args: list[str], named: str) -> None:
     result = run_bench(*args)
     stderr = result.stderr.decode(errors="replace")
     assert result.returncode == 2, stderr
