@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -170,3 +172,18 @@ def test_backend_lists_have_one_syntax(command: str) -> None:
 
     args = build_parser().parse_args([command, "--backends", "select,gevent"])
     assert tuple(args.backends) == ("select", "gevent")
+
+
+def test_reliability_leaves_out_uvloop_when_it_is_not_installed(tmp_path) -> None:
+    """``pip install -e .`` brings no uvloop: the default matrix then leaves the
+    asyncio+uvloop column out with one line, instead of a column of failures."""
+    shim = tmp_path / "uvloop"
+    shim.mkdir()
+    (shim / "__init__.py").write_text("raise ImportError('uvloop is not installed here')\n")
+    code = "from bench.reliability.command import default_backends; print(','.join(default_backends()))"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["blocking,threading,select,gevent,asyncio,gevent-callback"]
+    assert result.stderr.strip() == \
+        "bench reliability: asyncio+uvloop left out: uvloop is not installed (pip install uvloop)"
