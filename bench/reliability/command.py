@@ -15,7 +15,7 @@ from pathlib import Path
 from servers import runtime
 from servers.argtypes import backend_list_with_variants, positive_float, positive_int
 
-# Full-size figures (the numbers) and the --quick ones.
+# Full-size figures (the README's tables) and the --quick ones.
 FULL = {"soak_clients": 200, "soak_seconds": 60.0, "leak_connections": 1000}
 QUICK = {"soak_clients": 50, "soak_seconds": 5.0, "leak_connections": 300}
 
