@@ -21,7 +21,7 @@ import socket
 import sys
 import time
 
-from servers.argtypes import EXIT_USAGE
+from servers.argtypes import EXIT_USAGE, positive_float
 
 EXIT_OK = 0
 EXIT_CONNECT = 1
@@ -49,9 +49,9 @@ def parse_target(text: str) -> tuple[str, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="HOST:PORT", help="the server to talk to")
-    parser.add_argument("--timeout", type=float, default=5.0, metavar="S",
+    parser.add_argument("--timeout", type=positive_float, default=5.0, metavar="S",
                         help="seconds to wait for the connection (default 5)")
-    parser.add_argument("--drain", type=float, default=1.0, metavar="S",
+    parser.add_argument("--drain", type=positive_float, default=1.0, metavar="S",
                         help="piped mode: after stdin ends, stop once nothing arrives for S "
                         "seconds (default 1)")
 

@@ -16,6 +16,7 @@ import sys
 import time
 from typing import Callable, Iterable, TextIO
 
+from servers import refusal
 from servers.protocol import Reason
 
 # Errors accept() raises when the process or system is out of descriptors or buffers.
@@ -215,14 +216,19 @@ def accept_batch(listener: socket.socket, backoff: AcceptBackoff,
 
 def refuse(sock: socket.socket, peer: str, reason: Reason, log: EventLog) -> None:
     """Turn away a connection at admission (e.g. :attr:`Reason.SERVER_FULL`): its
-    ``ERR`` line if it has one (best effort, never waiting), close, log the refusal."""
+    ``ERR`` line if it has one (best effort, never waiting), then EOF, log the refusal.
+
+    The socket is closed by :data:`servers.refusal.CLOSER`, which waits (on its own
+    thread) for the client to close too, so input the client already sent does not turn
+    the close into a reset that would hide the ``ERR`` line.
+    """
     reply = reason.reply
     if reply is not None:
         try:
             sock.send(reply, socket.MSG_DONTWAIT)
         except OSError:
             pass
-    close_quietly(sock)
+    refusal.CLOSER.close(sock)
     log.refused(peer, reason)
 
 

@@ -1,9 +1,11 @@
-"""``bench client`` in piped mode, and the error paths of ``bench serve`` and ``bench client``."""
+"""``bench client`` in piped mode, and the error paths of ``bench serve``, ``bench client`` and ``bench perf``."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -60,6 +62,23 @@ def test_client_bad_target_is_a_usage_error(target: str) -> None:
     stderr = result.stderr.decode(errors="replace")
     assert "Traceback" not in stderr
     assert len(error_lines(result.stderr)) == 1, stderr
+
+
+@pytest.mark.parametrize("args, named", [
+    (["client", "127.0.0.1:5000", "--timeout", "-1"], "--timeout"),
+    (["client", "127.0.0.1:5000", "--timeout", "0"], "--timeout"),
+    (["client", "127.0.0.1:5000", "--drain", "nan"], "--drain"),
+    (["client", "127.0.0.1:5000", "--drain", "soon"], "--drain"),
+    (["perf", "--rounds", "0"], "--rounds"),
+    (["perf", "--rounds", "-2"], "--rounds"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_bad_numbers_exit_2_with_one_error_line(args: list[str], named: str) -> None:
+    result = run_bench(*args)
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and named in errors[0], stderr
 
 
 @pytest.mark.parametrize("args, named", [
@@ -153,3 +172,18 @@ def test_backend_lists_have_one_syntax(command: str) -> None:
 
     args = build_parser().parse_args([command, "--backends", "select,gevent"])
     assert tuple(args.backends) == ("select", "gevent")
+
+
+def test_reliability_leaves_out_uvloop_when_it_is_not_installed(tmp_path) -> None:
+    """``pip install -e .`` brings no uvloop: the default matrix then leaves the
+    asyncio+uvloop column out with one line, instead of a column of failures."""
+    shim = tmp_path / "uvloop"
+    shim.mkdir()
+    (shim / "__init__.py").write_text("raise ImportError('uvloop is not installed here')\n")
+    code = "from bench.reliability.command import default_backends; print(','.join(default_backends()))"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["blocking,threading,select,gevent,asyncio,gevent-callback"]
+    assert result.stderr.strip() == \
+        "bench reliability: asyncio+uvloop left out: uvloop is not installed (pip install uvloop)"

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from bench.loadgen.sequence import format_line, parse_line
+from bench.reliability.faults import read_until_eof
 from conftest import (
     LineReader,
     bench_command,
@@ -335,6 +336,24 @@ def test_server_full_refusals_are_logged(serve, variant) -> None:
     assert extra.drain() == b"ERR server full\n"
     assert wait_until(lambda: f"client {peer} refused (server full)" in server.stderr(), 5.0), \
         server.stderr()
+
+
+def test_server_full_reaches_a_client_that_spoke_first(serve, variant) -> None:
+    """A client that sends a line as soon as it connects (as ``nc`` does with piped
+    input) reads ``ERR server full`` and then EOF, not a reset: closing a socket with
+    that line unread sends RST, and clients such as ``nc`` stop reading at the reset,
+    so the ERR line never shows."""
+    skip_blocking(variant)
+    server = serve(variant, "--max-clients", "1")
+    member = LineReader(connect(server.address))
+    assert echoes(member, b"in\n")
+    for _ in range(3):
+        extra = connect(server.address)
+        extra.sendall(b"let me in\n")
+        time.sleep(0.3)  # let the refusal (and any reset) arrive before reading
+        got, how = read_until_eof(extra)
+        assert (got, how) == (b"ERR server full\n", "eof")
+    assert echoes(member, b"still in\n")
 
 
 def test_disconnect_reasons_are_worded_alike(serve, variant) -> None:

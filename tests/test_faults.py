@@ -12,6 +12,7 @@ import pytest
 
 from bench.reliability.cases import (
     CASES,
+    bad_command_lines,
     broadcast_burst_reader_keeps_up,
     fd_exhaustion,
     framing_edges,
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.timeout(60)
 # Cases that also run against the backends' variants (asyncio on uvloop), whose own
 # reading, writing and closing code has been known to break them.
 ON_VARIANTS = {framing_edges, sigterm_busy_clients, broadcast_burst_reader_keeps_up, fd_exhaustion,
-               max_clients_flood}
+               max_clients_flood, bad_command_lines}
 MATRIX = [(case, backend) for case in CASES.values()
           for backend in (VARIANTS if case in ON_VARIANTS else BACKENDS)]
 

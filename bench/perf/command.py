@@ -26,6 +26,7 @@ from bench.perf import run as perf_run
 from bench.perf.table import plain, render
 from bench.procs import machine
 from bench.procs.server import ServerStartError
+from servers.argtypes import positive_int
 from servers.runtime import raise_open_files_limit
 
 FULL = probes.Sizes()
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="one short round, 1,000 connections instead of 10,000 and 5,000: a smoke run")
-    p.add_argument("--rounds", type=int, metavar="N", help="interleaved rounds (default 3, 1 with --quick)")
+    p.add_argument("--rounds", type=positive_int, metavar="N", help="interleaved rounds (default 3, 1 with --quick)")
     p.add_argument("--skip", nargs="+", default=[], choices=PARTS, help="parts to leave out")
     p.add_argument("--only", nargs="+", metavar="SERVER",
                    help="measure only these servers (names as in the table; the flagship, the C echo "

@@ -3,9 +3,10 @@ scenario against a fresh server and raises ``AssertionError`` if the server brea
 contract (or :class:`~bench.reliability.faults.NotApplicable` where the model cannot take part).
 
 Shared by ``tests/test_faults.py`` and ``bench reliability``: a case is written once. The
-framing, slowloris, half-close, slow-reader and command-line cases are here; those about
-crowds (bursts, floods, descriptors) are in :mod:`bench.reliability.crowd_cases`, those
-about endings (signals under load) in :mod:`bench.reliability.ending_cases`.
+framing, half-close, slow-reader and command-line cases are here; the slowloris cases
+(timeouts) are in :mod:`bench.reliability.timeout_cases`, those about crowds (bursts,
+floods, descriptors) in :mod:`bench.reliability.crowd_cases`, those about endings
+(signals under load) in :mod:`bench.reliability.ending_cases`.
 :data:`CASES` lists them all.
 """
 
@@ -16,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from typing import Callable
 
@@ -29,7 +29,6 @@ from bench.reliability.faults import (
     check_framing,
     connect,
     echoes,
-    read_exactly,
     read_until_eof,
     reset,
 )
@@ -42,16 +41,11 @@ from bench.reliability.crowd_cases import (
     reset_mid_broadcast,
 )
 from bench.reliability.ending_cases import sigint_under_load, sigterm_busy_clients, sigterm_under_load
+from bench.reliability.timeout_cases import slowloris_idle_timeout, slowloris_line_timeout
+from servers.backends import serve_args
 
 # --max-line for the framing cases: small, so limit-sized lines are cheap to send.
 SMALL_MAX_LINE = 64
-# The slowloris cases' timeout (seconds): short enough for a test, and an order of
-# magnitude above the 0.1 s dribble interval.
-SHORT_TIMEOUT = 1.0
-# A timeout may strike this much late (the sweep runs every tenth of it, plus load).
-TIMEOUT_SLACK = 1.5
-
-
 def framing_edges(start: StartFn, backend: str) -> str:
     """Lines exactly at and one past --max-line, with and without a newline; NUL,
     invalid UTF-8 and CRLF relayed verbatim."""
@@ -94,104 +88,6 @@ def framing_fuzz(start: StartFn, backend: str, examples: int = 40, seed: int = 6
             raise AssertionError(f"example {i} payload={payload!r} cuts={cuts}: {exc}") from None
     echoes(server.address)
     return f"{examples} random streams"
-
-
-def _dribble_until_cut(sock: socket.socket, interval: float, budget: float) -> tuple[float, bytes]:
-    """Send one byte every ``interval`` s (never a newline) until the server answers;
-    return (seconds it took, what it sent before closing)."""
-    t0 = time.monotonic()
-    sock.settimeout(interval)
-    while time.monotonic() - t0 < budget:
-        try:
-            sock.send(b"z")
-        except OSError:
-            break
-        try:
-            data = sock.recv(4096)
-        except socket.timeout:
-            continue
-        except ConnectionResetError:
-            return time.monotonic() - t0, b""
-        sock.settimeout(2.0)
-        rest, _ = read_until_eof(sock) if data else (b"", "eof")
-        return time.monotonic() - t0, data + rest
-    raise AssertionError(f"dribbling client still connected after {budget} s")
-
-
-def _slowloris(start: StartFn, backend: str, which: str) -> str:
-    t = SHORT_TIMEOUT
-    flags = ["--line-timeout", str(t), "--idle-timeout", "0"] if which == "line" else \
-            ["--idle-timeout", str(t), "--line-timeout", "0"]
-    server = start(backend, *flags)
-    other = None
-    if backend != "blocking":
-        other = connect(server.address)
-        other.sendall(b"hi\n")
-        assert read_exactly(other, 3) == b"hi\n"
-    slow = connect(server.address)
-    stop = threading.Event()
-    worst = [0.0]
-    failures: list[str] = []
-
-    def chat() -> None:  # the well-behaved client: a line every 0.1 s, answered quickly
-        n = 0
-        while not stop.is_set():
-            line = b"line %d\n" % n
-            t0 = time.monotonic()
-            try:
-                other.sendall(line)
-                got = read_exactly(other, len(line))
-            except (OSError, AssertionError) as exc:
-                failures.append(f"well-behaved client: {exc}")
-                return
-            if got != line:
-                failures.append(f"well-behaved client got {got!r}")
-                return
-            worst[0] = max(worst[0], time.monotonic() - t0)
-            n += 1
-            stop.wait(0.1)
-
-    chatter = threading.Thread(target=chat, daemon=True) if other else None
-    if chatter:
-        chatter.start()
-    try:
-        if which == "line":
-            took, got = _dribble_until_cut(slow, 0.1, t + 5)
-        else:
-            slow.sendall(b"z")  # a started line, then silence
-            slow.settimeout(t + 5)
-            t0 = time.monotonic()
-            got, _ = read_until_eof(slow)
-            took = time.monotonic() - t0
-    finally:
-        stop.set()
-        if chatter:
-            chatter.join(5)
-        reset(slow)
-    want = b"ERR line timeout\n" if which == "line" else b"ERR idle timeout\n"
-    assert got == want, f"slow client got {got!r}, want {want!r}"
-    assert t * 0.9 <= took <= t + TIMEOUT_SLACK, f"cut after {took:.2f} s with a {t} s timeout"
-    assert not failures, failures[0]
-    if other is not None:
-        other.sendall(b"after\n")
-        assert read_exactly(other, 6) == b"after\n", "well-behaved client lost after the cut"
-        reset(other)
-        assert worst[0] < 0.5, f"well-behaved client waited {worst[0]:.2f} s for an echo"
-        return f"cut after {took:.2f} s; other client's worst echo {worst[0] * 1000:.0f} ms"
-    echoes(server.address)
-    return f"cut after {took:.2f} s; next client served"
-
-
-def slowloris_line_timeout(start: StartFn, backend: str) -> str:
-    """A client dribbling a byte every 0.1 s, never finishing a line, is cut by
-    --line-timeout 1 (idle timeout off); a well-behaved client is unaffected."""
-    return _slowloris(start, backend, "line")
-
-
-def slowloris_idle_timeout(start: StartFn, backend: str) -> str:
-    """A client that starts a line and goes silent is cut by --idle-timeout 1
-    (line timeout off); a well-behaved client is unaffected."""
-    return _slowloris(start, backend, "idle")
 
 
 def half_close(start: StartFn, backend: str) -> str:
@@ -255,16 +151,17 @@ BAD_COMMAND_LINES = [
 def bad_command_lines(start: StartFn, backend: str) -> str:
     """Usage errors exit 2 with an ``error:`` line and no traceback; a busy port is one
     line naming the address and a non-zero exit."""
+    backend_args = serve_args(backend)  # a variant is a backend and its flags
     for args, what in BAD_COMMAND_LINES:
-        argv = ["serve", *(a.format(b=backend) for a in args), "--port", "0"] \
-            if "--port" not in args else ["serve", *(a.format(b=backend) for a in args)]
+        given = [part for a in args for part in (backend_args if a == "{b}" else [a])]
+        argv = ["serve", *given] if "--port" in args else ["serve", *given, "--port", "0"]
         r = subprocess.run(bench_command(*argv), capture_output=True, text=True, timeout=20,
                            stdin=subprocess.DEVNULL)
         assert r.returncode == 2, f"{what}: exit {r.returncode}, stderr {r.stderr!r}"
         assert "error:" in r.stderr and "Traceback" not in r.stderr, f"{what}: stderr {r.stderr!r}"
         assert not r.stdout.startswith("READY"), f"{what}: server started anyway"
     server = start(backend)
-    r = subprocess.run(bench_command("serve", backend, "--port", str(server.port)), capture_output=True,
+    r = subprocess.run(bench_command("serve", *backend_args, "--port", str(server.port)), capture_output=True,
                        text=True, timeout=20, stdin=subprocess.DEVNULL)
     lines = r.stderr.strip().splitlines()
     assert r.returncode not in (0, None), "second server on a busy port exited 0"
