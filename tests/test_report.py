@@ -169,6 +169,18 @@ def test_the_python_load_generator_gives_no_ranking_and_says_what_to_install():
     assert "no ranking" in analysis.load_sentence(d, "echo", 100)[1]
 
 
+def test_memory_is_not_recommended_from_a_disturbed_point():
+    # select holds the least memory per idle connection, but its point at 1000 was disturbed
+    def pts(backend: str, per_conn: int, disturbed_at: int = 0) -> list:
+        return [docs.point(backend, "echo", users, [50_000] * 3, disturbed=users == disturbed_at,
+                           extra=[docs.idle(users, (20 << 20) + users * per_conn)]) for users in (10, 1000)]
+    d = docs.doc(*pts("select", 1_000, disturbed_at=1000), *pts("asyncio", 3_000))
+    idle = next(a for a in analysis.answers(d) if a.startswith("Many mostly idle connections"))
+    assert ": asyncio (2.9 KiB/conn), the only backend ranked" in idle and "select" not in idle
+    _, rows = tables.memory_table(d)
+    assert [r[0] for r in rows] == ["select", "asyncio"] and rows[0][1].startswith("1000 B")  # still shown
+
+
 def test_answers_name_a_pick_with_evidence_and_margin_for_each_case():
     d = docs.full_doc()
     answers = analysis.answers(d)

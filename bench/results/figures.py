@@ -129,10 +129,14 @@ def memory_slope(doc: Results, mode: str, backend: str, kind: str = "idle") -> S
 
 
 def memory_figures(doc: Results, mode: str, kind: str) -> list[Figure]:
+    """Memory per connection of every backend that may rank on it: a slope whose two points
+    were disturbed (other processes busy, still so after re-measuring) recommends nothing,
+    like every other figure of a disturbed point (the memory table still shows it)."""
     out = []
     for b in doc.backends(mode):
         s = memory_slope(doc, mode, b, kind)
-        if s is not None:
+        ends = [doc.point(mode, users, b) for users in (s.lo, s.hi)] if s is not None else []
+        if s is not None and not any(p is not None and p.flags.disturbed for p in ends):
             v = max(1.0, s.bytes_per_conn)  # a slope at or below zero is "nothing measurable"
             out.append(Figure(b, v, v * (1 - MEMORY_TIE / 2), v * (1 + MEMORY_TIE / 2), 2))
     return out
