@@ -167,6 +167,13 @@ class GeventServer:
     def _work(self) -> None:
         """A worker greenlet: give each queued connection its turn, oldest first, then
         park until the queue fills again."""
+        # A pass serves everything one poll reported: at 10,000 busy connections that
+        # is 4,000-10,000 turns (libev grows its epoll array to fit), and p99 sits at
+        # 1.8-2.0x the Little's-law mean (the C server, 512 events per epoll_wait:
+        # 1.35-1.7x). Serving at most 512 turns and then letting the hub poll measured
+        # 1.33, 2.17, 1.43x but halved round trips per CPU-second (30k instead of 58k):
+        # each poll reports every still-queued connection again (level-triggered
+        # watchers), ~20 deduplicating callbacks per turn. Not kept.
         ready, me = self.ready, getcurrent()
         while True:
             while ready:
