@@ -22,8 +22,8 @@ READ, WRITE = 1, 2
 class Client:
     """One connection: raw socket, protocol session, watchers, broadcast backlog."""
 
-    __slots__ = ("sock", "peer", "session", "out", "readable", "writable", "ready", "unwatched",
-                 "queued", "reason")
+    __slots__ = ("sock", "peer", "session", "out", "readable", "writable", "ready", "queued",
+                 "reason")
 
     def __init__(self, sock: socket.socket, peer: str, session: Session, loop: Any,
                  limit: int) -> None:
@@ -37,7 +37,6 @@ class Client:
         # Two flags, not one: a receiver that is also waiting for its turn must still be
         # flushed (one shared flag left its last broadcast lines unsent, for good).
         self.ready = False  # in the server's ready queue, waiting for its turn
-        self.unwatched = False  # waiting in a long ready queue with its read watcher stopped
         self.queued = False  # in the server's list of receivers to flush this pass
         self.reason = ""
 

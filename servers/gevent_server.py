@@ -28,10 +28,7 @@ the figures are in the comments where the choice is made):
   worker then serves the whole queue before switching back to the hub.
 * **Round-robin fairness.** The queue is FIFO and a connection gets one turn (one
   ``recv``) per pass; libev's watchers are level-triggered, so bytes left unread queue
-  it again next pass, behind everyone who was waiting. A long queue (thousands of busy
-  connections) is served :data:`TURNS_PER_POLL` turns per poll, its waiting
-  connections' watchers stopped until their turn, so a connection that became readable
-  meanwhile waits behind the queue, not a whole extra pass (see the constant).
+  it again next pass, behind everyone who was waiting.
 * **Raw stdlib sockets, not gevent's socket class.** ``gevent.socket.socket.recv`` is a
   Python-level wrapper that allocates a Waiter and starts a watcher on every would-block;
   here ``recv``/``send`` go straight to C on plain non-blocking sockets.
@@ -74,17 +71,6 @@ _Client = Client
 # interleaved, 3 rounds on a busy machine): every connection accepted after 7.7, 30.1,
 # 17.1 s with 64; after 7.4, 6.7, 7.0 s with 1,024 (the bare uvloop server: 7.4, 14.8 s).
 ACCEPT_PER_PASS = 1024
-
-# Turns a worker gives before it lets the hub poll again, and the queue length beyond
-# which a queued connection's read watcher is stopped until its turn (see _work).
-# Serving a whole poll's batch in one pass (4,000-10,000 turns at 10,000 busy
-# connections: libev grows its epoll array to fit) kept p99 at 1.66-1.99x the
-# Little's-law mean (the C echo server, 512 events per epoll_wait: 1.45-1.97x in the
-# same runs); 512 turns per poll: 1.33, 1.35x, at 0.83-0.97x the rate (pinned,
-# interleaved, a busy machine). Polling every 512 turns with the watchers of the
-# waiting connections left running halved round trips per CPU-second instead: each
-# poll reported every still-queued connection again.
-TURNS_PER_POLL = 512
 
 # Ended connections whose sockets are closed per hub pass (see GeventServer.close).
 CLOSE_PER_PASS = 64
@@ -166,13 +152,7 @@ class GeventServer:
         if client.ready:
             return  # level-triggered: it fires every pass until its turn has come
         client.ready = True
-        ready = self.ready
-        ready.append(client)
-        if len(ready) > TURNS_PER_POLL:
-            # A long queue is served over several polls (see _work); level-triggered,
-            # this watcher would fire at each of them until its turn: stop it meanwhile.
-            client.unwatched = True
-            client.readable.stop()
+        self.ready.append(client)
         if not self.dispatching:
             self.dispatching = True
             self._wake_worker()
@@ -187,23 +167,19 @@ class GeventServer:
     def _work(self) -> None:
         """A worker greenlet: give each queued connection its turn, oldest first, then
         park until the queue fills again."""
+        # A pass serves everything one poll reported: at 10,000 busy connections that
+        # is 4,000-10,000 turns (libev grows its epoll array to fit), and p99 sits at
+        # 1.8-2.0x the Little's-law mean (the C server, 512 events per epoll_wait:
+        # 1.35-1.7x). Serving at most 512 turns and then letting the hub poll measured
+        # 1.33, 2.17, 1.43x but halved round trips per CPU-second (30k instead of 58k):
+        # each poll reports every still-queued connection again (level-triggered
+        # watchers), ~20 deduplicating callbacks per turn. Not kept.
         ready, me = self.ready, getcurrent()
         while True:
-            turns = 0
             while ready:
                 client = ready.popleft()
                 client.ready = False
-                if client.unwatched:
-                    client.unwatched = False
-                    client.readable.start(self._on_readable, client)
                 self._turn(client)
-                turns += 1
-                if turns == TURNS_PER_POLL and ready:
-                    turns = 0
-                    # Let the hub poll (a 0 s timer fires after it), so what became
-                    # readable meanwhile queues behind. A timer of its own: a worker
-                    # back from a parked turn may be draining the queue too.
-                    self.hub.wait(self.loop.timer(0.0))
             self.dispatching = False
             self.idle_workers.append(me)
             self.hub.switch()
