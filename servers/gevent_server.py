@@ -169,11 +169,16 @@ class GeventServer:
         park until the queue fills again."""
         # A pass serves everything one poll reported: at 10,000 busy connections that
         # is 4,000-10,000 turns (libev grows its epoll array to fit), and p99 sits at
-        # 1.8-2.0x the Little's-law mean (the C server, 512 events per epoll_wait:
-        # 1.35-1.7x). Serving at most 512 turns and then letting the hub poll measured
-        # 1.33, 2.17, 1.43x but halved round trips per CPU-second (30k instead of 58k):
-        # each poll reports every still-queued connection again (level-triggered
-        # watchers), ~20 deduplicating callbacks per turn. Not kept.
+        # 1.65-1.99x the Little's-law mean (the C echo server, 512 events per
+        # epoll_wait: 1.35-1.97x in the same runs). Measured and not kept (pinned,
+        # interleaved, a busy machine):
+        # - 512 turns, then let the hub poll: p99 1.33-2.17x, but round trips per
+        #   CPU-second halved (30k instead of 58k): each poll reported every connection
+        #   still queued again (level-triggered watchers);
+        # - the same, with the watchers of queued connections stopped until their
+        #   turn: p99 1.17-1.46x, but 35-42k round trips per CPU-second instead of
+        #   64-66k (two epoll_ctl per turn), and the 10,000-connection rate fell to
+        #   0.56-0.82x the 100-connection rate.
         ready, me = self.ready, getcurrent()
         while True:
             while ready:
