@@ -5,7 +5,8 @@ A connection's flow reads like the blocking server: *wait until readable* -> ``r
 :meth:`Session.feed` -> reply, and a reply the client is not taking yet is waited for
 right there, in the flow (back-pressure). Every wait yields to gevent's hub, so thousands
 of connections share one OS thread. gevent is imported only in this module, and nothing
-is monkey-patched.
+is monkey-patched. A connection's own state (socket, session, watchers, broadcast
+backlog) is :class:`servers.gevent_conn.Client`.
 
 How the flows are scheduled (each choice measured with ``bench perf``;
 the figures are in the comments where the choice is made):
@@ -20,6 +21,8 @@ the figures are in the comments where the choice is made):
   version in one run: 0.9 instead of 8.9 KiB per idle connection (5,000 idle), and a
   fresh client's worst round trip while 5,000 others leave at once 32-68 ms instead of
   136-221 ms (no greenlet to switch to, finish and free per leaving connection).
+* **Sockets of ended connections are closed in batches**, a few per hub pass after the
+  turns of live connections (see :meth:`GeventServer.close`).
 * **Batching per hub pass, two switches per pass instead of two per request.** Every
   connection that became readable in one hub pass is queued by its callback; one
   worker then serves the whole queue before switching back to the hub.
@@ -46,7 +49,6 @@ import signal
 import socket
 import time
 from collections import deque
-from typing import Any
 
 import gevent
 import gevent.event
@@ -54,11 +56,12 @@ from greenlet import getcurrent, greenlet
 
 from servers import runtime
 from servers.config import ServerConfig
-from servers.protocol import (FAIL_GRACE, RECV_SIZE, LineTooLong, Mode, OutputBuffer, Reason, Roster,
-                              Session, error_reason, output_limit)
+from servers.gevent_conn import READ, Client
+from servers.protocol import (FAIL_GRACE, RECV_SIZE, LineTooLong, Mode, Reason, Roster, Session,
+                              error_reason, output_limit)
 
-# libev event masks for io watchers.
-READ, WRITE = 1, 2
+# The connection class under the name servers.gevent_callback_server imports.
+_Client = Client
 
 # Connections accepted per hub pass: the listen backlog's length (runtime.bind_listener),
 # so every connection waiting in it is taken in the next pass. With the shared 64 per
@@ -69,93 +72,8 @@ READ, WRITE = 1, 2
 # 17.1 s with 64; after 7.4, 6.7, 7.0 s with 1,024 (the bare uvloop server: 7.4, 14.8 s).
 ACCEPT_PER_PASS = 1024
 
-
-class _Client:
-    """One connection: raw socket, protocol session, watchers, broadcast backlog."""
-
-    __slots__ = ("sock", "peer", "session", "out", "readable", "writable", "ready", "queued",
-                 "reason")
-
-    def __init__(self, sock: socket.socket, peer: str, session: Session, loop: Any,
-                 limit: int) -> None:
-        self.sock = sock
-        self.peer = peer
-        self.session = session
-        self.out = OutputBuffer(limit)
-        fd = sock.fileno()
-        self.readable = loop.io(fd, READ)
-        self.writable = loop.io(fd, WRITE)
-        # Two flags, not one: a receiver that is also waiting for its turn must still be
-        # flushed (one shared flag left its last broadcast lines unsent, for good).
-        self.ready = False  # in the server's ready queue, waiting for its turn
-        self.queued = False  # in the server's list of receivers to flush this pass
-        self.reason = ""
-
-    # -- broadcast output (runs in other greenlets and in hub callbacks; never waits) --
-
-    def deliver(self, data: bytes) -> bool:
-        """Queue a broadcast line. Returns True when this client must be flushed.
-
-        A receiver is judged on what it failed to take: before its buffer may
-        overflow, the backlog is offered to the socket (its writability callback may
-        simply not have run yet in this pass).
-        """
-        if self.reason:
-            return False
-        if not self.out.push(data):
-            self.flush()
-            if self.reason or not self.out.push(data):
-                self.fail(Reason.SLOW_CONSUMER)
-                return False
-        # While a writability callback is pending, it will send the backlog itself.
-        if self.queued or self.writable.active:
-            return False
-        self.queued = True
-        return True
-
-    def flush(self) -> None:
-        """Send as much of the backlog as the socket takes, in one system call.
-
-        Leftovers wait for the socket to become writable (this method is then the
-        watcher's callback, run by the hub: no greenlet is needed to write).
-        """
-        self.queued = False
-        out = self.out
-        if self.reason or not len(out):
-            self.writable.stop()
-            return
-        view = out.view()
-        try:
-            sent = self.sock.send(view)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            sent = -1
-        view.release()  # before anyone pushes to the buffer again
-        if sent < 0:
-            self.fail("error: send failed")
-            self.writable.stop()
-            return
-        out.consume(sent)
-        if not len(out):
-            self.writable.stop()
-        elif not self.writable.active:
-            self.writable.start(self.flush)
-
-    def fail(self, reason: str) -> None:
-        """End the connection for ``reason``: its ERR line if it has one (best effort,
-        without waiting), then the read watcher fires and the connection's turn finds
-        EOF and closes it."""
-        if self.reason:
-            return
-        self.reason = reason
-        reply = getattr(reason, "reply", None)
-        if reply is not None:
-            try:
-                self.sock.send(reply)
-            except OSError:
-                pass
-        runtime.shutdown_quietly(self.sock)
+# Ended connections whose sockets are closed per hub pass (see GeventServer.close).
+CLOSE_PER_PASS = 64
 
 
 class GeventServer:
@@ -169,17 +87,20 @@ class GeventServer:
         self.log = log
         self.hub = gevent.get_hub()
         self.loop = self.hub.loop
-        self.roster: Roster[_Client] = Roster(config.limits.max_clients, config.limits)
+        self.roster: Roster[Client] = Roster(config.limits.max_clients, config.limits)
         self.output_limit = output_limit(config.limits, config.mode)
         self.backoff = runtime.AcceptBackoff(log)
         # Broadcast receivers with output queued in this hub pass (see _flush_queued).
-        self.to_flush: list[_Client] = []
+        self.to_flush: list[Client] = []
         # Connections with input to take, in the order they became readable.
-        self.ready: deque[_Client] = deque()
+        self.ready: deque[Client] = deque()
         # Worker greenlets with nothing to do, parked until the queue fills again.
         self.idle_workers: list[greenlet] = []
         # True while a worker is serving the queue or has been woken to: no other is needed.
         self.dispatching = False
+        # Connections that ended, whose sockets are closed a batch per hub pass (see close).
+        self.closing: deque[Client] = deque()
+        self.closer = self.loop.timer(0.0)
 
     # -- accepting ---------------------------------------------------------------------
 
@@ -204,11 +125,11 @@ class GeventServer:
         finally:
             readable.close()
 
-    def admit(self, sock: socket.socket, peer: str) -> _Client | None:
+    def admit(self, sock: socket.socket, peer: str) -> Client | None:
         """Set up a new connection and join it to the roster; None (the connection
         refused: ``ERR server full``, closed, logged) when it cannot stay."""
         sock.setblocking(False)
-        client = _Client(sock, peer, Session(self.limits, time.monotonic()), self.loop, self.output_limit)
+        client = Client(sock, peer, Session(self.limits, time.monotonic()), self.loop, self.output_limit)
         if not self.roster.join(client):
             client.readable.close()
             client.writable.close()
@@ -226,7 +147,7 @@ class GeventServer:
 
     # -- the ready queue and its workers -------------------------------------------------
 
-    def _on_readable(self, client: _Client) -> None:
+    def _on_readable(self, client: Client) -> None:
         """Read-watcher callback (runs on the hub): queue the connection for a turn."""
         if client.ready:
             return  # level-triggered: it fires every pass until its turn has come
@@ -246,6 +167,18 @@ class GeventServer:
     def _work(self) -> None:
         """A worker greenlet: give each queued connection its turn, oldest first, then
         park until the queue fills again."""
+        # A pass serves everything one poll reported: at 10,000 busy connections that
+        # is 4,000-10,000 turns (libev grows its epoll array to fit), and p99 sits at
+        # 1.65-1.99x the Little's-law mean (the C echo server, 512 events per
+        # epoll_wait: 1.35-1.97x in the same runs). Measured and not kept (pinned,
+        # interleaved, a busy machine):
+        # - 512 turns, then let the hub poll: p99 1.33-2.17x, but round trips per
+        #   CPU-second halved (30k instead of 58k): each poll reported every connection
+        #   still queued again (level-triggered watchers);
+        # - the same, with the watchers of queued connections stopped until their
+        #   turn: p99 1.17-1.46x, but 35-42k round trips per CPU-second instead of
+        #   64-66k (two epoll_ctl per turn), and the 10,000-connection rate fell to
+        #   0.56-0.82x the 100-connection rate.
         ready, me = self.ready, getcurrent()
         while True:
             while ready:
@@ -267,7 +200,7 @@ class GeventServer:
 
     # -- one connection ------------------------------------------------------------------
 
-    def _turn(self, client: _Client) -> None:
+    def _turn(self, client: Client) -> None:
         """One turn of a connection's flow: take what arrived, relay the complete lines.
 
         Never raises: an error ends the connection. (One function, not a chain of
@@ -308,7 +241,7 @@ class GeventServer:
             self.log.warning(f"client {client.peer}: {reason}")
         self.close(client, reason)
 
-    def _send_rest(self, client: _Client, rest: memoryview) -> None:
+    def _send_rest(self, client: Client, rest: memoryview) -> None:
         """Echo back-pressure: stop reading, and wait in this greenlet until the client
         has taken the reply."""
         client.readable.stop()
@@ -325,7 +258,7 @@ class GeventServer:
             writable.stop()
         client.readable.start(self._on_readable, client)
 
-    def too_long(self, client: _Client, lines: bytes) -> None:
+    def too_long(self, client: Client, lines: bytes) -> None:
         """An over-long line: the lines before it are owed first (echoed, waiting at
         most :data:`FAIL_GRACE` for the client to take them, or routed to the room), then
         the ERR line and the close. Runs in a greenlet of its own; reading has stopped."""
@@ -339,7 +272,7 @@ class GeventServer:
         client.fail(Reason.LINE_TOO_LONG)
         self.close(client, Reason.LINE_TOO_LONG)
 
-    def _send_owed(self, client: _Client, rest: memoryview) -> None:
+    def _send_owed(self, client: Client, rest: memoryview) -> None:
         """Send ``rest``, waiting in this greenlet (not a worker) for writability, for at
         most :data:`FAIL_GRACE` seconds in all."""
         with gevent.Timeout(FAIL_GRACE, False):
@@ -349,18 +282,42 @@ class GeventServer:
                 except BlockingIOError:
                     self.hub.wait(client.writable)
 
-    def close(self, client: _Client, reason: str) -> None:
-        """Forget a connection, release its watchers and socket, log why it ended.
-        Harmless twice (the shutdown closes clients whose turns are parked)."""
+    def close(self, client: Client, reason: str) -> None:
+        """Forget a connection and log why it ended; its socket is closed soon after,
+        :data:`CLOSE_PER_PASS` per hub pass. Harmless twice (the shutdown closes
+        clients whose turns are parked).
+
+        Closing a TCP socket is the costly part of a disconnect (the kernel sends the
+        FIN and tears the connection down in the ``close`` call: ~25 us here), so
+        doing it inside the turn made a live client wait behind every connection that
+        left in the same pass. Measured (5,000 clients leave at once, pinned, 5
+        interleaved rounds on a busy machine): a fresh client's worst round trip
+        median 76 ms (53-215) instead of 123 ms (109-282); the C echo server
+        (``bench.loadgen.ceiling``) in the same rounds: 71 ms (45-253).
+        """
         if client not in self.roster:
             return
         self.roster.leave(client)
         # A reason also tells a pending flush() that the socket is gone.
         client.reason = client.reason or reason
-        self._close(client)
+        client.readable.stop()  # level-triggered: EOF would queue it again every pass
+        client.writable.stop()
+        self.closing.append(client)
+        if not self.closer.active:
+            self.closer.start(self._close_some)
         self.log.disconnected(client.peer, client.reason)
 
-    def route(self, sender: _Client, lines: bytes) -> None:
+    def _close_some(self) -> None:
+        """Timer callback (a 0 s timer fires after the hub's next poll, so the
+        connections that became readable meanwhile get their turns between batches):
+        close up to :data:`CLOSE_PER_PASS` ended connections."""
+        closing = self.closing
+        for _ in range(min(CLOSE_PER_PASS, len(closing))):
+            self._close(closing.popleft())
+        if closing:
+            self.closer.start(self._close_some)
+
+    def route(self, sender: Client, lines: bytes) -> None:
         """Broadcast: queue ``lines`` for every other client; flush once per hub pass."""
         to_flush = self.to_flush
         for receiver in self.roster.recipients(sender, Mode.BROADCAST):
@@ -380,7 +337,7 @@ class GeventServer:
             client.flush()  # never adds to the list: flushing routes nothing
         queued.clear()  # in place: route() holds this very list
 
-    def _close(self, client: _Client) -> None:
+    def _close(self, client: Client) -> None:
         """Release the watchers (before the descriptor can be reused), then the socket."""
         client.readable.close()
         client.writable.close()
@@ -406,6 +363,9 @@ class GeventServer:
         runtime.close_gracefully(self.listener, [client.sock for client in clients])
         for client in clients:
             self.close(client, Reason.SERVER_STOPPING)
+        self.closer.stop()
+        while self.closing:
+            self._close(self.closing.popleft())
 
 
 def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog,
