@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import select
 import socket
+import sys
 import time
 from typing import Callable, Iterator
 
@@ -66,6 +67,35 @@ def variant(request: pytest.FixtureRequest) -> str:
     if request.param in backends.VARIANTS:
         pytest.importorskip("uvloop")
     return request.param
+
+
+# Locust and gevent run only in subprocesses. Imported here they would monkey-patch this
+# process (sleep, sockets, subprocess, signals) for every later test, and under xdist a
+# worker so patched dies in gevent's LoopExit.
+KEPT_OUT = ("gevent", "locust")
+
+
+def _kept_out_loaded() -> list[str]:
+    return [name for name in KEPT_OUT if name in sys.modules]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Stop the run if collecting the tests (importing a test module) loaded them."""
+    loaded = _kept_out_loaded()
+    if loaded:
+        raise pytest.UsageError(f"collecting the tests imported {', '.join(loaded)} into the pytest "
+                                "process; import only pure modules at a test module's top")
+
+
+@pytest.fixture(autouse=True)
+def _keep_locust_and_gevent_out() -> Iterator[None]:
+    """Fail the test that brings Locust or gevent into the pytest process."""
+    before = _kept_out_loaded()
+    yield
+    brought = [name for name in _kept_out_loaded() if name not in before]
+    if brought:
+        pytest.fail(f"this test imported {', '.join(brought)} into the pytest process; "
+                    "run that code in a subprocess or import a pure module")
 
 
 # Sockets made by connect() during the current test; closed when it ends.
