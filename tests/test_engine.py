@@ -24,7 +24,8 @@ try:
 except ImportError:  # pytest run from inside tests/
     from engine_servers import ManglingRoom, Misbehaving, StallingEcho, wait_until
 
-pytestmark = pytest.mark.timeout(60)
+# Rates, pacing and prompt closes are measured on the clock: one at a time under xdist.
+pytestmark = [pytest.mark.timeout(60), pytest.mark.xdist_group("timing")]
 
 
 def require_engine() -> None:

@@ -121,6 +121,7 @@ def test_python_fallback_runs_the_pure_python_users(serve, tmp_path):
     assert int(rows["echo"]["Failure Count"]) == 0
 
 
+@pytest.mark.xdist_group("timing")  # the engine must hold each stage's rate
 def test_stage_windows_fill_the_microsecond_book(serve, tmp_path):
     require_engine()
     from bench.results.tally import StageTally
