@@ -87,7 +87,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if loaded:
         raise pytest.UsageError(f"collecting the tests imported {', '.join(loaded)} into the pytest "
                                 "process; import only pure modules at a test module's top")
-    if session.config.getvalue("loadgroup"):  # set in xdist workers under --dist loadgroup
+    if getattr(session.config.option, "loadgroup", False):  # xdist workers under --dist loadgroup
         ungrouped = [item.nodeid for item in session.items
                      if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
         if ungrouped:
