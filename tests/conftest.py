@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import select
 import socket
+import sys
 import time
 from typing import Callable, Iterator
 
@@ -66,6 +67,71 @@ def variant(request: pytest.FixtureRequest) -> str:
     if request.param in backends.VARIANTS:
         pytest.importorskip("uvloop")
     return request.param
+
+
+# Locust and gevent run only in subprocesses. Imported here they would monkey-patch this
+# process (sleep, sockets, subprocess, signals) for every later test, and under xdist a
+# worker so patched dies in gevent's LoopExit.
+KEPT_OUT = ("gevent", "locust")
+
+
+def _kept_out_loaded() -> list[str]:
+    return [name for name in KEPT_OUT if name in sys.modules]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Stop the run if collecting the tests (importing a test module) loaded them, or if
+    xdist's groups are not applied (each worker would build the shared fixtures, and the
+    timing tests would run beside each other)."""
+    loaded = _kept_out_loaded()
+    if loaded:
+        raise pytest.UsageError(f"collecting the tests imported {', '.join(loaded)} into the pytest "
+                                "process; import only pure modules at a test module's top")
+    if getattr(session.config.option, "loadgroup", False):  # xdist workers under --dist loadgroup
+        ungrouped = [item.nodeid for item in session.items
+                     if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+        if ungrouped:
+            raise pytest.UsageError(f"--dist loadgroup did not group {ungrouped[0]} (a pytest newer than "
+                                    "this pytest-xdist supports? see pyproject's test extra)")
+
+
+@pytest.fixture(autouse=True)
+def _keep_locust_and_gevent_out() -> Iterator[None]:
+    """Fail the test that brings Locust or gevent into the pytest process."""
+    before = _kept_out_loaded()
+    yield
+    brought = [name for name in _kept_out_loaded() if name not in before]
+    if brought:
+        pytest.fail(f"this test imported {', '.join(brought)} into the pytest process; "
+                    "run that code in a subprocess or import a pure module")
+
+
+# -- running in parallel (pytest-xdist, ``--dist loadgroup``) ------------------------------
+#
+# Most tests wait on servers and subprocesses, so several xdist workers share the 2 cores.
+# Tests marked ``xdist_group("timing")`` hold a rate or a deadline measured on the clock
+# (an open-loop engine, a server's exit within 2 s): they run one at a time on one worker.
+
+# Modules of long tests (subprocess pipelines, Locust, Chromium): queued first, so the
+# run never ends waiting on one of them alone.
+LONG_FIRST = ("test_perf_fresh_clone.py", "test_compare_e2e.py", "test_ui_browser.py",
+              "test_distributed.py", "test_engine_locust.py", "test_locust_users.py",
+              "test_report_browser.py", "test_soak.py", "test_ui_target.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Queue the long modules first, and put the tests that share a module-scoped fixture
+    in one xdist group, so the fixture (a built clone, a rendered report) is made once."""
+    items.sort(key=lambda item: item.path.name not in LONG_FIRST)  # stable: order kept within
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        fixturedefs = getattr(item, "_fixtureinfo", None)
+        shared = sorted(name for name, defs in (fixturedefs.name2fixturedefs.items() if fixturedefs else ())
+                        if defs and defs[-1].scope == "module")
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(f"{item.path.name}:{shared[0]}"))
 
 
 # Sockets made by connect() during the current test; closed when it ends.

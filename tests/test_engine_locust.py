@@ -9,6 +9,7 @@ fallback test, which needs no extension.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -120,16 +121,17 @@ def test_python_fallback_runs_the_pure_python_users(serve, tmp_path):
     assert int(rows["echo"]["Failure Count"]) == 0
 
 
+@pytest.mark.xdist_group("timing")  # the engine must hold each stage's rate
 def test_stage_windows_fill_the_microsecond_book(serve, tmp_path):
     require_engine()
     from bench.results.tally import StageTally
-    from bench.loadgen.engine_users import __file__ as users_file
 
     server = serve("asyncio", "--mode", "broadcast")
     out = tmp_path / "result.json"
     stages = [{"users": 4, "warmup": 0.5, "duration": 1.5, "rate": 50.0},
               {"users": 6, "warmup": 0.5, "duration": 1.5, "rate": 100.0}]
-    locustfile = str(Path(users_file).with_name("engine_locustfile.py"))
+    # Its path only: importing it here would load Locust (and gevent's patches) into pytest.
+    locustfile = importlib.util.find_spec("bench.loadgen.engine_locustfile").origin
     with open(tmp_path / "locust.log", "wb") as log:
         proc = subprocess.Popen(locust_command(
             "--headless", "--host", f"{server.host}:{server.port}", "-u", "4", "-r", "200",

@@ -17,7 +17,10 @@ from bench.reliability.cases import (
     fd_exhaustion,
     framing_edges,
     max_clients_flood,
+    never_reads,
+    sigint_under_load,
     sigterm_busy_clients,
+    sigterm_under_load,
 )
 from conftest import BACKENDS, VARIANTS, run_or_skip
 from servers import backends, runtime
@@ -29,11 +32,15 @@ pytestmark = pytest.mark.timeout(60)
 # reading, writing and closing code has been known to break them.
 ON_VARIANTS = {framing_edges, sigterm_busy_clients, broadcast_burst_reader_keeps_up, fd_exhaustion,
                max_clients_flood, bad_command_lines}
-MATRIX = [(case, backend) for case in CASES.values()
-          for backend in (VARIANTS if case in ON_VARIANTS else BACKENDS)]
+# Cases that time a server's exit against its deadline: under parallel tests they run one
+# at a time (conftest: the "timing" group), so CPU contention from others does not fail them.
+TIMED = {sigterm_under_load, sigint_under_load, sigterm_busy_clients, never_reads}
+MATRIX = [pytest.param(case, backend, id=f"{case.__name__}-{backend}",
+                       marks=[pytest.mark.xdist_group("timing")] if case in TIMED else [])
+          for case in CASES.values() for backend in (VARIANTS if case in ON_VARIANTS else BACKENDS)]
 
 
-@pytest.mark.parametrize("case, backend", MATRIX, ids=[f"{c.__name__}-{b}" for c, b in MATRIX])
+@pytest.mark.parametrize("case, backend", MATRIX)
 def test_fault_case(serve, case, backend) -> None:
     if backend in backends.VARIANTS:
         pytest.importorskip("uvloop")

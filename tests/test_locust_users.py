@@ -45,6 +45,7 @@ def headless(address: str, users: int, seconds: float, prefix: Path, *classes: s
 
 
 @pytest.mark.parametrize("engine_name", ENGINES)
+@pytest.mark.xdist_group("timing")  # a thousand deliveries within Locust's 3 s, spawn included
 def test_stopping_broadcast_users_is_not_a_failure(serve, tmp_path, engine_name):
     # 50 users that stop together while lines are in flight: each closes its own
     # connection under its reader. Before the fix, the pure-Python users counted
