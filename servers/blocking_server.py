@@ -9,7 +9,7 @@ import threading
 from servers import runtime
 from servers.config import ServerConfig
 from servers.protocol import Reason, Roster
-from servers.thread_conn import ThreadClient, accept_loop, serve_client
+from servers.thread_conn import ThreadClient, serve_client
 
 
 def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) -> None:
@@ -28,7 +28,7 @@ def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) 
 
     runtime.announce_ready(listener)
     try:
-        accept_loop(listener, log, admit)
+        runtime.accept_loop(listener, log, admit)
     except runtime.Stop:
         runtime.close_gracefully(listener, [client.sock for client in serving])
         for client in serving:

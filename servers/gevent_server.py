@@ -22,7 +22,7 @@ the figures are in the comments where the choice is made):
   fresh client's worst round trip while 5,000 others leave at once 32-68 ms instead of
   136-221 ms (no greenlet to switch to, finish and free per leaving connection).
 * **Sockets of ended connections are closed in batches**, a few per hub pass after the
-  turns of live connections (see :meth:`GeventServer.close`).
+  turns of live connections (:mod:`servers.gevent_closer`).
 * **Batching per hub pass, two switches per pass instead of two per request.** Every
   connection that became readable in one hub pass is queued by its callback; one
   worker then serves the whole queue before switching back to the hub.
@@ -56,6 +56,7 @@ from greenlet import getcurrent, greenlet
 
 from servers import runtime
 from servers.config import ServerConfig
+from servers.gevent_closer import BatchCloser
 from servers.gevent_conn import READ, Client
 from servers.protocol import (FAIL_GRACE, RECV_SIZE, LineTooLong, Mode, Reason, Roster, Session,
                               error_reason, output_limit)
@@ -71,9 +72,6 @@ _Client = Client
 # interleaved, 3 rounds on a busy machine): every connection accepted after 7.7, 30.1,
 # 17.1 s with 64; after 7.4, 6.7, 7.0 s with 1,024 (the bare uvloop server: 7.4, 14.8 s).
 ACCEPT_PER_PASS = 1024
-
-# Ended connections whose sockets are closed per hub pass (see GeventServer.close).
-CLOSE_PER_PASS = 64
 
 
 class GeventServer:
@@ -98,9 +96,8 @@ class GeventServer:
         self.idle_workers: list[greenlet] = []
         # True while a worker is serving the queue or has been woken to: no other is needed.
         self.dispatching = False
-        # Connections that ended, whose sockets are closed a batch per hub pass (see close).
-        self.closing: deque[Client] = deque()
-        self.closer = self.loop.timer(0.0)
+        # Connections that ended, whose sockets are closed a batch per hub pass.
+        self.closer = BatchCloser(self.loop)
 
     # -- accepting ---------------------------------------------------------------------
 
@@ -283,18 +280,9 @@ class GeventServer:
                     self.hub.wait(client.writable)
 
     def close(self, client: Client, reason: str) -> None:
-        """Forget a connection and log why it ended; its socket is closed soon after,
-        :data:`CLOSE_PER_PASS` per hub pass. Harmless twice (the shutdown closes
-        clients whose turns are parked).
-
-        Closing a TCP socket is the costly part of a disconnect (the kernel sends the
-        FIN and tears the connection down in the ``close`` call: ~25 us here), so
-        doing it inside the turn made a live client wait behind every connection that
-        left in the same pass. Measured (5,000 clients leave at once, pinned, 5
-        interleaved rounds on a busy machine): a fresh client's worst round trip
-        median 76 ms (53-215) instead of 123 ms (109-282); the C echo server
-        (``bench.loadgen.ceiling``) in the same rounds: 71 ms (45-253).
-        """
+        """Forget a connection and log why it ended; its socket is closed soon after, a
+        batch per hub pass (:mod:`servers.gevent_closer`: why, with the figures). Harmless
+        twice (the shutdown closes clients whose turns are parked)."""
         if client not in self.roster:
             return
         self.roster.leave(client)
@@ -302,20 +290,8 @@ class GeventServer:
         client.reason = client.reason or reason
         client.readable.stop()  # level-triggered: EOF would queue it again every pass
         client.writable.stop()
-        self.closing.append(client)
-        if not self.closer.active:
-            self.closer.start(self._close_some)
+        self.closer.add(client)
         self.log.disconnected(client.peer, client.reason)
-
-    def _close_some(self) -> None:
-        """Timer callback (a 0 s timer fires after the hub's next poll, so the
-        connections that became readable meanwhile get their turns between batches):
-        close up to :data:`CLOSE_PER_PASS` ended connections."""
-        closing = self.closing
-        for _ in range(min(CLOSE_PER_PASS, len(closing))):
-            self._close(closing.popleft())
-        if closing:
-            self.closer.start(self._close_some)
 
     def route(self, sender: Client, lines: bytes) -> None:
         """Broadcast: queue ``lines`` for every other client; flush once per hub pass."""
@@ -337,12 +313,6 @@ class GeventServer:
             client.flush()  # never adds to the list: flushing routes nothing
         queued.clear()  # in place: route() holds this very list
 
-    def _close(self, client: Client) -> None:
-        """Release the watchers (before the descriptor can be reused), then the socket."""
-        client.readable.close()
-        client.writable.close()
-        runtime.close_quietly(client.sock)
-
     # -- timeouts and shutdown -----------------------------------------------------------
 
     def sweep(self) -> None:
@@ -363,9 +333,7 @@ class GeventServer:
         runtime.close_gracefully(self.listener, [client.sock for client in clients])
         for client in clients:
             self.close(client, Reason.SERVER_STOPPING)
-        self.closer.stop()
-        while self.closing:
-            self._close(self.closing.popleft())
+        self.closer.close_all()
 
 
 def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog,

@@ -1,6 +1,6 @@
 """What every backend shares besides the protocol: the listening socket, the READY
-line, the connection log, the open-files limit, accepting a batch with the back-off,
-refusing a connection, and closing clients at shutdown so each sees EOF.
+line, the connection log, the open-files limit, accepting a batch with the back-off
+(and the accept loop of the thread backends), refusing a connection, and closing clients at shutdown so each sees EOF.
 
 None of this knows about a concurrency model; the backends call it.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import select
 import selectors
 import signal
 import socket
@@ -383,3 +384,34 @@ def shutdown_quietly(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+def accept_loop(listener: socket.socket, log: EventLog,
+                admit: Callable[[socket.socket, str], None],
+                stop: StopSignal | None = None) -> None:
+    """Accept until stopped, sleeping through the back-off when out of descriptors.
+
+    ``admit(sock, peer)`` runs in the accepting thread for each connection. With
+    ``stop``, the loop waits with ``poll`` on the listener and the stop signal and
+    returns when the signal arrives: it never stops between ``accept()`` and
+    ``admit``, so no accepted client is dropped (and reset). Without it (the blocking
+    backend, whose one thread also serves the client) the loop runs until
+    :class:`Stop` unwinds it.
+    """
+    backoff = AcceptBackoff(log)
+    if stop is None:
+        while True:
+            delay = accept_batch(listener, backoff, admit, batch=1)
+            if delay:
+                time.sleep(delay)
+    listener.setblocking(False)
+    waiter = select.poll()
+    waiter.register(listener, select.POLLIN)
+    waiter.register(stop, select.POLLIN)
+    while True:
+        ready = {fd for fd, _ in waiter.poll()}
+        if stop.fileno() in ready:
+            return
+        delay = accept_batch(listener, backoff, admit)
+        if delay:
+            time.sleep(delay)

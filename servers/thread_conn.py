@@ -18,7 +18,6 @@ import select
 import socket
 import threading
 import time
-from typing import Callable
 
 from servers import runtime
 from servers.config import ServerConfig
@@ -217,34 +216,3 @@ def _fail(sock: socket.socket, reason: Reason) -> Reason:
         except OSError:
             pass
     return reason
-
-
-def accept_loop(listener: socket.socket, log: runtime.EventLog,
-                admit: Callable[[socket.socket, str], None],
-                stop: runtime.StopSignal | None = None) -> None:
-    """Accept until stopped, sleeping through the back-off when out of descriptors.
-
-    ``admit(sock, peer)`` runs in the accepting thread for each connection. With
-    ``stop``, the loop waits with ``poll`` on the listener and the stop signal and
-    returns when the signal arrives: it never stops between ``accept()`` and
-    ``admit``, so no accepted client is dropped (and reset). Without it (the blocking
-    backend, whose one thread also serves the client) the loop runs until
-    :class:`runtime.Stop` unwinds it.
-    """
-    backoff = runtime.AcceptBackoff(log)
-    if stop is None:
-        while True:
-            delay = runtime.accept_batch(listener, backoff, admit, batch=1)
-            if delay:
-                time.sleep(delay)
-    listener.setblocking(False)
-    waiter = select.poll()
-    waiter.register(listener, select.POLLIN)
-    waiter.register(stop, select.POLLIN)
-    while True:
-        ready = {fd for fd, _ in waiter.poll()}
-        if stop.fileno() in ready:
-            return
-        delay = runtime.accept_batch(listener, backoff, admit)
-        if delay:
-            time.sleep(delay)

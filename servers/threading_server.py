@@ -13,7 +13,7 @@ import threading
 from servers import runtime
 from servers.config import ServerConfig
 from servers.protocol import Reason, Roster
-from servers.thread_conn import ThreadClient, accept_loop, serve_client
+from servers.thread_conn import ThreadClient, serve_client
 
 # 256 KiB stacks instead of the default 8 MiB: the handler's call depth is small, and
 # 10,000 threads then reserve 2.5 GiB of address space instead of 80 GiB.
@@ -41,7 +41,7 @@ def serve(listener: socket.socket, config: ServerConfig, log: runtime.EventLog) 
 
     runtime.announce_ready(listener)
     try:
-        accept_loop(listener, log, admit, stop)
+        runtime.accept_loop(listener, log, admit, stop)
     finally:
         stop.close()
         with lock:
