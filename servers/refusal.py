@@ -46,7 +46,7 @@ class LingeringCloser:
         try:
             sock.shutdown(socket.SHUT_WR)
             sock.setblocking(False)
-            if _drained_to_eof(sock):
+            if drained_to_eof(sock):
                 sock.close()
                 return
         except OSError:
@@ -76,7 +76,7 @@ class LingeringCloser:
             for key, _ in selector.select(0.05):
                 sock = key.fileobj
                 try:
-                    done = _drained_to_eof(sock)  # type: ignore[arg-type]
+                    done = drained_to_eof(sock)  # type: ignore[arg-type]
                 except OSError:
                     done = True
                 if done:
@@ -105,9 +105,10 @@ class LingeringCloser:
             self._held -= 1
 
 
-def _drained_to_eof(sock: socket.socket) -> bool:
-    """Read and discard what ``sock`` (non-blocking) has received; True once the peer
-    has closed. Raises OSError on a reset."""
+def drained_to_eof(sock: socket.socket) -> bool:
+    """Read and discard what ``sock`` (non-blocking, write side shut) has received; True
+    once the peer has closed. Raises OSError on a reset. Shared with the shutdown path,
+    :func:`servers.runtime.close_gracefully`."""
     for _ in range(64):  # bounded: a client that keeps sending waits for the next pass
         try:
             if not sock.recv(65536):

@@ -271,12 +271,10 @@ def close_gracefully(listener: socket.socket, socks: Iterable[socket.socket],
             for key, _ in selector.select(remaining):
                 sock = key.fileobj  # type: ignore[assignment]
                 try:
-                    if sock.recv(65536):
-                        continue  # discarded; keep watching until EOF
-                except BlockingIOError:
-                    continue
+                    if not refusal.drained_to_eof(sock):
+                        continue  # input discarded; keep watching until EOF
                 except OSError:
-                    pass
+                    pass  # reset: nothing left to protect
                 selector.unregister(sock)
                 close_quietly(sock)
         for key in list(selector.get_map().values()):
