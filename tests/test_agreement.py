@@ -3,7 +3,7 @@ figures: which pairs it checks, and how it reads compare's repeat ranges."""
 
 import pytest
 
-from bench.perf.agreement import pair_verdicts
+from bench.perf.agreement import pair_verdicts, round_ratios
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -29,3 +29,12 @@ def test_overlapping_ranges_are_a_tie_and_the_reverse_order_disagrees() -> None:
 
 def test_a_backend_missing_on_either_side_is_skipped() -> None:
     assert pair_verdicts({"a": cap(1, 2)}, {"a": 1.0, "b": 5.0}, 0.10) == []
+
+
+def test_each_round_is_read_against_the_sweeps_on_either_side() -> None:
+    compare = [{"a": cap(100, 100), "b": cap(60, 60)}, {"a": cap(90, 90)}]
+    sweeps = [{"a": 100.0, "b": 50.0}, {"a": 80.0, "b": None}, {"a": 100.0}]
+    got = round_ratios(compare, sweeps)
+    # round 1: a 100 / mean(100, 80); b 60 / 50 (its after-sweep failed); round 2: a 90 / 90
+    assert got["a"] == pytest.approx([100 / 90, 1.0])
+    assert got["b"] == pytest.approx([1.2])

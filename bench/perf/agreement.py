@@ -1,23 +1,24 @@
 """Does ``bench compare`` agree with an independent client? Echo capacity at one
 connection count, measured by ``bench compare`` and by a reference client against the
-same backends, in the same run.
+same backends, in the same hour.
 
-``python -m bench.perf.agreement [--conns 100] [--repeat 3] [--seconds 3] [--tools DIR]``
+``python -m bench.perf.agreement [--conns 100] [--rounds 3] [--runs 3] [--seconds 1] [--tools DIR]``
 
 The reference is ``DIR/echoload`` (a C closed-loop client) with ``--tools DIR``, else
 the project's engine alone in a plain process (``bench.perf.client echo``): a check of
-``bench compare``'s short interleaved windows against long steady ones, not of the engine.
+``bench compare``'s interleaved windows against steady runs, not of the engine.
 
-Order, so that a drift of the machine shows instead of hiding in a ratio: the reference
-against every backend (each server pinned to CPU 0, the client to CPU 1), then
-``bench compare --modes echo --users CONNS`` (pinned the same way), then the reference
-again. It prints, per backend, compare's median and range, the reference's two figures
-and the ratio compare / reference (mean of the two), then every pair of backends that
-the reference separates by more than ``--separates`` (10% by default) and whether
-compare ranks the pair the same way, ties it, or ranks it the other way.
+Order, so that a drift of the machine cancels instead of hiding in a ratio: rounds of a
+reference sweep (every backend's server pinned to CPU 0, the client to CPU 1, the median
+of ``--runs`` runs) then ``bench compare --modes echo --users CONNS`` (pinned the same
+way), and a last sweep. Each round's ratio is compare's median over the mean of the
+sweeps on either side of it. It prints the ratios per backend and round with their
+median, then per round every pair of backends that the reference separates by more than
+``--separates`` (10% by default) and whether compare ranks the pair the same way, ties
+it, or ranks it the other way.
 
-A benchmark, not a test: on a shared machine the figures move; read the ratios, and
-run it again when the two reference runs of a backend differ by much.
+A benchmark, not a test: on a shared machine the figures move; read the medians, and
+run it again when the rounds differ by much.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,12 +42,24 @@ from bench.procs.server import ServerStartError
 BACKENDS = ("threading", "select", "gevent", "asyncio", "gevent-callback")
 
 
-def reference(backend: str, conns: int, seconds: float, echoload: Path | None) -> float | None:
-    """Round trips/s of the reference client against ``backend``'s pinned server."""
+def reference(backend: str, conns: int, seconds: float, runs: int, echoload: Path | None) -> float | None:
+    """Round trips/s of the reference client against ``backend``'s pinned server: the
+    median of ``runs`` runs of ``seconds`` each (after a 0.5 s warm-up), on one server.
+
+    Why a median of short runs: ``bench compare`` reports the median of short windows and
+    re-measures a window that other processes disturbed; one long reference run instead
+    averages every disturbance of a shared machine in, and reads low by as much as they took.
+    """
+    got = []
     with run.server(backend) as (pid, port):
-        if echoload is not None:
-            return run_echoload(echoload, port, conns, seconds, 1.0)
-        return run.client("echo", port, conns, seconds, 1.0, "--pid", pid, timeout=seconds + 90).get("rps")
+        for _ in range(runs):
+            if echoload is not None:
+                rps = run_echoload(echoload, port, conns, seconds, 0.5)
+            else:
+                rps = run.client("echo", port, conns, seconds, 0.5, "--pid", pid, timeout=seconds + 90).get("rps")
+            if rps:
+                got.append(rps)
+    return statistics.median(got) if got else None
 
 
 def compare_capacity(backends: tuple[str, ...], conns: int, repeat: int, out: Path) -> dict[str, dict[str, float]]:
@@ -88,23 +102,40 @@ def pair_verdicts(compare: dict[str, dict[str, float]], ref: dict[str, float],
     return verdicts
 
 
-def measure(backends: tuple[str, ...], conns: int, repeat: int, seconds: float, tools: Path | None,
-            log: Callable[[str], None]) -> dict[str, Any]:
-    """The reference, compare, the reference again. ``{"reference": name, "before": {b: rps},
-    "compare": {b: {median, lo, hi}}, "after": {b: rps}}``."""
+def round_ratios(compare: list[dict[str, dict[str, float]]],
+                 sweeps: list[dict[str, float | None]]) -> dict[str, list[float]]:
+    """Per backend, one ratio per round: compare's median in round ``i`` over the mean of
+    the reference sweeps just before and just after it (``sweeps[i]``, ``sweeps[i + 1]``),
+    so a drift of the machine during a round cancels. Rounds that miss either side are
+    left out. Pure."""
+    ratios: dict[str, list[float]] = {}
+    for i, got in enumerate(compare):
+        for backend, cap in got.items():
+            refs = [s.get(backend) for s in sweeps[i:i + 2]]
+            refs = [r for r in refs if r]
+            if refs and cap.get("median"):
+                ratios.setdefault(backend, []).append(cap["median"] / (sum(refs) / len(refs)))
+    return ratios
+
+
+def measure(backends: tuple[str, ...], conns: int, repeat: int, seconds: float, runs: int, rounds: int,
+            tools: Path | None, log: Callable[[str], None]) -> dict[str, Any]:
+    """``rounds`` rounds, each a reference sweep over every backend then one ``bench
+    compare``, and a last reference sweep. ``{"reference": name, "sweeps": [{b: rps}] *
+    (rounds + 1), "compare": [{b: {median, lo, hi}}] * rounds}``."""
     echoload = run.find_tool(tools, "echoload")
     name = str(echoload) if echoload else "the engine alone (bench.perf.client echo)"
-    result: dict[str, Any] = {"reference": name}
+    result: dict[str, Any] = {"reference": name, "sweeps": [], "compare": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for phase in ("before", "compare", "after"):
-            if phase == "compare":
-                log(f"bench compare --modes echo --users {conns} --repeat {repeat} ...")
-                result[phase] = compare_capacity(backends, conns, repeat, Path(tmp))
-                continue
-            result[phase] = {}
+        for r in range(rounds + 1):
+            sweep = {}
             for backend in backends:
-                result[phase][backend] = reference(backend, conns, seconds, echoload)
-                log(f"reference {phase}: {backend} {result[phase][backend] or 0:,.0f}/s")
+                sweep[backend] = reference(backend, conns, seconds, runs, echoload)
+                log(f"reference {r + 1}: {backend} {sweep[backend] or 0:,.0f}/s")
+            result["sweeps"].append(sweep)
+            if r < rounds:
+                log(f"bench compare {r + 1}/{rounds}: --modes echo --users {conns} --repeat {repeat} ...")
+                result["compare"].append(compare_capacity(backends, conns, repeat, Path(tmp) / str(r)))
     return result
 
 
@@ -112,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.perf.agreement", description=__doc__.split("\n\n")[0])
     parser.add_argument("--conns", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3, help="bench compare's --repeat (default 3)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="the reference's measured seconds (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of reference + compare (default 3)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="seconds of one reference run (default 1)")
+    parser.add_argument("--runs", type=int, default=3, help="reference runs per backend per sweep; "
+                        "their median counts (default 3)")
     parser.add_argument("--separates", type=float, default=0.10,
                         help="pairs the reference separates by more than this fraction are checked (default 0.10)")
     parser.add_argument("--backends", default=",".join(BACKENDS))
@@ -120,29 +154,31 @@ def main(argv: list[str] | None = None) -> int:
                         f"{run.DEFAULT_TOOLS}")
     args = parser.parse_args(argv)
     backends = tuple(b for b in args.backends.split(",") if b)
+    if min(args.rounds, args.runs, args.repeat) < 1 or args.seconds <= 0:
+        print("agreement: error: --rounds, --runs and --repeat must be at least 1, --seconds above 0",
+              file=sys.stderr)
+        return 2
     try:
-        result = measure(backends, args.conns, args.repeat, args.seconds, args.tools,
-                         lambda msg: print(msg, flush=True))
+        result = measure(backends, args.conns, args.repeat, args.seconds, args.runs, args.rounds,
+                         args.tools, lambda msg: print(msg, flush=True))
     except (ServerStartError, RuntimeError) as exc:
         print(f"agreement: error: {exc}", file=sys.stderr)
         return 1
-    print(f"\nreference: {result['reference']}; {args.conns} connections")
-    print(f"{'backend':<16} {'compare median (range)':>28} {'reference before / after':>26} {'ratio':>6}")
-    ref: dict[str, float] = {}
+    ratios = round_ratios(result["compare"], result["sweeps"])
+    print(f"\nreference: {result['reference']}; {args.conns} connections; {args.rounds} rounds")
+    print(f"{'backend':<16} {'compare / reference, per round':>34} {'median':>7}")
     for b in backends:
-        c, before, after = result["compare"].get(b), result["before"].get(b), result["after"].get(b)
-        got = [x for x in (before, after) if x]
-        if not c or not got:
-            print(f"{b:<16} {'-':>28}")
-            continue
-        ref[b] = sum(got) / len(got)
-        span = f"{c['median']:,.0f} ({c['lo']:,.0f}-{c['hi']:,.0f})"
-        print(f"{b:<16} {span:>28} {f'{before or 0:,.0f} / {after or 0:,.0f}':>26} {c['median'] / ref[b]:>5.2f}x")
-    verdicts = pair_verdicts(result["compare"], ref, args.separates)
-    print(f"\npairs the reference separates by more than {args.separates:.0%}:" if verdicts else
-          f"\nno pair is separated by more than {args.separates:.0%} by the reference")
-    for fast, slow, ratio, verdict in verdicts:
-        print(f"  {fast} > {slow} ({ratio:.2f}x): compare {verdict}")
+        got = ratios.get(b)
+        per_round = "  ".join(f"{x:.2f}x" for x in got) if got else "-"
+        print(f"{b:<16} {per_round:>34} {f'{statistics.median(got):.2f}x' if got else '-':>7}")
+    for i, compare in enumerate(result["compare"]):
+        ref = {b: statistics.mean(got) for b in backends
+               if (got := [s[b] for s in result["sweeps"][i:i + 2] if s.get(b)])}
+        verdicts = pair_verdicts(compare, ref, args.separates)
+        print(f"\nround {i + 1}, pairs the reference separates by more than {args.separates:.0%}:" if verdicts
+              else f"\nround {i + 1}: no pair is separated by more than {args.separates:.0%} by the reference")
+        for fast, slow, ratio, verdict in verdicts:
+            print(f"  {fast} > {slow} ({ratio:.2f}x): compare {verdict}")
     return 0
 
 
