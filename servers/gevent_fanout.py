@@ -8,12 +8,14 @@ bounded backlog for its writability callback, :class:`servers.gevent_conn.Client
   When the pass's last turn is over, :meth:`Fanout.relay_heard` gives every member, in
   one ``send``, what every *other* sender said in this pass, in turn order: a member
   that did not speak gets the very same joined bytes as every other listener, with no
-  copy into its backlog when it had none. Measured against routing each turn's lines
-  into every receiver's backlog and flushing the backlogs after the pass (``bench perf``'s
-  broadcast probe: 100 members, 10 sending closed loop, server pinned, 4 interleaved
-  rounds on a busy machine): 7,200 instead of ~2,400-3,400 lines/s, 12.6k instead of
-  4.3k lines per server CPU-second (the per-line copies into 99 backlogs were 45% of the
-  server's time, the 100 ``send`` calls of a pass ~30%).
+  copy into its backlog when it had none. Measured with ``bench perf``'s broadcast
+  probe (100 members, 10 sending closed loop; server pinned to CPU 0, client to CPU 1;
+  3 interleaved rounds) against gevent-callback, which routes each line into every
+  receiver's backlog and flushes the backlogs after the pass (as this backend did, at
+  0.93-1.03x gevent-callback's lines per server CPU-second): 12.1k instead of 5.1k
+  lines/s, 2.1-2.7x in every round, the same per server CPU-second. A profile: the
+  copies into 99 backlogs were ~45% of the server's time; now the ``send`` calls
+  themselves are ~72%.
 * :meth:`Fanout.route` (gevent-callback's watcher callbacks, and the lines owed before an
   over-long line): the lines join every other member's backlog at once, and one hub
   callback, run after this pass's routing, sends each backlog with a single ``send``.
