@@ -49,18 +49,26 @@ class Fanout:
         heard, self.heard = self.heard, []
         if not heard:
             return
-        if len(heard) == 1:
-            sender, everything = heard[0]
-        else:
-            sender, everything = None, b"".join([lines for _, lines in heard])
-        senders = {client for client, _ in heard}
+        everything = heard[0][1] if len(heard) == 1 else b"".join([lines for _, lines in heard])
+        # Where each sender's lines lie in `everything`, so a sender gets the rest by
+        # two slices (not a join over the whole pass per sender); None: it had two turns.
+        spans: dict[Client, tuple[int, int] | None] = {}
+        start = 0
+        for client, lines in heard:
+            end = start + len(lines)
+            spans[client] = None if client in spans else (start, end)
+            start = end
         for receiver in self.roster:  # a snapshot: relaying may cut a slow receiver
-            if receiver not in senders:
+            if receiver not in spans:
                 receiver.relay(everything)
-            elif sender is None:  # a sender hears the others, not itself
+                continue
+            span = spans[receiver]  # a sender hears the others, not itself
+            if span is not None:
+                others = everything[:span[0]] + everything[span[1]:]
+            else:
                 others = b"".join([lines for client, lines in heard if client is not receiver])
-                if others:
-                    receiver.relay(others)
+            if others:
+                receiver.relay(others)
 
     def route(self, sender: Client, lines: bytes) -> None:
         """Queue ``lines`` for every other member now; their sockets are written once per
