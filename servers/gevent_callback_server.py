@@ -10,8 +10,11 @@ loop: faster, but the connection code is callbacks, not straight-line code, and
 anything that would block must not be done in it. gevent users reach for it when one
 hot path must be fast while the rest of the program keeps greenlets.
 
-Everything else (accept loop with EMFILE back-off, roster, bounded broadcast buffers
-flushed once per hub pass, the sweeper, SIGTERM) is the ``gevent`` backend's.
+Everything else (accept loop with EMFILE back-off, roster, the sweeper, SIGTERM) is the
+``gevent`` backend's. Broadcast lines are routed from the read callback into every
+other member's bounded backlog, and the backlogs are flushed once per hub pass
+(:meth:`servers.gevent_fanout.Fanout.route`); the ``gevent`` backend instead sends a
+whole pass's lines to each member in one ``send`` when the pass's turns are over.
 
 Echo back-pressure: a reply the socket does not take at once is kept in the client's
 bounded buffer; reading stops until a writability callback has sent it all.

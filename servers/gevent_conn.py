@@ -62,6 +62,34 @@ class Client:
         self.queued = True
         return True
 
+    def relay(self, data: bytes) -> None:
+        """Send a hub pass's broadcast lines for this client now, in one system call.
+
+        With nothing queued before them, ``data`` goes straight to the socket (no copy
+        into the backlog); only what the socket does not take is queued, for the
+        writability callback. Behind a backlog, ``data`` joins it (:meth:`deliver`), so
+        the order holds. Never waits; a receiver that cannot keep up is cut.
+        """
+        if self.reason:
+            return
+        if len(self.out):
+            if self.deliver(data):
+                self.flush()
+            return
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.fail("error: send failed")
+            return
+        if sent < len(data):
+            if not self.out.push(memoryview(data)[sent:]):
+                self.fail(Reason.SLOW_CONSUMER)
+                return
+            if not self.writable.active:
+                self.writable.start(self.flush)
+
     def flush(self) -> None:
         """Send as much of the backlog as the socket takes, in one system call.
 

@@ -36,11 +36,12 @@ the figures are in the comments where the choice is made):
   in gevent's socket class), accepting at most :data:`ACCEPT_PER_PASS` per hub pass:
   a connection waiting in the listen backlog gets its turn once per pass, like a ready
   connection, and a flood cannot starve the clients being served (see the constant).
-* **Broadcast output is coalesced per hub pass**, like the select backend: a line is
-  appended to each receiver's bounded :class:`OutputBuffer`, and one callback, run by
-  the hub after the workers have routed this pass's lines, sends each receiver's whole
-  backlog with a single ``send``. What a socket does not take waits for a writability
-  callback; a receiver that falls ``max_output_buffer`` behind is cut.
+* **Broadcast: a pass's lines go out together.** A turn only notes what its sender
+  said; when the pass's turns are over, every member gets what the other senders said,
+  in one ``send`` (:mod:`servers.gevent_fanout`: 2-3x the lines per server CPU-second of
+  copying each line into 99 backlogs, measured there). What a socket does not take
+  waits for a writability callback; a receiver that falls ``max_output_buffer`` behind
+  is cut.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from servers import runtime
 from servers.config import ServerConfig
 from servers.gevent_closer import BatchCloser
 from servers.gevent_conn import READ, Client
+from servers.gevent_fanout import Fanout
 from servers.protocol import (FAIL_GRACE, RECV_SIZE, LineTooLong, Mode, Reason, Roster, Session,
                               error_reason, output_limit)
 
@@ -88,8 +90,10 @@ class GeventServer:
         self.roster: Roster[Client] = Roster(config.limits.max_clients, config.limits)
         self.output_limit = output_limit(config.limits, config.mode)
         self.backoff = runtime.AcceptBackoff(log)
-        # Broadcast receivers with output queued in this hub pass (see _flush_queued).
-        self.to_flush: list[Client] = []
+        # Broadcast output: hear() in turns, relay_heard() when a pass's turns are over;
+        # route() for gevent-callback and the lines owed before an over-long line.
+        self.fanout = Fanout(self.roster, self.loop)
+        self.route = self.fanout.route
         # Connections with input to take, in the order they became readable.
         self.ready: deque[Client] = deque()
         # Worker greenlets with nothing to do, parked until the queue fills again.
@@ -162,8 +166,8 @@ class GeventServer:
         self.loop.run_callback(worker.switch)
 
     def _work(self) -> None:
-        """A worker greenlet: give each queued connection its turn, oldest first, then
-        park until the queue fills again."""
+        """A worker greenlet: give each queued connection its turn, oldest first, relay
+        the broadcast lines those turns read, then park until the queue fills again."""
         # A pass serves everything one poll reported: at 10,000 busy connections that
         # is 4,000-10,000 turns (libev grows its epoll array to fit), and p99 sits at
         # 1.65-1.99x the Little's-law mean (the C echo server, 512 events per
@@ -175,13 +179,20 @@ class GeventServer:
         # - the same, with the watchers of queued connections stopped until their
         #   turn: p99 1.17-1.46x, but 35-42k round trips per CPU-second instead of
         #   64-66k (two epoll_ctl per turn), and the 10,000-connection rate fell to
-        #   0.56-0.82x the 100-connection rate.
-        ready, me = self.ready, getcurrent()
+        #   0.56-0.82x the 100-connection rate;
+        # - a poll's connections served in the kernel's order (libev runs a poll's
+        #   callbacks last first, so the queue holds them reversed): p99 1.74-1.91x
+        #   against 1.80-2.02x, no gain. The spread is the server's own: most turns come
+        #   in passes of 4,096+ connections, between runs of passes of 2-130, and the gap
+        #   between two turns of one connection has its p99 at 2.2-2.4x its mean.
+        ready, fanout, me = self.ready, self.fanout, getcurrent()
         while True:
             while ready:
                 client = ready.popleft()
                 client.ready = False
                 self._turn(client)
+            if fanout.heard:
+                fanout.relay_heard()
             self.dispatching = False
             self.idle_workers.append(me)
             self.hub.switch()
@@ -216,7 +227,7 @@ class GeventServer:
             if not lines:
                 return
             if not self.echo:
-                self.route(client, lines)
+                self.fanout.hear(client, lines)  # relayed when the pass's turns are over
                 return
             # Usually the whole reply fits in the socket buffer at once.
             try:
@@ -292,26 +303,6 @@ class GeventServer:
         client.writable.stop()
         self.closer.add(client)
         self.log.disconnected(client.peer, client.reason)
-
-    def route(self, sender: Client, lines: bytes) -> None:
-        """Broadcast: queue ``lines`` for every other client; flush once per hub pass."""
-        to_flush = self.to_flush
-        for receiver in self.roster.recipients(sender, Mode.BROADCAST):
-            if receiver.deliver(lines):
-                if not to_flush:
-                    self.loop.run_callback(self._flush_queued)
-                to_flush.append(receiver)
-
-    def _flush_queued(self) -> None:
-        """Hub callback: one ``send`` per receiver that got broadcast lines this pass.
-
-        Scheduled with ``loop.run_callback``, so it runs after the workers have routed
-        this pass's lines: the coalescing point.
-        """
-        queued = self.to_flush
-        for client in queued:
-            client.flush()  # never adds to the list: flushing routes nothing
-        queued.clear()  # in place: route() holds this very list
 
     # -- timeouts and shutdown -----------------------------------------------------------
 
