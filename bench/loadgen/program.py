@@ -134,7 +134,27 @@ class Program:
     def estimate_windows(self) -> int:
         n_b, reps = len(self.targets), int(self.spec["repeats"])
         per_users = n_b * reps * 2 + (n_b if self.mode == "echo" else n_b * 6)
-        return max(1, len(self.users()) * per_users)
+        extra = sum(len(v) for v in self.spec.get("answer_users", {}).values())
+        return max(1, len(self.users()) * per_users + extra * n_b * (self.answer_repeats() - reps))
+
+    def answer_repeats(self) -> int:
+        return max(int(self.spec["repeats"]), int(self.spec.get("answer_repeats") or 0))
+
+    def repeats(self, users: int, kind: str) -> int:
+        """Windows per backend of ``kind`` at ``users``: more where a pick of the answer is taken."""
+        at = self.spec.get("answer_users", {}).get(kind, ())
+        return self.answer_repeats() if users in at else int(self.spec["repeats"])
+
+    def measured_enough(self, target: Target, users: int, kind: str, repeat: int,
+                        before: list[dict[str, Any]]) -> bool:
+        """Skip this window: the backend cannot rank on it, so more windows tell nothing. An
+        echo backend that left a connection unanswered in the idle window gets no set-rate
+        windows (it is left out of the rate too) and no windows beyond ``repeats``; a backend
+        whose window ``before`` at this count served nothing at all is not measured again there."""
+        if any(not w.get("error") and not w.get("requests") for w in before):
+            return True
+        unserved = target.backend in self.unserved.get(users, ())
+        return unserved and (kind == "rate" or repeat >= int(self.spec["repeats"]))
 
     def users(self) -> list[int]:
         users = sorted(set(int(u) for u in self.spec["users"]))
@@ -150,17 +170,19 @@ class Program:
                 for target in self.targets:
                     self.idle_window(target, users)
             capacity: dict[str, list[dict[str, Any]]] = {t.backend: [] for t in self.targets}
-            for repeat in range(int(self.spec["repeats"])):
+            for repeat in range(self.repeats(users, "capacity")):
                 for target in self.rotated(repeat):
-                    capacity[target.backend].append(self.window(target, users, "capacity", repeat))
+                    if not self.measured_enough(target, users, "capacity", repeat, capacity[target.backend]):
+                        capacity[target.backend].append(self.window(target, users, "capacity", repeat))
             if self.mode == "echo":
                 rate = self.set_rate(users, capacity)
                 if rate:
-                    for repeat in range(int(self.spec["repeats"])):
+                    for repeat in range(self.repeats(users, "rate")):
                         for target in self.rotated(repeat):
-                            self.window(target, users, "rate", repeat, rate)
+                            if not self.measured_enough(target, users, "rate", repeat, []):
+                                self.window(target, users, "rate", repeat, rate)
             else:
-                climb(self, users, capacity)
+                climb(self, users, capacity, confirm=users in self.spec.get("answer_users", {}).get("slo", ()))
         self.emit({"event": "end"})
 
     def set_rate(self, users: int, capacity: dict[str, list[dict[str, Any]]]) -> float:
@@ -213,13 +235,18 @@ class Program:
                            "wall_s": time.monotonic() - t0,
                            "failures": dict(answered.failures), "attempts": 1}, batches)
 
-    def window(self, target: Target, users: int, kind: str, repeat: int, rate: float = 0.0) -> dict[str, Any]:
-        """One measured window, re-measured while other processes were busy (see module doc)."""
+    def window(self, target: Target, users: int, kind: str, repeat: int, rate: float = 0.0,
+               ladder: str | None = None) -> dict[str, Any]:
+        """One measured window, re-measured while other processes were busy (see module doc).
+        ``ladder``: which part of the latency ladder asked for it ("climb", "retry" or
+        "confirm", :mod:`bench.loadgen.slo_ladder`), written into the window."""
         attempts, t0 = 0, time.monotonic()
         while True:
             attempts += 1
             w, batches = self.measure(target, users, kind, repeat, rate)
             w["attempts"] = attempts
+            if ladder:
+                w["ladder"] = ladder
             if kind == "slo":
                 w["held"] = _held(w, self.spec)
                 # failed because the load generator, not the server, ran out of CPU
