@@ -19,7 +19,10 @@ after a larger load it may not have returned):
   connection within the request timeout (a server that serves one connection at a time
   does not: it is left out of the set rate).
 * ``capacity``: closed loop, every backend once per repeat, the backend order rotated each
-  repeat; requests/s, server CPU per request, RSS. Echo: one line in flight per
+  repeat; requests/s, server CPU per request, RSS. Where a pick of the report's answer is
+  taken there are more repeats (:func:`~bench.loadgen.window_rules.windows_at`), and a
+  backend that cannot rank there is not measured for nothing
+  (:func:`~bench.loadgen.window_rules.not_worth_measuring`). Echo: one line in flight per
   connection. Broadcast: :data:`CLOSED_LOOP_SENDERS` members keep one line in flight each
   and the others listen (every member sending closed loop would queue N lines of N-1
   deliveries at once: a measure of the queue, not of the server).
@@ -48,7 +51,8 @@ import psutil
 
 from bench.loadgen.engine import Counts
 from bench.loadgen.slo_ladder import climb
-from bench.loadgen.window_rules import generator_bound, held as _held, percentiles, served as _served
+from bench.loadgen.window_rules import (generator_bound, held as _held, not_worth_measuring, percentiles,
+                                       served as _served, windows_at)
 
 # A connection of the idle window sends a line at a random time within its first 0.25 s,
 # then four a second: mostly idle, and every one has been answered once when RSS is read.
@@ -135,26 +139,7 @@ class Program:
         n_b, reps = len(self.targets), int(self.spec["repeats"])
         per_users = n_b * reps * 2 + (n_b if self.mode == "echo" else n_b * 6)
         extra = sum(len(v) for v in self.spec.get("answer_users", {}).values())
-        return max(1, len(self.users()) * per_users + extra * n_b * (self.answer_repeats() - reps))
-
-    def answer_repeats(self) -> int:
-        return max(int(self.spec["repeats"]), int(self.spec.get("answer_repeats") or 0))
-
-    def repeats(self, users: int, kind: str) -> int:
-        """Windows per backend of ``kind`` at ``users``: more where a pick of the answer is taken."""
-        at = self.spec.get("answer_users", {}).get(kind, ())
-        return self.answer_repeats() if users in at else int(self.spec["repeats"])
-
-    def measured_enough(self, target: Target, users: int, kind: str, repeat: int,
-                        before: list[dict[str, Any]]) -> bool:
-        """Skip this window: the backend cannot rank on it, so more windows tell nothing. An
-        echo backend that left a connection unanswered in the idle window gets no set-rate
-        windows (it is left out of the rate too) and no windows beyond ``repeats``; a backend
-        whose window ``before`` at this count served nothing at all is not measured again there."""
-        if any(not w.get("error") and not w.get("requests") for w in before):
-            return True
-        unserved = target.backend in self.unserved.get(users, ())
-        return unserved and (kind == "rate" or repeat >= int(self.spec["repeats"]))
+        return max(1, len(self.users()) * per_users + extra * n_b * (windows_at(self.spec, 0, "answer") - reps))
 
     def users(self) -> list[int]:
         users = sorted(set(int(u) for u in self.spec["users"]))
@@ -170,20 +155,23 @@ class Program:
                 for target in self.targets:
                     self.idle_window(target, users)
             capacity: dict[str, list[dict[str, Any]]] = {t.backend: [] for t in self.targets}
-            for repeat in range(self.repeats(users, "capacity")):
+            for repeat in range(windows_at(self.spec, users, "capacity")):
                 for target in self.rotated(repeat):
-                    if not self.measured_enough(target, users, "capacity", repeat, capacity[target.backend]):
+                    if not self._skip(target, users, "capacity", repeat, capacity[target.backend]):
                         capacity[target.backend].append(self.window(target, users, "capacity", repeat))
             if self.mode == "echo":
                 rate = self.set_rate(users, capacity)
                 if rate:
-                    for repeat in range(self.repeats(users, "rate")):
+                    for repeat in range(windows_at(self.spec, users, "rate")):
                         for target in self.rotated(repeat):
-                            if not self.measured_enough(target, users, "rate", repeat, []):
+                            if not self._skip(target, users, "rate", repeat, []):
                                 self.window(target, users, "rate", repeat, rate)
             else:
                 climb(self, users, capacity, confirm=users in self.spec.get("answer_users", {}).get("slo", ()))
         self.emit({"event": "end"})
+
+    def _skip(self, target: Target, users: int, kind: str, repeat: int, before: list[dict[str, Any]]) -> bool:
+        return not_worth_measuring(self.spec, kind, repeat, target.backend in self.unserved.get(users, ()), before)
 
     def set_rate(self, users: int, capacity: dict[str, list[dict[str, Any]]]) -> float:
         """The offered rate for every backend at ``users``: ``rate_fraction`` of the slowest

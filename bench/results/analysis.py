@@ -59,7 +59,8 @@ def load_sentence(doc: Results, mode: str, users: int) -> tuple[Pick, str]:
     assert w is not None
     if cap.is_tie:
         ranges = ", ".join(f"{f.backend} {fmt_rps(f.lo)}–{fmt_rps(f.hi)}" for f in [cap.winner] + cap.tied)
-        head = f"{at}: tie between {join_names(cap.names())} on capacity (repeats overlap: {ranges} {unit(mode)})"
+        head = (f"{at}: tie between {join_names(cap.names())} on capacity (ranges of the windows: {ranges} "
+                f"{unit(mode)})")
         if cap.runner_up is not None:
             head += f", ahead of {cap.runner_up.backend} by {fmt_ratio(cap.margin)}"
     else:
@@ -103,7 +104,9 @@ def _answer(case: str, p: Pick, fmt: Callable[[float], str], why_none: str = "")
         return f"{case}: no backend could be ranked{why_none}."
     if p.is_tie:
         vals = ", ".join(f"{f.backend} {fmt(f.value)}" for f in [p.winner] + p.tied)
-        return f"{case}: tie between {join_names(p.names())} ({vals})."
+        ahead = (f", ahead of {p.runner_up.backend} ({fmt(p.runner_up.value)}) by {fmt_ratio(p.margin)}"
+                 if p.runner_up is not None else "")
+        return f"{case}: tie between {join_names(p.names())} ({vals}){ahead}."
     text = f"{case}: {p.winner.backend} ({fmt(p.winner.value)})"
     if p.runner_up is not None:
         text += f", a {fmt_ratio(p.margin)} margin over {p.runner_up.backend} ({fmt(p.runner_up.value)})"
