@@ -15,7 +15,7 @@ import pytest
 from bench.loadgen.program import Target
 from bench.loadgen.slo_ladder import FAR_MISS, MAX_STEPS_UP, climb
 from bench.loadgen.window_rules import generator_bound
-from bench.results.figures import slo_figures, slo_limit
+from bench.results.figures import slo_disturbed, slo_figures, slo_limit
 from bench.results.rules import pick
 from bench.results.summary import Point
 from bench.results.windows import MeasuredWindow
@@ -149,15 +149,16 @@ def test_no_confirmation_without_a_server_failure_above_a_held_step(outcome):
 
 # -- folding the ladder's windows -------------------------------------------------------------
 
-def slo_window(step: int, held: bool, ladder: str | None, backend: str = "a") -> MeasuredWindow:
+def slo_window(step: int, held: bool, ladder: str | None, backend: str = "a", disturbed: bool = False) -> MeasuredWindow:
     rate = 1000.0 * 1.5 ** step
     return docs.window("slo", rate, users=100, repeat=step, offered=rate, held=held, sent=500,
                        lines=rate / 99, p99=2000 if held else 12_000, mode="broadcast", backend=backend,
-                       ladder=ladder)
+                       ladder=ladder, disturbed=disturbed)
 
 
-def ladder_point(backend: str, tries: dict[int, list[tuple[bool, str | None]]]) -> Point:
-    extra = [slo_window(k, held, tag, backend) for k, ts in tries.items() for held, tag in ts]
+def ladder_point(backend: str, tries: dict[int, list[tuple]]) -> Point:
+    """A broadcast point at 100 whose ladder tried step k: ``(held, ladder mark[, disturbed])`` each."""
+    extra = [slo_window(k, t[0], t[1], backend, *t[2:]) for k, ts in tries.items() for t in ts]
     return docs.point(backend, "broadcast", 100, [500_000] * 3, sent=500, extra=extra)
 
 
@@ -198,3 +199,16 @@ def test_ladder_tops_one_step_apart_tie_and_two_steps_apart_rank():
     never_failed = ladder_point("c", {12: [(True, "climb")]})
     assert slo_limit(never_failed) == math.inf
     assert pick(slo_figures(docs.doc(top("a", 15), never_failed), 100)).names() == ["a", "c"]
+
+
+def test_only_a_disturbed_limit_puts_the_ladders_figure_in_doubt():
+    # a busy machine makes a step fail, never hold: a disturbed held step is still held
+    quiet_limit = ladder_point("a", {12: [(True, "climb", True)], 13: [(True, "climb")], 14: [(False, "climb")] * 2})
+    assert not slo_disturbed(quiet_limit) and len(slo_figures(docs.doc(quiet_limit), 100)) == 1
+    busy_limit = ladder_point("a", {13: [(True, "climb")], 14: [(False, "climb", True), (False, "retry", True)]})
+    assert slo_disturbed(busy_limit) and slo_figures(docs.doc(busy_limit), 100) == []
+    # a confirmed step leaves out its disturbed tries while two undisturbed ones remain
+    confirmed = ladder_point("a", {13: [(True, "climb")] * 3,
+                                   14: [(False, "climb", True), (True, "confirm"), (True, "confirm")]})
+    step = confirmed.slo.steps[-1]
+    assert step.held and (step.tries, step.held_tries) == (2, 2) and not step.disturbed

@@ -20,8 +20,9 @@ Every question ranks on its own figure's repeats, with the one tie rule
   one measurement per side, no spread, so only the minimum effect separates two slopes.
 
 A disturbed point gives no figure for any question. The set rate's and the ladder's own
-windows count too: a point whose set-rate windows, or any of whose ladder steps, were
-disturbed gives no figure for that question (:func:`set_rate_disturbed`, :func:`slo_disturbed`).
+windows count too: a point whose set-rate windows were disturbed, or whose ladder's limit
+(the failed step above the top) was, gives no figure for that question
+(:func:`set_rate_disturbed`, :func:`slo_disturbed`).
 """
 
 from __future__ import annotations
@@ -71,7 +72,18 @@ def set_rate_disturbed(p: Point) -> bool:
 
 
 def slo_disturbed(p: Point) -> bool:
-    return bool(p.flags.disturbed or (p.slo and any(s.disturbed for s in p.slo.steps)))
+    """Was the ladder's figure measured while other processes were busy: the point, or the
+    lowest failed step above the highest held one (the limit; with none held, the lowest
+    failed step)? A busy machine makes a step fail, never hold, so a held step that was
+    disturbed still held, and only a disturbed failure leaves the limit in doubt."""
+    if p.flags.disturbed:
+        return True
+    if not p.slo:
+        return False
+    held = p.slo.held_deliveries_per_s
+    failed = [s for s in p.slo.steps if not s.held and (held is None or s.deliveries_per_s > held)]
+    limit = min(failed, key=lambda s: s.deliveries_per_s, default=None)
+    return bool(limit is not None and limit.disturbed)
 
 
 def set_rate_figures(doc: Results, users: int) -> list[Figure]:

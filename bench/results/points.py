@@ -141,7 +141,8 @@ def _slo(windows: list[Window]) -> Slo | None:
     A step the ladder confirmed (:func:`bench.loadgen.slo_ladder.climb`) is decided by the
     majority of its counted tries: its first try and every confirmation, never a retry (a
     retry follows a failed first try only, so counting it would count that failure twice);
-    a tie of tries is not held. Its figures are the median of the counted tries (latency,
+    a tie of tries is not held; tries disturbed by other processes are left out while two
+    undisturbed ones remain. Its figures are the median of the counted tries (latency,
     achieved rate) and their sums (lines, losses, failures). A step without confirmations is
     the climb's verdict: its last try (it fails only when it fails twice). Windows of older
     files carry no ``ladder`` mark: there too a step is its last try."""
@@ -168,6 +169,8 @@ def _step(tries: list[MeasuredWindow]) -> SloStep:
                        failures=sum(last.failures.values()), held=bool(last.held), disturbed=last.disturbed,
                        generator_bound=bool(last.generator_bound))
     counted = [w for w in tries if w.ladder != "retry"] or tries
+    clean = [w for w in counted if not w.disturbed]
+    counted = clean if len(clean) >= 2 else counted   # tries disturbed by other processes left out
     held_tries = sum(1 for w in counted if w.held)
     held = 2 * held_tries > len(counted)
     return SloStep(lines_per_s=last.lines_per_s, deliveries_per_s=last.offered_per_s,
