@@ -10,6 +10,7 @@ import pytest
 
 from bench.compare.plan import estimate_s, modes_to_run, program_spec, users_for
 from bench.loadgen.program import Program, Target
+from bench.loadgen.window_rules import not_worth_measuring
 from bench.results.config import CompareConfig
 
 pytestmark = pytest.mark.timeout(10)
@@ -119,7 +120,10 @@ def test_a_backend_that_cannot_rank_is_not_measured_for_nothing():
     assert [count(log, "rate", u, "b") for u in (1, 10, 100, 1000)] == [0, 0, 0, 0]
     assert [count(log, "capacity", u, "b") for u in (10, 100, 1000)] == [3, 3, 3]
     assert count(log, "rate", 100, "a") == 5
-    # a broadcast backend that delivered nothing in its first window is not measured again at that count
+    # a broadcast backend that delivered nothing in its first window is not measured again at that count,
+    # unless other processes were busy during that window (they can starve any server for a while)
     log = schedule("broadcast", lambda b, u: 0 if b == "b" else 1000)
     assert [count(log, "capacity", u, "b") for u in (10, 100, 1000)] == [1, 1, 1]
     assert [count(log, "capacity", u, "a") for u in (10, 100, 1000)] == [3, 3, 3]
+    assert not_worth_measuring({"repeats": 3}, "capacity", 1, False, [{"requests": 0, "disturbed": False}])
+    assert not not_worth_measuring({"repeats": 3}, "capacity", 1, False, [{"requests": 0, "disturbed": True}])

@@ -77,9 +77,10 @@ def windows_at(spec: dict[str, Any], users: int, kind: str) -> int:
 def not_worth_measuring(spec: dict[str, Any], kind: str, repeat: int, unserved: bool,
                         before: list[dict[str, Any]]) -> bool:
     """Skip this window: the backend cannot rank on it, so it would tell nothing. A backend
-    whose window ``before`` at this count served nothing at all is not measured again
-    there; an echo backend that left a connection ``unserved`` in the idle window gets no
-    set-rate window (it is left out of the rate too) and no window past ``repeats``."""
-    if any(not w.get("error") and not w.get("requests") for w in before):
+    whose window ``before`` at this count served nothing at all while other processes left
+    the machine alone is not measured again there (a busy machine can starve any server for
+    a window); an echo backend that left a connection ``unserved`` in the idle window gets
+    no set-rate window (it is left out of the rate too) and no window past ``repeats``."""
+    if any(not w.get("error") and not w.get("requests") and not w.get("disturbed") for w in before):
         return True
     return unserved and (kind == "rate" or repeat >= int(spec["repeats"]))
