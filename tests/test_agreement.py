@@ -29,3 +29,9 @@ def test_overlapping_ranges_are_a_tie_and_the_reverse_order_disagrees() -> None:
 
 def test_a_backend_missing_on_either_side_is_skipped() -> None:
     assert pair_verdicts({"a": cap(1, 2)}, {"a": 1.0, "b": 5.0}, 0.10) == []
+
+
+def test_ranges_apart_by_less_than_the_minimum_effect_are_a_tie() -> None:
+    # compare's ranges do not overlap, but its medians are 4% apart: its one tie rule makes no ranking
+    ref = {"fast": 200.0, "slow": 100.0}
+    assert pair_verdicts({"fast": cap(103, 105), "slow": cap(99, 101)}, ref, 0.10)[0][3] == "tie"
