@@ -149,7 +149,8 @@ def test_no_confirmation_without_a_server_failure_above_a_held_step(outcome):
 
 # -- folding the ladder's windows -------------------------------------------------------------
 
-def slo_window(step: int, held: bool, ladder: str | None, backend: str = "a", disturbed: bool = False) -> MeasuredWindow:
+def slo_window(step: int, held: bool, ladder: str | None, backend: str = "a",
+               disturbed: bool = False) -> MeasuredWindow:
     rate = 1000.0 * 1.5 ** step
     return docs.window("slo", rate, users=100, repeat=step, offered=rate, held=held, sent=500,
                        lines=rate / 99, p99=2000 if held else 12_000, mode="broadcast", backend=backend,
@@ -166,7 +167,8 @@ def test_a_confirmed_step_is_held_by_the_majority_of_its_first_try_and_confirmat
     p = ladder_point("a", {
         12: [(True, "climb")],
         13: [(True, "climb"), (False, "confirm"), (False, "confirm")],              # 1 of 3: not held
-        14: [(False, "climb"), (True, "retry"), (False, "confirm"), (True, "confirm")],  # the retry is not counted: 1 of 3
+        # the retry is not counted: 1 of 3
+        14: [(False, "climb"), (True, "retry"), (False, "confirm"), (True, "confirm")],
     })
     steps = {round(s.deliveries_per_s): s for s in p.slo.steps}
     assert [(s.held, s.tries, s.held_tries) for s in p.slo.steps] == [(True, None, None), (False, 3, 1), (False, 3, 1)]

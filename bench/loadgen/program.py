@@ -52,7 +52,7 @@ import psutil
 from bench.loadgen.engine import Counts
 from bench.loadgen.slo_ladder import climb
 from bench.loadgen.window_rules import (generator_bound, held as _held, not_worth_measuring, percentiles,
-                                       served as _served, windows_at)
+                                       set_rate, windows_at)
 
 # A connection of the idle window sends a line at a random time within its first 0.25 s,
 # then four a second: mostly idle, and every one has been answered once when RSS is read.
@@ -174,12 +174,7 @@ class Program:
         return not_worth_measuring(self.spec, kind, repeat, target.backend in self.unserved.get(users, ()), before)
 
     def set_rate(self, users: int, capacity: dict[str, list[dict[str, Any]]]) -> float:
-        """The offered rate for every backend at ``users``: ``rate_fraction`` of the slowest
-        median capacity among backends that served it without failures (0: none did)."""
-        medians = [sorted(w["per_s"] for w in ws)[len(ws) // 2] for b, ws in capacity.items()
-                   if ws and all(_served(w, users) for w in ws) and b not in self.unserved.get(users, ())]
-        medians = [m for m in medians if m > 0]
-        return float(self.spec["rate_fraction"]) * min(medians) if medians else 0.0
+        return set_rate(self.spec, users, capacity, self.unserved.get(users, set()))
 
     # -- windows ------------------------------------------------------------------------
 

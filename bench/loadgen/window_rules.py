@@ -84,3 +84,14 @@ def not_worth_measuring(spec: dict[str, Any], kind: str, repeat: int, unserved: 
     if any(not w.get("error") and not w.get("requests") and not w.get("disturbed") for w in before):
         return True
     return unserved and (kind == "rate" or repeat >= int(spec["repeats"]))
+
+
+def set_rate(spec: dict[str, Any], users: int, capacity: dict[str, list[dict[str, Any]]],
+             unserved: set[str]) -> float:
+    """The echo rate offered to every backend at ``users``: ``rate_fraction`` of the slowest
+    median ``capacity`` (closed-loop windows per backend) among backends that served every
+    window and answered every connection (not ``unserved``); 0 when none did."""
+    medians = [sorted(w["per_s"] for w in ws)[len(ws) // 2] for b, ws in capacity.items()
+               if ws and all(served(w, users) for w in ws) and b not in unserved]
+    medians = [m for m in medians if m > 0]
+    return float(spec["rate_fraction"]) * min(medians) if medians else 0.0

@@ -69,16 +69,17 @@ def flag_labels(p: Point) -> list[str]:
 def interval(samples: Sequence[float]) -> tuple[float, float]:
     """The interval of a figure's repeats: their range, ``(min, max)``.
 
-    Chosen by measurement over the windows of four quiet default runs (60 per backend and
+    Chosen by measurement over the windows of four quiet default runs (12 per backend and
     question: CPU per round trip and p99 at the set rate at 100 connections, capacity at
-    1000), resampled into runs of 3, 5 and 7 windows. With 5 windows, two runs named the same
-    tied set with probability 0.68-0.82 when intervals were min-max, but only 0.11-0.23 with
-    intervals robust to one outlier window (median ± 1.5 MAD, the range without the lowest
-    and highest window, the range without the window farthest from the median); with 7
-    windows, 0.88-0.97 against 0.22-0.70. The windows of one backend differ from run to run
-    by as much as an outlier does (the machine is shared), so an interval that drops the odd
-    window calls differences that the next run does not repeat. Outliers from other
-    processes are handled before this: such windows are measured again and, if still
+    1000), resampled into runs of 3, 5, 6 and 7 windows. With 5 windows, two runs named the
+    same tied set with probability 0.68-0.82 when intervals were min-max, but only 0.11-0.23
+    with intervals robust to one outlier window (median ± 1.5 MAD, the range without the
+    lowest and highest window, the range without the window farthest from the median); with
+    7 windows, 0.86-0.97 against 0.22-0.70; with 6 (the default where the answer's picks are
+    taken), 0.79-0.93 for min-max; with 3, about 0.35. The windows of one backend differ from
+    run to run by as much as an outlier does (the machine is shared), so an interval that
+    drops the odd window calls differences that the next run does not repeat. Outliers from
+    other processes are handled before this: such windows are measured again and, if still
     disturbed, left out (:mod:`bench.results.points`).
 
     Raises:
