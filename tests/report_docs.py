@@ -22,7 +22,7 @@ def window(kind: str, per_s: float, *, users: int = 100, cost: float = 10.0, p99
            disturbed: bool = False, loadgen: float = 40.0, server: float = 95.0, sent: int = 0,
            lost: int = 0, failures: dict[str, int] | None = None, rss: int = 50 << 20, repeat: int = 0,
            offered: float = 0.0, held: bool | None = None, lines: float | None = None,
-           mode: str = "echo", backend: str = "x") -> MeasuredWindow:
+           mode: str = "echo", backend: str = "x", ladder: str | None = None) -> MeasuredWindow:
     """One window as the program writes it (figures over a 1 s window)."""
     return MeasuredWindow(
         mode=mode, kind=kind, backend=backend, users=users, repeat=repeat, offered_per_s=offered,
@@ -32,7 +32,7 @@ def window(kind: str, per_s: float, *, users: int = 100, cost: float = 10.0, p99
         latency_us=Percentiles(p99 // 3, p99 // 2, p99, p99 * 2, p99 * 3),
         server_cpu_s=cost * per_s / 1e6, cost_us=cost, server_cpu_percent=server, loadgen_cpu_percent=loadgen,
         other_cpu_percent=45.0 if disturbed else 3.0, rss_bytes=rss, disturbed=disturbed, attempts=1,
-        held=held, wall_s=1.2)
+        held=held, wall_s=1.2, ladder=ladder)
 
 
 def idle(users: int, rss: int, unanswered: int = 0, mode: str = "echo", backend: str = "x") -> IdleWindow:

@@ -38,3 +38,9 @@ def test_each_round_is_read_against_the_sweeps_on_either_side() -> None:
     # round 1: a 100 / mean(100, 80); b 60 / 50 (its after-sweep failed); round 2: a 90 / 90
     assert got["a"] == pytest.approx([100 / 90, 1.0])
     assert got["b"] == pytest.approx([1.2])
+
+
+def test_ranges_apart_by_less_than_the_minimum_effect_are_a_tie() -> None:
+    # compare's ranges do not overlap, but its medians are 4% apart: its one tie rule makes no ranking
+    ref = {"fast": 200.0, "slow": 100.0}
+    assert pair_verdicts({"fast": cap(103, 105), "slow": cap(99, 101)}, ref, 0.10)[0][3] == "tie"

@@ -18,7 +18,7 @@ from rich.console import Console
 from bench.results import analysis, report, tables
 from bench.results import schema as results
 from bench.results.points import fold, fold_all
-from bench.results.rules import Figure, pick, tied, why_not_ranked
+from bench.results.rules import MIN_EFFECT, Figure, interval, pick, separated, tied, why_not_ranked
 
 try:
     from tests import report_docs as docs
@@ -102,19 +102,53 @@ def test_a_generator_bound_point_never_ranks_nor_is_the_reference():
     assert "generator-bound" in rows[0][-1]
 
 
+def fig(name: str, *samples: float) -> Figure:
+    return Figure(name, sorted(samples)[len(samples) // 2], *interval(samples), len(samples))
+
+
 @pytest.mark.parametrize("a, b, expected", [
     ((100, 110, 120), (115, 125, 130), True),    # ranges overlap: a tie
-    ((100, 105, 110), (111, 120, 125), False),   # apart: a ranking
-    ((100,), (104,), True),                      # single samples: within 5 %
-    ((100,), (106,), False),
+    ((100, 105, 110), (121, 125, 130), False),   # apart, and 19 % better: a ranking
+    ((100, 101, 102), (105, 106, 107), True),    # apart, but 5 % better: inside the minimum effect, a tie
+    ((100, 105, 110), (110, 125, 130), True),    # ranges that touch overlap
+    ((100,), (109,), True),                      # no spread: only the minimum effect decides
+    ((100,), (111,), False),
 ])
-def test_overlapping_repeats_tie(a, b, expected):
-    fa = Figure("a", sorted(a)[len(a) // 2], min(a), max(a), len(a))
-    fb = Figure("b", sorted(b)[len(b) // 2], min(b), max(b), len(b))
-    assert tied(fa, fb) is expected
+def test_a_ranking_needs_ranges_apart_and_the_minimum_effect(a, b, expected):
+    fa, fb = fig("a", *a), fig("b", *b)
+    assert tied(fa, fb) is expected and tied(fb, fa) is expected
     result = pick([fa, fb])
-    assert result.is_tie is expected
+    assert result.winner.backend == "b" and result.is_tie is expected
     assert (result.runner_up is None) is expected
+    # lower is better (CPU per request, p99, memory): the same rule, the other way round
+    low = pick([fa, fb], higher_is_better=False)
+    assert low.winner.backend == "a" and low.is_tie is expected
+    if not expected:
+        assert low.margin == pytest.approx(fb.value / fa.value) and low.margin >= 1 + MIN_EFFECT
+
+
+@pytest.mark.parametrize("spread", [0.0, 0.01, 0.3])
+def test_a_pair_inside_the_minimum_effect_always_ties_whatever_its_repeats(spread):
+    # 100 against 109: whether their repeats are tight or wide, never a pick
+    a = fig("a", 100 * (1 - spread), 100, 100 * (1 + spread))
+    b = fig("b", 109 * (1 - spread), 109, 109 * (1 + spread))
+    assert separated(b, a) is False and pick([a, b]).is_tie
+    assert pick([a, b], higher_is_better=False).is_tie
+
+
+def test_the_interval_is_the_range_of_the_repeats():
+    assert interval([3.0, 1.0, 2.0]) == (1.0, 3.0)
+    assert interval([5.0]) == (5.0, 5.0)
+    with pytest.raises(ValueError):
+        interval([])
+
+
+def test_the_tied_set_is_everything_the_winner_is_not_separated_from():
+    # b and c are each within reach of a; d is 30 % slower with a range apart: the runner-up
+    figures = [fig("a", 100, 102, 104), fig("b", 90, 97, 99), fig("c", 80, 95, 105), fig("d", 70, 71, 72)]
+    result = pick(figures)
+    assert result.names() == ["a", "b", "c"] and result.runner_up.backend == "d"
+    assert result.margin == pytest.approx(102 / 71)
 
 
 def test_a_tie_is_said_as_such_with_the_ranges():
@@ -189,7 +223,9 @@ def test_answers_name_a_pick_with_evidence_and_margin_for_each_case():
     assert "select (2.0 KiB/conn), a 1.5x margin over asyncio (2.9 KiB/conn)" in answers[0]
     assert any(a.startswith("Highest echo capacity per core") and ": asyncio (" in a for a in answers)
     assert any(a.startswith("Lowest p99 at 15k req/s over 100 connections") for a in answers)
-    assert "Chat fan-out at p99 ≤ 10 ms (100 clients in one room): asyncio" in text
+    # asyncio held 120k/s and failed 180k/s, gevent 100k/150k, select 90k/135k: the limits' intervals overlap
+    assert ("Chat fan-out at p99 ≤ 10 ms (100 clients in one room): tie between asyncio, gevent and select "
+            "(asyncio 120k deliveries/s, gevent 100k deliveries/s, select 90k deliveries/s)") in text
     assert all(("margin" in a) or ("tie" in a) for a in answers[:-1])
     assert answers[-1].startswith("Other processes took more than 20% of a core during 1 of 30 points")
 

@@ -1,39 +1,57 @@
 """The broadcast latency-target ladder's walk (bench.loadgen.slo_ladder), on a stand-in
 program whose windows hold or fail by rule: it climbs until a step fails, retries a failed
-step once, stops at a generator-bound step and at its hard stop."""
+step once unless it missed by far, stops at a generator-bound step and at its hard stop, and
+confirms each top where asked; and how the ladder's windows fold into held steps and a
+limit (bench.results.points, bench.results.figures)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pytest
 
 from bench.loadgen.program import Target
-from bench.loadgen.slo_ladder import MAX_STEPS_UP, climb
+from bench.loadgen.slo_ladder import FAR_MISS, MAX_STEPS_UP, climb
 from bench.loadgen.window_rules import generator_bound
+from bench.results.figures import slo_disturbed, slo_figures, slo_limit
+from bench.results.rules import pick
+from bench.results.summary import Point
+from bench.results.windows import MeasuredWindow
+
+try:
+    from tests import report_docs as docs
+except ImportError:  # pytest run from inside tests/
+    import report_docs as docs  # type: ignore[no-redef]
 
 pytestmark = pytest.mark.timeout(10)
 
 SPEC = {"slo_factor": 2.0, "slo_grid_base": 1000.0, "slo_top_fraction": 1000.0, "slo_start_fraction": 0.5,
-        "min_lines": 1, "window_s": 1.0}
+        "min_lines": 1, "window_s": 1.0, "slo_ms": 10.0, "slo_confirm_tries": 2}
 
 
 @dataclass
 class FakeProgram:
-    """Windows decided by ``outcome(backend, step) -> (held, generator_bound)``."""
+    """Windows decided by ``outcome(backend, step) -> (held, generator_bound)``; a failed
+    window's p99 is ``miss_p99`` (just above the 10 ms target unless a test says otherwise)."""
 
     outcome: Callable[[str, int], tuple[bool, bool]]
     spec: dict[str, Any] = field(default_factory=lambda: dict(SPEC))
     targets: list[Target] = field(default_factory=lambda: [Target("a", "127.0.0.1", 1, 1),
                                                            Target("b", "127.0.0.1", 2, 2)])
     steps: list[tuple[str, int]] = field(default_factory=list)
+    tags: list[tuple[str, int, str | None]] = field(default_factory=list)
+    miss_p99: int = 12_000
 
-    def window(self, target: Target, users: int, kind: str, repeat: int, rate: float = 0.0) -> dict[str, Any]:
+    def window(self, target: Target, users: int, kind: str, repeat: int, rate: float = 0.0,
+               ladder: str | None = None) -> dict[str, Any]:
         assert kind == "slo" and rate > 0
         self.steps.append((target.backend, repeat))
+        self.tags.append((target.backend, repeat, ladder))
         held, bound = self.outcome(target.backend, repeat)
-        return {"held": held, "generator_bound": bound}
+        return {"held": held, "generator_bound": bound, "lost": 0,
+                "latency_us": {"p99": 2_000 if held else self.miss_p99}}
 
 
 def capacity(per_s: float) -> list[dict[str, Any]]:
@@ -86,3 +104,113 @@ def test_generator_bound_needs_the_generator_saturated_and_the_server_not():
     assert not generator_bound({"loadgen_cpu_percent": 97.0, "server_cpu_percent": 99.0}, spec)
     assert not generator_bound({"loadgen_cpu_percent": 60.0, "server_cpu_percent": 40.0}, spec)
     assert not generator_bound({"loadgen_cpu_percent": 150.0, "server_cpu_percent": 40.0}, {"loadgen_cpus": 2})
+
+
+def test_the_first_try_of_a_step_is_the_climb_and_the_second_a_retry():
+    program = FakeProgram(lambda b, k: (k <= 3, False), targets=[Target("a", "127.0.0.1", 1, 1)])
+    climb(program, 10, {"a": capacity(8000)})
+    assert program.tags == [("a", 2, "climb"), ("a", 3, "climb"), ("a", 4, "climb"), ("a", 4, "retry")]
+
+
+def test_a_step_missed_by_far_is_not_tried_again():
+    # p99 three times the target: a second try would not hold either
+    program = FakeProgram(lambda b, k: (k <= 3, False), targets=[Target("a", "127.0.0.1", 1, 1)],
+                          miss_p99=int(FAR_MISS * 10_000) + 1)
+    climb(program, 10, {"a": capacity(8000)})
+    assert program.tags == [("a", 2, "climb"), ("a", 3, "climb"), ("a", 4, "climb")]
+
+
+def test_confirming_tries_each_top_and_the_step_above_interleaved_across_backends():
+    limits = {"a": 4, "b": 3}
+    program = FakeProgram(lambda b, k: (k <= limits[b], False))
+    climb(program, 10, {"a": capacity(8000), "b": capacity(8000)}, confirm=True)
+    confirms = [(b, k) for b, k, tag in program.tags if tag == "confirm"]
+    # two rounds; in each, every backend's top and the failed step above it
+    assert confirms == [("a", 4), ("a", 5), ("b", 3), ("b", 4)] * 2
+    assert all(tag != "confirm" for _, _, tag in program.tags[:-len(confirms)])   # after the climb
+
+
+def test_a_walk_down_that_ends_on_a_held_step_is_confirmed_there():
+    program = FakeProgram(lambda b, k: (k <= 4, False), targets=[Target("a", "127.0.0.1", 1, 1)])
+    climb(program, 10, {"a": capacity(64000)}, confirm=True)   # starts at step 5, which fails
+    assert [(k, tag) for _, k, tag in program.tags if tag == "confirm"] == [(4, "confirm"), (5, "confirm")] * 2
+
+
+@pytest.mark.parametrize("outcome", [
+    lambda b, k: (False, False),      # held nothing
+    lambda b, k: (True, False),       # held every step up to the hard stop
+    lambda b, k: (k < 4, k >= 4),     # stopped by the load generator, not the server
+])
+def test_no_confirmation_without_a_server_failure_above_a_held_step(outcome):
+    program = FakeProgram(outcome, targets=[Target("a", "127.0.0.1", 1, 1)])
+    climb(program, 10, {"a": capacity(8000)}, confirm=True)
+    assert all(tag != "confirm" for _, _, tag in program.tags)
+
+
+# -- folding the ladder's windows -------------------------------------------------------------
+
+def slo_window(step: int, held: bool, ladder: str | None, backend: str = "a",
+               disturbed: bool = False) -> MeasuredWindow:
+    rate = 1000.0 * 1.5 ** step
+    return docs.window("slo", rate, users=100, repeat=step, offered=rate, held=held, sent=500,
+                       lines=rate / 99, p99=2000 if held else 12_000, mode="broadcast", backend=backend,
+                       ladder=ladder, disturbed=disturbed)
+
+
+def ladder_point(backend: str, tries: dict[int, list[tuple]]) -> Point:
+    """A broadcast point at 100 whose ladder tried step k: ``(held, ladder mark[, disturbed])`` each."""
+    extra = [slo_window(k, t[0], t[1], backend, *t[2:]) for k, ts in tries.items() for t in ts]
+    return docs.point(backend, "broadcast", 100, [500_000] * 3, sent=500, extra=extra)
+
+
+def test_a_confirmed_step_is_held_by_the_majority_of_its_first_try_and_confirmations():
+    p = ladder_point("a", {
+        12: [(True, "climb")],
+        13: [(True, "climb"), (False, "confirm"), (False, "confirm")],              # 1 of 3: not held
+        # the retry is not counted: 1 of 3
+        14: [(False, "climb"), (True, "retry"), (False, "confirm"), (True, "confirm")],
+    })
+    steps = {round(s.deliveries_per_s): s for s in p.slo.steps}
+    assert [(s.held, s.tries, s.held_tries) for s in p.slo.steps] == [(True, None, None), (False, 3, 1), (False, 3, 1)]
+    assert p.slo.held_deliveries_per_s == pytest.approx(1000 * 1.5 ** 12)    # the top moved down a step
+    assert slo_limit(p) == pytest.approx(1000 * 1.5 ** 13)
+    assert steps[round(1000 * 1.5 ** 13)].p99_us == 12_000                     # the median of the tries counted
+    q = ladder_point("b", {13: [(False, "climb"), (True, "confirm"), (True, "confirm")],
+                           14: [(False, "climb"), (False, "retry"), (False, "confirm"), (False, "confirm")]})
+    assert q.slo.held_deliveries_per_s == pytest.approx(1000 * 1.5 ** 13)    # held 2 of 3
+
+
+def test_an_unconfirmed_step_is_the_climbs_verdict_and_older_windows_their_last_try():
+    # at a count without confirmation a step fails only when it fails twice, as the climb decided
+    p = ladder_point("a", {12: [(True, "climb")], 13: [(False, "climb"), (True, "retry")],
+                           14: [(False, "climb"), (False, "retry")]})
+    assert [s.held for s in p.slo.steps] == [True, True, False] and p.slo.steps[1].tries is None
+    old = ladder_point("a", {12: [(True, None)], 13: [(False, None), (True, None)], 14: [(False, None)]})
+    assert [s.held for s in old.slo.steps] == [True, True, False]
+
+
+def test_ladder_tops_one_step_apart_tie_and_two_steps_apart_rank():
+    def top(backend: str, k: int) -> Point:
+        return ladder_point(backend, {k: [(True, "climb")] * 3, k + 1: [(False, "climb")] * 3})
+    one = docs.doc(top("a", 14), top("b", 13))
+    assert pick(slo_figures(one, 100)).names() == ["a", "b"]                  # 1.5x apart, a tie
+    two = docs.doc(top("a", 15), top("b", 13))
+    result = pick(slo_figures(two, 100))
+    assert result.names() == ["a"] and result.margin == pytest.approx(1.5 ** 2)
+    # a backend that failed no step above its top has an open interval: it ties with anything above
+    never_failed = ladder_point("c", {12: [(True, "climb")]})
+    assert slo_limit(never_failed) == math.inf
+    assert pick(slo_figures(docs.doc(top("a", 15), never_failed), 100)).names() == ["a", "c"]
+
+
+def test_only_a_disturbed_limit_puts_the_ladders_figure_in_doubt():
+    # a busy machine makes a step fail, never hold: a disturbed held step is still held
+    quiet_limit = ladder_point("a", {12: [(True, "climb", True)], 13: [(True, "climb")], 14: [(False, "climb")] * 2})
+    assert not slo_disturbed(quiet_limit) and len(slo_figures(docs.doc(quiet_limit), 100)) == 1
+    busy_limit = ladder_point("a", {13: [(True, "climb")], 14: [(False, "climb", True), (False, "retry", True)]})
+    assert slo_disturbed(busy_limit) and slo_figures(docs.doc(busy_limit), 100) == []
+    # a confirmed step leaves out its disturbed tries while two undisturbed ones remain
+    confirmed = ladder_point("a", {13: [(True, "climb")] * 3,
+                                   14: [(False, "climb", True), (True, "confirm"), (True, "confirm")]})
+    step = confirmed.slo.steps[-1]
+    assert step.held and (step.tries, step.held_tries) == (2, 2) and not step.disturbed

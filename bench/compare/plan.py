@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from bench.results.config import CompareConfig
+from bench.results.config import CompareConfig, answer_counts
 
 # Seconds to connect and disconnect a window's connections, and to start a mode's servers
 # and program (per backend): for the estimate only.
@@ -41,6 +41,11 @@ BUSY_PERCENT = 20.0
 REMEASURE = 1
 # Expected SLO steps per backend and connection count (for the estimate).
 SLO_STEPS_ESTIMATE = 5
+# Broadcast: where the answer's fan-out pick is taken (when the run takes more windows there,
+# CompareConfig.answer_repeat), each backend's ladder top and the step above it are tried
+# this many more times after the climb, interleaved across backends
+# (bench.loadgen.slo_ladder._confirm): with the climb's first try, a majority of three.
+SLO_CONFIRM_TRIES = 2
 
 
 def users_for(config: CompareConfig, mode: str) -> list[int]:
@@ -58,10 +63,14 @@ def program_spec(config: CompareConfig, mode: str, targets: list[dict[str, Any]]
     """The JSON the program reads. ``targets``: ``{"backend", "host", "port", "pid"}`` each."""
     return {
         "mode": mode, "targets": targets, "users": users_for(config, mode),
-        "repeats": config.repeat, "window_s": config.duration_s, "warmup_s": config.warmup_s,
+        "repeats": config.repeat, "window_s": config.duration_s,
+        # more windows where a pick of the answer is taken: {"capacity"|"rate"|"slo": [users]}
+        "answer_repeats": config.answer_windows,
+        "answer_users": _answer_users(config, mode), "warmup_s": config.warmup_s,
         "message_bytes": config.message_bytes, "timeout_s": config.request_timeout_s,
         "rate_fraction": RATE_FRACTION, "slo_ms": config.slo_ms, "slo_factor": config.slo_factor,
         "slo_start_fraction": SLO_START_FRACTION, "slo_grid_base": SLO_GRID_BASE, "slo_top_fraction": SLO_TOP_FRACTION,
+        "slo_confirm_tries": SLO_CONFIRM_TRIES,
         "min_lines": MIN_LINES, "busy_percent": BUSY_PERCENT, "remeasure": REMEASURE,
         "remeasure_share": config.remeasure_share,
         # cores the load generator may use: 100 % each when it is saturated
@@ -69,18 +78,31 @@ def program_spec(config: CompareConfig, mode: str, targets: list[dict[str, Any]]
     }
 
 
+def _answer_users(config: CompareConfig, mode: str) -> dict[str, list[int]]:
+    """Where the program takes more windows: the answer's counts, when the config asks for
+    more windows there than elsewhere (none otherwise: --quick, or an explicit --repeat)."""
+    if config.answer_windows <= config.repeat:
+        return {}
+    return {k: list(v) for k, v in answer_counts(users_for(config, mode), mode).items()}
+
+
 def estimate_s(config: CompareConfig) -> float:
     """Rough wall time of a run in seconds (for the progress bar and the opening line)."""
     window = CONNECT_S + config.warmup_s + config.duration_s
     backends = len(config.backends)
     total = 0.0
+    extra = config.answer_windows - config.repeat
     for mode in modes_to_run(config):
         n = len(users_for(config, mode))
+        at = {"capacity": [], "rate": [], "slo": [], **_answer_users(config, mode)}
         total += START_S * backends
-        total += n * backends * config.repeat * window           # capacity
+        total += (n * config.repeat + len(at["capacity"]) * extra) * backends * window  # capacity
         if mode == "echo":
-            total += n * backends * config.repeat * window       # latency at the set rate
+            total += (n * config.repeat + len(at["rate"]) * extra) * backends * window  # the set rate
             total += n * backends * (CONNECT_S + 0.5)            # idle memory
         else:
             total += n * backends * SLO_STEPS_ESTIMATE * window  # the latency-target ladder
-    return total * (1 + config.remeasure_share)
+            total += len(at["slo"]) * backends * 2 * SLO_CONFIRM_TRIES * window  # its top confirmed
+    # windows measured again because other processes were busy add up to remeasure_share
+    # more; a quiet run needs none, and the estimate is for a quiet machine
+    return total

@@ -19,7 +19,10 @@ after a larger load it may not have returned):
   connection within the request timeout (a server that serves one connection at a time
   does not: it is left out of the set rate).
 * ``capacity``: closed loop, every backend once per repeat, the backend order rotated each
-  repeat; requests/s, server CPU per request, RSS. Echo: one line in flight per
+  repeat; requests/s, server CPU per request, RSS. Where a pick of the report's answer is
+  taken there are more repeats (:func:`~bench.loadgen.window_rules.windows_at`), and a
+  backend that cannot rank there is not measured for nothing
+  (:func:`~bench.loadgen.window_rules.not_worth_measuring`). Echo: one line in flight per
   connection. Broadcast: :data:`CLOSED_LOOP_SENDERS` members keep one line in flight each
   and the others listen (every member sending closed loop would queue N lines of N-1
   deliveries at once: a measure of the queue, not of the server).
@@ -48,7 +51,8 @@ import psutil
 
 from bench.loadgen.engine import Counts
 from bench.loadgen.slo_ladder import climb
-from bench.loadgen.window_rules import generator_bound, held as _held, percentiles, served as _served
+from bench.loadgen.window_rules import (generator_bound, held as _held, not_worth_measuring, percentiles,
+                                       set_rate, windows_at)
 
 # A connection of the idle window sends a line at a random time within its first 0.25 s,
 # then four a second: mostly idle, and every one has been answered once when RSS is read.
@@ -134,7 +138,8 @@ class Program:
     def estimate_windows(self) -> int:
         n_b, reps = len(self.targets), int(self.spec["repeats"])
         per_users = n_b * reps * 2 + (n_b if self.mode == "echo" else n_b * 6)
-        return max(1, len(self.users()) * per_users)
+        extra = sum(len(v) for v in self.spec.get("answer_users", {}).values())
+        return max(1, len(self.users()) * per_users + extra * n_b * (windows_at(self.spec, 0, "answer") - reps))
 
     def users(self) -> list[int]:
         users = sorted(set(int(u) for u in self.spec["users"]))
@@ -150,26 +155,26 @@ class Program:
                 for target in self.targets:
                     self.idle_window(target, users)
             capacity: dict[str, list[dict[str, Any]]] = {t.backend: [] for t in self.targets}
-            for repeat in range(int(self.spec["repeats"])):
+            for repeat in range(windows_at(self.spec, users, "capacity")):
                 for target in self.rotated(repeat):
-                    capacity[target.backend].append(self.window(target, users, "capacity", repeat))
+                    if not self._skip(target, users, "capacity", repeat, capacity[target.backend]):
+                        capacity[target.backend].append(self.window(target, users, "capacity", repeat))
             if self.mode == "echo":
                 rate = self.set_rate(users, capacity)
                 if rate:
-                    for repeat in range(int(self.spec["repeats"])):
+                    for repeat in range(windows_at(self.spec, users, "rate")):
                         for target in self.rotated(repeat):
-                            self.window(target, users, "rate", repeat, rate)
+                            if not self._skip(target, users, "rate", repeat, []):
+                                self.window(target, users, "rate", repeat, rate)
             else:
-                climb(self, users, capacity)
+                climb(self, users, capacity, confirm=users in self.spec.get("answer_users", {}).get("slo", ()))
         self.emit({"event": "end"})
 
+    def _skip(self, target: Target, users: int, kind: str, repeat: int, before: list[dict[str, Any]]) -> bool:
+        return not_worth_measuring(self.spec, kind, repeat, target.backend in self.unserved.get(users, ()), before)
+
     def set_rate(self, users: int, capacity: dict[str, list[dict[str, Any]]]) -> float:
-        """The offered rate for every backend at ``users``: ``rate_fraction`` of the slowest
-        median capacity among backends that served it without failures (0: none did)."""
-        medians = [sorted(w["per_s"] for w in ws)[len(ws) // 2] for b, ws in capacity.items()
-                   if ws and all(_served(w, users) for w in ws) and b not in self.unserved.get(users, ())]
-        medians = [m for m in medians if m > 0]
-        return float(self.spec["rate_fraction"]) * min(medians) if medians else 0.0
+        return set_rate(self.spec, users, capacity, self.unserved.get(users, set()))
 
     # -- windows ------------------------------------------------------------------------
 
@@ -213,13 +218,18 @@ class Program:
                            "wall_s": time.monotonic() - t0,
                            "failures": dict(answered.failures), "attempts": 1}, batches)
 
-    def window(self, target: Target, users: int, kind: str, repeat: int, rate: float = 0.0) -> dict[str, Any]:
-        """One measured window, re-measured while other processes were busy (see module doc)."""
+    def window(self, target: Target, users: int, kind: str, repeat: int, rate: float = 0.0,
+               ladder: str | None = None) -> dict[str, Any]:
+        """One measured window, re-measured while other processes were busy (see module doc).
+        ``ladder``: which part of the latency ladder asked for it ("climb", "retry" or
+        "confirm", :mod:`bench.loadgen.slo_ladder`), written into the window."""
         attempts, t0 = 0, time.monotonic()
         while True:
             attempts += 1
             w, batches = self.measure(target, users, kind, repeat, rate)
             w["attempts"] = attempts
+            if ladder:
+                w["ladder"] = ladder
             if kind == "slo":
                 w["held"] = _held(w, self.spec)
                 # failed because the load generator, not the server, ran out of CPU

@@ -6,7 +6,16 @@ for all, so equal results mean the same step). A backend starts at the highest s
 below ``slo_start_fraction`` of its own closed-loop capacity and climbs until a step fails;
 if its first step fails it walks down instead, at most :data:`MAX_STEPS_DOWN` steps and
 never below the rate that sends ``min_lines`` in three windows. Backends take one step per
-round (interleaved), and a step fails only when it fails twice.
+round (interleaved), and a step fails only when it fails twice, unless its first try missed
+by far (p99 above :data:`FAR_MISS` times the target, or a line lost: a second try would not
+hold either). The second try is marked "retry" and the first "climb": only first tries are
+an unbiased sample of a step (a retry happens only after a failure), so only they count
+where the step's outcome is decided (:mod:`bench.results.points`).
+
+Where a pick is taken (``confirm``), the climb's result is then confirmed
+(:func:`_confirm`): each backend whose climb ended on a server failure tries its top step
+and the step above ``slo_confirm_tries`` more times, interleaved across backends, so each
+of the two steps has a majority of three tries (with the climb's first) to decide it.
 
 A step fails when p99 passes the target, a line is lost, or too few of the offered
 deliveries arrive (:func:`bench.loadgen.window_rules.held`: a server that cannot keep up
@@ -34,13 +43,16 @@ if TYPE_CHECKING:
 MAX_STEPS_DOWN = 2
 # The climb's hard stop in steps above a backend's start (with the grid's top).
 MAX_STEPS_UP = 10
+# A first try whose p99 is above this many times the target is not tried again.
+FAR_MISS = 2.0
 
 State = tuple[int, int, bool]  # (next step, direction: +1 up / -1 down / 0 first, any step held)
 
 
-def climb(program: Program, users: int, capacity: dict[str, list[dict[str, Any]]]) -> None:
+def climb(program: Program, users: int, capacity: dict[str, list[dict[str, Any]]], confirm: bool = False) -> None:
     """Run the ladder at ``users`` for every backend whose ``capacity`` windows (closed
-    loop, per backend) all served; each window is emitted by the program as it is measured."""
+    loop, per backend) all served; each window is emitted by the program as it is measured.
+    With ``confirm``, each top is then confirmed (:func:`_confirm`)."""
     spec = program.spec
     served = {b: sorted(w["per_s"] for w in ws)[len(ws) // 2] for b, ws in capacity.items()
               if ws and all(_served(w, users) for w in ws)}
@@ -64,17 +76,41 @@ def climb(program: Program, users: int, capacity: dict[str, list[dict[str, Any]]
         k = max(lowest, int(math.floor(math.log(max(first, base) / base, factor))))
         state[b], start[b] = (k, 0, False), k
     targets = {t.backend: t for t in program.targets}
+    ends: dict[str, tuple[int, int]] = {}  # backend -> (top held step, the step above it that failed)
     while state:
         for b in [t.backend for t in program.targets if t.backend in state]:
             k, direction, held_any = state[b]
-            w = program.window(targets[b], users, "slo", k, rate(k) / (users - 1))
-            if not w["held"]:  # a step fails only when it fails twice
-                w = program.window(targets[b], users, "slo", k, rate(k) / (users - 1))
+            w = program.window(targets[b], users, "slo", k, rate(k) / (users - 1), "climb")
+            if not w["held"] and not _far_miss(w, spec):  # a step fails only when it fails twice
+                w = program.window(targets[b], users, "slo", k, rate(k) / (users - 1), "retry")
             following = _next(w, state[b], start[b], lowest, rate(k + 1) > top)
             if following is None:
                 del state[b]
+                if w["held"] and direction < 0:
+                    ends[b] = (k, k + 1)       # walked down to a held step
+                elif not w["held"] and held_any and not w.get("generator_bound"):
+                    ends[b] = (k - 1, k)       # climbed to a failed step
             else:
                 state[b] = following
+    if confirm and ends:
+        _confirm(program, users, ends, rate, int(spec.get("slo_confirm_tries", 0)))
+
+
+def _far_miss(w: dict[str, Any], spec: dict[str, Any]) -> bool:
+    """Did a try miss the target by far: p99 above FAR_MISS times it, or a line lost?"""
+    p99 = (w.get("latency_us") or {}).get("p99", 0)
+    return bool(w.get("lost")) or p99 > FAR_MISS * float(spec["slo_ms"]) * 1000.0
+
+
+def _confirm(program: Program, users: int, ends: dict[str, tuple[int, int]], rate: Any, tries: int) -> None:
+    """Try each backend's top step and the failed step above it ``tries`` more times: one
+    round per try, every backend's two steps in each round (interleaved, so a slow moment of
+    the machine falls on several backends, not on one backend's every try)."""
+    targets = {t.backend: t for t in program.targets}
+    for _ in range(tries):
+        for b in [t.backend for t in program.targets if t.backend in ends]:
+            for k in ends[b]:
+                program.window(targets[b], users, "slo", k, rate(k) / (users - 1), "confirm")
 
 
 def _next(w: dict[str, Any], now: State, start: int, lowest: int, above_top: bool) -> State | None:

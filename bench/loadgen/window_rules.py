@@ -1,6 +1,7 @@
 """What one measurement window of :mod:`bench.loadgen.program` says: its latency
 percentiles from the engine's buckets, whether the backend served it, and whether a
-broadcast step held the latency target. Pure (no engine, no clock): the program decides
+broadcast step held the latency target; and how many windows of a kind the program takes
+at a connection count, and which it skips. Pure (no engine, no clock): the program decides
 its next window from these, and the tests can check them on hand-built windows.
 """
 
@@ -63,3 +64,34 @@ def generator_bound(w: dict[str, Any], spec: dict[str, Any]) -> bool:
     cores = max(1, int(spec.get("loadgen_cpus", 1)))
     return (float(w.get("loadgen_cpu_percent") or 0.0) >= SATURATED_PERCENT * cores
             and float(w.get("server_cpu_percent") or 0.0) < SATURATED_PERCENT)
+
+
+def windows_at(spec: dict[str, Any], users: int, kind: str) -> int:
+    """Windows per backend of ``kind`` ("capacity", "rate"; "answer": the answer's number) at
+    ``users``: ``answer_repeats`` where a pick of the report's answer is taken (the spec's
+    ``answer_users`` of that kind), ``repeats`` elsewhere."""
+    more = max(int(spec["repeats"]), int(spec.get("answer_repeats") or 0))
+    return more if kind == "answer" or users in spec.get("answer_users", {}).get(kind, ()) else int(spec["repeats"])
+
+
+def not_worth_measuring(spec: dict[str, Any], kind: str, repeat: int, unserved: bool,
+                        before: list[dict[str, Any]]) -> bool:
+    """Skip this window: the backend cannot rank on it, so it would tell nothing. A backend
+    whose window ``before`` at this count served nothing at all while other processes left
+    the machine alone is not measured again there (a busy machine can starve any server for
+    a window); an echo backend that left a connection ``unserved`` in the idle window gets
+    no set-rate window (it is left out of the rate too) and no window past ``repeats``."""
+    if any(not w.get("error") and not w.get("requests") and not w.get("disturbed") for w in before):
+        return True
+    return unserved and (kind == "rate" or repeat >= int(spec["repeats"]))
+
+
+def set_rate(spec: dict[str, Any], users: int, capacity: dict[str, list[dict[str, Any]]],
+             unserved: set[str]) -> float:
+    """The echo rate offered to every backend at ``users``: ``rate_fraction`` of the slowest
+    median ``capacity`` (closed-loop windows per backend) among backends that served every
+    window and answered every connection (not ``unserved``); 0 when none did."""
+    medians = [sorted(w["per_s"] for w in ws)[len(ws) // 2] for b, ws in capacity.items()
+               if ws and all(served(w, users) for w in ws) and b not in unserved]
+    medians = [m for m in medians if m > 0]
+    return float(spec["rate_fraction"]) * min(medians) if medians else 0.0

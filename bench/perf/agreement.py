@@ -36,6 +36,7 @@ from typing import Any, Callable
 from bench.perf import run
 from bench.perf.loadgen import run_echoload
 from bench.procs.server import ServerStartError
+from bench.results.rules import Figure, separated
 
 # Concurrent backends: `blocking` serves one connection at a time and has no capacity
 # at 100 connections to compare.
@@ -84,20 +85,17 @@ def pair_verdicts(compare: dict[str, dict[str, float]], ref: dict[str, float],
                   separates: float) -> list[tuple[str, str, float, str]]:
     """For every pair the reference separates by more than ``separates`` (a fraction):
     ``(faster, slower, reference ratio, verdict)``, verdict ``agrees`` (compare ranks it
-    the same way), ``tie`` (compare's repeat ranges overlap: it makes no ranking) or
+    the same way), ``tie`` (compare's tie rule, :func:`bench.results.rules.separated`,
+    makes no ranking: ranges that overlap, or less than its minimum effect apart) or
     ``disagrees``. Pure."""
     verdicts = []
     for a, b in itertools.combinations(sorted(set(compare) & set(ref)), 2):
         fast, slow = (a, b) if ref[a] >= ref[b] else (b, a)
         if not ref[slow] or ref[fast] / ref[slow] <= 1 + separates:
             continue
-        cf, cs = compare[fast], compare[slow]
-        if cf["lo"] > cs["hi"]:
-            verdict = "agrees"
-        elif cs["lo"] > cf["hi"]:
-            verdict = "disagrees"
-        else:
-            verdict = "tie"
+        cf, cs = (Figure(name, compare[name]["median"], compare[name]["lo"], compare[name]["hi"])
+                  for name in (fast, slow))
+        verdict = "agrees" if separated(cf, cs) else "disagrees" if separated(cs, cf) else "tie"
         verdicts.append((fast, slow, ref[fast] / ref[slow], verdict))
     return verdicts
 

@@ -16,7 +16,8 @@ from bench.results.figures import (capacity_figures, cost_figures, memory_figure
                                    per_request, question_reason, set_rate_figures, slo_figures, unit)
 from bench.results.formatting import (connections, fmt_bytes, fmt_cost, fmt_rate, fmt_ratio, fmt_rps, fmt_us,
                                       join_names)
-from bench.results.rules import Pick, flag_labels, pick, why_not_ranked
+from bench.results.config import answer_counts, reference_users
+from bench.results.rules import MIN_EFFECT, Pick, flag_labels, pick, why_not_ranked
 from bench.results.schema import Results
 
 INSTALL_HINT = ("install a C compiler and the Python headers (e.g. apt-get install gcc python3-dev), "
@@ -58,7 +59,8 @@ def load_sentence(doc: Results, mode: str, users: int) -> tuple[Pick, str]:
     assert w is not None
     if cap.is_tie:
         ranges = ", ".join(f"{f.backend} {fmt_rps(f.lo)}–{fmt_rps(f.hi)}" for f in [cap.winner] + cap.tied)
-        head = f"{at}: tie between {join_names(cap.names())} on capacity (repeats overlap: {ranges} {unit(mode)})"
+        head = (f"{at}: tie between {join_names(cap.names())} on capacity (ranges of the windows: {ranges} "
+                f"{unit(mode)})")
         if cap.runner_up is not None:
             head += f", ahead of {cap.runner_up.backend} by {fmt_ratio(cap.margin)}"
     else:
@@ -102,7 +104,9 @@ def _answer(case: str, p: Pick, fmt: Callable[[float], str], why_none: str = "")
         return f"{case}: no backend could be ranked{why_none}."
     if p.is_tie:
         vals = ", ".join(f"{f.backend} {fmt(f.value)}" for f in [p.winner] + p.tied)
-        return f"{case}: tie between {join_names(p.names())} ({vals})."
+        ahead = (f", ahead of {p.runner_up.backend} ({fmt(p.runner_up.value)}) by {fmt_ratio(p.margin)}"
+                 if p.runner_up is not None else "")
+        return f"{case}: tie between {join_names(p.names())} ({vals}){ahead}."
     text = f"{case}: {p.winner.backend} ({fmt(p.winner.value)})"
     if p.runner_up is not None:
         text += f", a {fmt_ratio(p.margin)} margin over {p.runner_up.backend} ({fmt(p.runner_up.value)})"
@@ -111,11 +115,8 @@ def _answer(case: str, p: Pick, fmt: Callable[[float], str], why_none: str = "")
     return text + "."
 
 
-def _reference_users(doc: Results, mode: str, prefer: int = 100) -> int | None:
-    counts = doc.user_counts(mode)
-    if not counts:
-        return None
-    return prefer if prefer in counts else counts[-1]
+def _reference_users(doc: Results, mode: str) -> int | None:
+    return reference_users(doc.user_counts(mode))
 
 
 def answers(doc: Results) -> list[str]:
@@ -184,6 +185,36 @@ FLAG_TEXTS = {
 }
 
 
+def _answer_windows(doc: Results) -> str:
+    """Where the answer's picks got more windows than the other points, said as a clause."""
+    config = doc.config
+    if config.answer_windows <= config.repeat:
+        return ""
+    where = []
+    for mode in doc.modes():
+        at = answer_counts(doc.user_counts(mode), mode)
+        if mode == "echo":
+            where += [f"echo capacity at {connections(u)}" for u in at["capacity"]]
+            where += [f"the set rate at {connections(u)}" for u in at["rate"]]
+    return f" ({config.answer_windows} for {join_names(where)})" if where else ""
+
+
+def _ladder_note(doc: Results) -> str | None:
+    """How the broadcast ladder's top is found and confirmed, when the run has broadcast."""
+    if "broadcast" not in doc.modes():
+        return None
+    at = [u for u in answer_counts(doc.user_counts("broadcast"), "broadcast")["slo"]
+          if any(s.tries for p in doc.points_at("broadcast", u) if p.slo for s in p.slo.steps)]
+    confirmed = (f" At {connections(at[0])} each backend's top step and the step above it were tried "
+                 "again after the climb, interleaved across backends, and a step held when it held in most "
+                 "of its tries (its first try and these)." if at else "")
+    return (f"Broadcast at the latency target steps the room's send rate on one grid "
+            f"({doc.config.slo_factor:g}x per step) until a step fails (a failed step is tried once more "
+            "unless it missed by far)."
+            f"{confirmed} The limit lies between the highest step held and the failed one above it, so "
+            "backends one step apart tie.")
+
+
 def caveats(doc: Results) -> list[str]:
     """What a reader must keep in mind: how the figures were taken, then this run's flags."""
     config = doc.config
@@ -195,11 +226,17 @@ def caveats(doc: Results) -> list[str]:
         f"One machine ({pin_note}): the servers and the load generator share its memory bus and kernel.",
         f"Capacity is closed loop (one line in flight per connection); latency at the set rate is open loop, "
         f"timed from each line's intended send time. Each point is {config.repeat} interleaved "
-        f"windows of {config.duration_s} s; a difference is a ranking only when the windows' "
-        "ranges do not overlap.",
+        f"windows of {config.duration_s:g} s{_answer_windows(doc)}. A backend ranks above another only when "
+        f"the ranges of their windows do not overlap and it is better by at least {MIN_EFFECT:.0%}; "
+        "otherwise they tie. Each question ranks on its own figure: capacity on the windows' rates, "
+        "CPU per request on each window's CPU time per request, p99 on each set-rate window's p99, "
+        f"memory on the slopes (one per backend, so only the {MIN_EFFECT:.0%} applies).",
         "Server CPU per request is the server process's user+system CPU over a window divided by the "
         "requests served in it; it is the steadiest figure on a busy machine.",
     ]
+    ladder = _ladder_note(doc)
+    if ladder:
+        out.append(ladder)
     flagged: dict[str, list[str]] = {}
     for p in doc.points:
         for label in flag_labels(p):

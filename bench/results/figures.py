@@ -2,26 +2,35 @@
 on it (:func:`bench.results.rules.why_not_ranked`). Pure; :mod:`bench.results.analysis`
 turns the figures into picks and sentences.
 
+Every question ranks on its own figure's repeats, with the one tie rule
+(:func:`bench.results.rules.separated`):
+
 - **capacity** at a connection count: closed-loop requests/s (echo round trips, broadcast
-  deliveries), one sample per repeat; ties when the repeats' ranges overlap.
-- **cost**: server CPU µs per round trip / delivery, shown next to every capacity.
-- **latency at a set rate** (echo): p99 at one offered rate for every backend; a backend
-  that fell behind the rate is not ranked on it.
-- **broadcast at a latency target**: the highest room rate whose p99 delivery latency held
-  the target with no line lost, on a grid of rates: equal steps tie.
+  deliveries), one sample per capacity window.
+- **cost**: server CPU µs per round trip / delivery, one sample per capacity window (the
+  server's CPU time over the window divided by the requests it served in it).
+- **latency at a set rate** (echo): p99 at one offered rate for every backend, one sample
+  per set-rate window; a backend that fell behind the rate is not ranked on it.
+- **broadcast at a latency target**: the highest room rate held (p99 delivery latency
+  within the target, no line lost), on a grid of rates. Its interval runs from that step to
+  the lowest failed step above it (:func:`slo_limit`; open-ended when none failed): the
+  limit lies between them, so backends one step apart tie and two steps apart rank.
 - **memory per connection**: the slope of server RSS between two connection counts
-  (:func:`memory_slope`), idle (echo, one round trip each) and active (during capacity).
+  (:func:`memory_slope`), idle (echo, one round trip each) and active (during capacity):
+  one measurement per side, no spread, so only the minimum effect separates two slopes.
 
 A disturbed point gives no figure for any question. The set rate's and the ladder's own
-windows count too: a point whose set-rate windows, or any of whose ladder steps, were
-disturbed gives no figure for that question (:func:`set_rate_disturbed`, :func:`slo_disturbed`).
+windows count too: a point whose set-rate windows were disturbed, or whose ladder's limit
+(the failed step above the top) was, gives no figure for that question
+(:func:`set_rate_disturbed`, :func:`slo_disturbed`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from bench.results.rules import DISTURBED, Figure, why_not_ranked
+from bench.results.rules import DISTURBED, Figure, interval, why_not_ranked
 from bench.results.schema import Results
 from bench.results.summary import Point, Samples
 
@@ -29,8 +38,6 @@ from bench.results.summary import Point, Samples
 # MEMORY_LOW_USERS (one connection's RSS change is noise of the same size).
 MEMORY_MIN_SPAN = 90
 MEMORY_LOW_USERS = 10
-# One memory measurement per side: slopes within this share of each other tie.
-MEMORY_TIE = 0.10
 # Reasons a point that does not rank on capacity may still rank at a set rate or on the ladder:
 # a generator that cannot saturate a server can still offer it a set rate, and the ladder's
 # windows send enough lines of their own.
@@ -47,8 +54,8 @@ def per_request(mode: str) -> str:
 
 
 def _fig(backend: str, s: Samples) -> Figure:
-    assert s.median is not None and s.lo is not None and s.hi is not None
-    return Figure(backend, float(s.median), float(s.lo), float(s.hi), len(s.samples))
+    assert s.median is not None and s.samples
+    return Figure(backend, float(s.median), *interval(s.samples), len(s.samples))
 
 
 def capacity_figures(doc: Results, mode: str, users: int) -> list[Figure]:
@@ -65,7 +72,18 @@ def set_rate_disturbed(p: Point) -> bool:
 
 
 def slo_disturbed(p: Point) -> bool:
-    return bool(p.flags.disturbed or (p.slo and any(s.disturbed for s in p.slo.steps)))
+    """Was the ladder's figure measured while other processes were busy: the point, or the
+    lowest failed step above the highest held one (the limit; with none held, the lowest
+    failed step)? A busy machine makes a step fail, never hold, so a held step that was
+    disturbed still held, and only a disturbed failure leaves the limit in doubt."""
+    if p.flags.disturbed:
+        return True
+    if not p.slo:
+        return False
+    held = p.slo.held_deliveries_per_s
+    failed = [s for s in p.slo.steps if not s.held and (held is None or s.deliveries_per_s > held)]
+    limit = min(failed, key=lambda s: s.deliveries_per_s, default=None)
+    return bool(limit is not None and limit.disturbed)
 
 
 def set_rate_figures(doc: Results, users: int) -> list[Figure]:
@@ -74,17 +92,30 @@ def set_rate_figures(doc: Results, users: int) -> list[Figure]:
     for p in doc.points_at("echo", users):
         sr = p.set_rate
         if sr and sr.kept_up and not set_rate_disturbed(p) and why_not_ranked(p) in SET_RATE_MAY_RANK:
-            out.append(Figure(p.backend, float(sr.p99), float(sr.p99_lo), float(sr.p99_hi), len(sr.p99_samples)))
+            out.append(Figure(p.backend, float(sr.p99), *interval(sr.p99_samples), len(sr.p99_samples)))
     return out
 
 
+def slo_limit(p: Point) -> float:
+    """Deliveries/s of the lowest step above the held one that failed: the limit of ``p``'s
+    room lies below it. Infinite when no step above the held one failed (the climb's top,
+    or the load generator's limit)."""
+    held = p.slo.held_deliveries_per_s if p.slo else None
+    if not p.slo or held is None:
+        return math.inf
+    above = [s.deliveries_per_s for s in p.slo.steps
+             if not s.held and not s.generator_bound and s.deliveries_per_s > held]
+    return min(above, default=math.inf)
+
+
 def slo_figures(doc: Results, users: int) -> list[Figure]:
-    """Broadcast deliveries/s held at the latency target (grid values: equal steps tie)."""
+    """Broadcast deliveries/s held at the latency target, with the interval up to the failed
+    step above it (:func:`slo_limit`)."""
     out = []
     for p in doc.points_at("broadcast", users):
         held = p.slo.held_deliveries_per_s if p.slo else None
         if held and not slo_disturbed(p) and why_not_ranked(p) in SLO_MAY_RANK:
-            out.append(Figure(p.backend, float(held), float(held), float(held), 1))
+            out.append(Figure(p.backend, float(held), float(held), slo_limit(p), 1))
     return out
 
 
@@ -138,5 +169,5 @@ def memory_figures(doc: Results, mode: str, kind: str) -> list[Figure]:
         ends = [doc.point(mode, users, b) for users in (s.lo, s.hi)] if s is not None else []
         if s is not None and not any(p is not None and p.flags.disturbed for p in ends):
             v = max(1.0, s.bytes_per_conn)  # a slope at or below zero is "nothing measurable"
-            out.append(Figure(b, v, v * (1 - MEMORY_TIE / 2), v * (1 + MEMORY_TIE / 2), 2))
+            out.append(Figure(b, v, v, v, 1))
     return out

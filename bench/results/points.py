@@ -15,7 +15,8 @@ windows at one connection count and decides what they say together:
 * **too few lines** (broadcast): fewer than :data:`MIN_LINES` lines sent per window, too
   few for a delivery rate or a loss count to rank.
 * ``set_rate`` (echo): the windows at the offered rate, percentiles as the median over them.
-* ``slo`` (broadcast): the ladder's steps and the highest room rate held.
+* ``slo`` (broadcast): the ladder's steps, each decided by the majority of its counted
+  tries, and the highest room rate held.
 * ``memory``: RSS with idle connections (echo) and at the end of the busy windows.
 """
 
@@ -135,22 +136,50 @@ def _set_rate(windows: list[Window]) -> SetRate | None:
 
 
 def _slo(windows: list[Window]) -> Slo | None:
-    """Broadcast at a latency target: every step tried (the last try of each) and the highest held."""
-    steps: dict[int, MeasuredWindow] = {}
+    """Broadcast at a latency target: every step tried and the highest held.
+
+    A step the ladder confirmed (:func:`bench.loadgen.slo_ladder.climb`) is decided by the
+    majority of its counted tries: its first try and every confirmation, never a retry (a
+    retry follows a failed first try only, so counting it would count that failure twice);
+    a tie of tries is not held; tries disturbed by other processes are left out while two
+    undisturbed ones remain. Its figures are the median of the counted tries (latency,
+    achieved rate) and their sums (lines, losses, failures). A step without confirmations is
+    the climb's verdict: its last try (it fails only when it fails twice). Windows of older
+    files carry no ``ladder`` mark: there too a step is its last try."""
+    by_step: dict[int, list[MeasuredWindow]] = {}
     for w in _measured(windows, "slo"):
-        steps[w.repeat] = w  # the ladder's step index; a retry replaces the first try
-    if not steps:
+        by_step.setdefault(w.repeat, []).append(w)  # repeat: the ladder's step index
+    if not by_step:
         return None
-    out = [SloStep(lines_per_s=w.lines_per_s, deliveries_per_s=w.offered_per_s, achieved_per_s=w.per_s,
-                   p99_us=w.latency_us.p99, sent=w.sent, lost=w.lost, failures=sum(w.failures.values()),
-                   held=bool(w.held), disturbed=w.disturbed, generator_bound=bool(w.generator_bound))
-           for w in (steps[i] for i in sorted(steps))]
+    out = [_step(ws) for _, ws in sorted(by_step.items())]
     held = [s for s in out if s.held]
     best = held[-1] if held else None
     return Slo(steps=tuple(out), held_lines_per_s=best.lines_per_s if best else None,
                held_deliveries_per_s=best.deliveries_per_s if best else None,
                ceiling_reached=bool(held) and (out[-1].held or out[-1].generator_bound),
                generator_bound=out[-1].generator_bound)
+
+
+def _step(tries: list[MeasuredWindow]) -> SloStep:
+    """One ladder step from its windows (see :func:`_slo`)."""
+    last = tries[-1]
+    if not any(w.ladder == "confirm" for w in tries):
+        return SloStep(lines_per_s=last.lines_per_s, deliveries_per_s=last.offered_per_s, achieved_per_s=last.per_s,
+                       p99_us=last.latency_us.p99, sent=last.sent, lost=last.lost,
+                       failures=sum(last.failures.values()), held=bool(last.held), disturbed=last.disturbed,
+                       generator_bound=bool(last.generator_bound))
+    counted = [w for w in tries if w.ladder != "retry"] or tries
+    clean = [w for w in counted if not w.disturbed]
+    counted = clean if len(clean) >= 2 else counted   # tries disturbed by other processes left out
+    held_tries = sum(1 for w in counted if w.held)
+    held = 2 * held_tries > len(counted)
+    return SloStep(lines_per_s=last.lines_per_s, deliveries_per_s=last.offered_per_s,
+                   achieved_per_s=median([w.per_s for w in counted]),
+                   p99_us=int(median([w.latency_us.p99 for w in counted])), sent=sum(w.sent for w in counted),
+                   lost=sum(w.lost for w in counted), failures=sum(sum(w.failures.values()) for w in counted),
+                   held=held, disturbed=any(w.disturbed for w in counted),
+                   generator_bound=not held and any(bool(w.generator_bound) for w in counted),
+                   tries=len(counted), held_tries=held_tries)
 
 
 def fold_all(windows: list[Window], errors: dict[tuple[str, str], str],

@@ -11,7 +11,8 @@ Schema 2::
       "schema": 2, "run_id": "20261125-103000", "created": "2026-11-25T10:30:00+00:00",
       "environment": {"cpu_model", "cpu_count", "ram_bytes", "os", "python", "versions",
                       "open_files_limit", "git_commit"},
-      "config": CompareConfig.to_json(),        # bench/results/config.py
+      "config": CompareConfig.to_json(),        # bench/results/config.py ("answer_repeat":
+                                                # only when above "repeat")
       "loadgen": {"engine": "native" | "python", "cpus": [int],
                   "orchestrator": "Locust 2.47.0",  # what ran the windows (absent in older files)
                   "locust_reports": {mode: {"html", "stats_csv"}}},  # Locust's own report and
@@ -30,7 +31,9 @@ Schema 2::
                               "kept_up"},       # echo, open loop at one rate for all
           "slo": null | {"steps": [{"lines_per_s", "deliveries_per_s", "achieved_per_s",
                                     "p99_us", "sent", "lost", "failures", "held",
-                                    "disturbed", "generator_bound"}],
+                                    "disturbed", "generator_bound",
+                                    "tries", "held_tries"}],  # the last two only for a
+                                              # step confirmed by a majority of tries
                          "held_lines_per_s", "held_deliveries_per_s", "ceiling_reached",
                          "generator_bound"},  # ceiling_reached: no step failed (the climb's
                                               # hard stop, or generator_bound: the last step
@@ -45,6 +48,8 @@ Schema 2::
         }
       ],
       "windows": [...]                          # every measured window, as the program wrote it
+                                                # (bench/results/windows.py; a ladder window
+                                                # says "ladder": "climb", "retry" or "confirm")
     }
 
 In code the document is a :class:`Results`, its points :class:`bench.results.summary.Point`

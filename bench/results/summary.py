@@ -69,7 +69,11 @@ class SetRate:
 
 @dataclass(frozen=True)
 class SloStep:
-    """One step of the broadcast latency ladder: the room's send rate and what it got."""
+    """One step of the broadcast latency ladder: the room's send rate and what it got.
+
+    ``held`` is the step's outcome: held in a majority of its counted tries (``held_tries``
+    of ``tries``: every first try and confirmation, no retry; :mod:`bench.results.points`).
+    Older files have no tries (None): their step is its last try."""
 
     lines_per_s: float | None
     deliveries_per_s: float
@@ -82,16 +86,21 @@ class SloStep:
     disturbed: bool
     # the step missed while the load generator's CPU was saturated (absent in older files)
     generator_bound: bool = False
+    tries: int | None = None        # tries counted (absent in older files)
+    held_tries: int | None = None   # ... of which held
 
     def to_json(self) -> dict[str, Any]:
         out = _flat_json(self)
-        if not self.generator_bound:  # written only when set: older files read back as they were
+        # written only when set: older files read back as they were
+        if not self.generator_bound:
             del out["generator_bound"]
+        if self.tries is None:
+            del out["tries"], out["held_tries"]
         return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "SloStep":
-        return cls(**_flat_args(cls, {"generator_bound": False, **data}))
+        return cls(**_flat_args(cls, {"generator_bound": False, "tries": None, "held_tries": None, **data}))
 
 
 @dataclass(frozen=True)

@@ -75,12 +75,15 @@ class MeasuredWindow:
     # "slo" only: the step missed while the load generator's CPU, not the server's, was
     # saturated (absent in older files)
     generator_bound: bool | None = None
+    # "slo" only: which part of the ladder asked for the window: "climb" (a step's first
+    # try), "retry" (its second, after a failed first) or "confirm" (absent in older files)
+    ladder: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     KEYS = ("mode", "kind", "backend", "users", "repeat", "offered_per_s", "lines_per_s", "window_s",
             "requests", "per_s", "failures", "sent", "lost", "out_of_order", "latency_us", "server_cpu_s",
             "cost_us", "server_cpu_percent", "loadgen_cpu_percent", "other_cpu_percent", "rss_bytes",
-            "disturbed", "attempts", "held", "generator_bound", "wall_s")
+            "disturbed", "attempts", "ladder", "held", "generator_bound", "wall_s")
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -94,6 +97,8 @@ class MeasuredWindow:
             "other_cpu_percent": self.other_cpu_percent, "rss_bytes": self.rss_bytes,
             "disturbed": self.disturbed, "attempts": self.attempts,
         }
+        if self.ladder is not None:
+            out["ladder"] = self.ladder
         if self.held is not None:
             out["held"] = self.held
         if self.generator_bound is not None:
@@ -113,7 +118,8 @@ class MeasuredWindow:
             server_cpu_percent=data["server_cpu_percent"], loadgen_cpu_percent=data["loadgen_cpu_percent"],
             other_cpu_percent=data["other_cpu_percent"], rss_bytes=data["rss_bytes"],
             disturbed=data["disturbed"], attempts=data["attempts"], held=data.get("held"),
-            wall_s=data["wall_s"], generator_bound=data.get("generator_bound"), extra=_extra(data, cls.KEYS),
+            wall_s=data["wall_s"], generator_bound=data.get("generator_bound"), ladder=data.get("ladder"),
+            extra=_extra(data, cls.KEYS),
         )
 
 
