@@ -382,3 +382,17 @@ def test_a_value_of_the_wrong_shape_is_a_results_error(tmp_path):
     path.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(results.ResultsError, match="do not follow schema 2"):
         results.load(path)
+
+
+def test_a_fan_out_climb_that_never_failed_is_a_lower_bound_in_the_answer():
+    # gevent held every step up to 400k/s (the climb ended there, not the server); select failed at 150k
+    def broadcast(backend: str, rates: list[float], held_up_to: float):
+        steps = [docs.window("slo", r, users=100, repeat=k, offered=r, held=r <= held_up_to, sent=500,
+                             lines=r / 99, p99=2000 if r <= held_up_to else 20_000, mode="broadcast",
+                             backend=backend) for k, r in enumerate(rates)]
+        return docs.point(backend, "broadcast", 100, [50_000] * 3, sent=500, extra=steps)
+    d = docs.doc(broadcast("gevent", [100e3, 150e3, 225e3, 400e3], 400e3),
+                 broadcast("select", [100e3, 150e3], 100e3))
+    fan = next(a for a in analysis.answers(d) if a.startswith("Chat fan-out"))
+    assert ": gevent (≥ 400k deliveries/s), a margin of at least 4.0x over select (100k deliveries/s)" in fan
+    assert "held ≥ 400k deliveries/s" in analysis.load_sentence(d, "broadcast", 100)[1]

@@ -13,11 +13,12 @@ from __future__ import annotations
 from typing import Callable
 
 from bench.results.figures import (capacity_figures, cost_figures, memory_figures, memory_slope,  # noqa: F401
-                                   per_request, question_reason, set_rate_figures, slo_figures, unit)
+                                   per_request, question_reason, set_rate_figures, slo_figures, slo_lower_bound,
+                                   unit)
 from bench.results.formatting import (connections, fmt_bytes, fmt_cost, fmt_rate, fmt_ratio, fmt_rps, fmt_us,
                                       join_names)
 from bench.results.config import answer_counts, reference_users
-from bench.results.rules import MIN_EFFECT, Pick, flag_labels, pick, why_not_ranked
+from bench.results.rules import MIN_EFFECT, Figure, Pick, flag_labels, pick, why_not_ranked
 from bench.results.schema import Results
 
 INSTALL_HINT = ("install a C compiler and the Python headers (e.g. apt-get install gcc python3-dev), "
@@ -74,7 +75,8 @@ def load_sentence(doc: Results, mode: str, users: int) -> tuple[Pick, str]:
         parts.append(f"p99 {fmt_us(w.set_rate.p99)} at {fmt_rate(w.set_rate.offered_per_s)} req/s offered"
                      + ("" if w.set_rate.kept_up else " (fell behind it)"))
     if w.slo and w.slo.held_deliveries_per_s:
-        parts.append(f"held {fmt_rate(w.slo.held_deliveries_per_s)} deliveries/s at p99 ≤ "
+        parts.append(f"held {'≥ ' if slo_lower_bound(w) else ''}{fmt_rate(w.slo.held_deliveries_per_s)} "
+                     f"deliveries/s at p99 ≤ "
                      f"{doc.config.slo_ms:g} ms")
     slope = memory_slope(doc, mode, cap.winner.backend, "idle" if mode == "echo" else "active")
     if slope is not None:
@@ -99,17 +101,25 @@ def _why_none(doc: Results, mode: str, users: int | None, question: str) -> str:
     return " (" + "; ".join(f"{why}: {', '.join(names)}" for why, names in groups.items()) + ")" if groups else ""
 
 
-def _answer(case: str, p: Pick, fmt: Callable[[float], str], why_none: str = "") -> str:
+def _answer(case: str, p: Pick, fmt: Callable[[float], str], why_none: str = "",
+            at_least: frozenset[str] = frozenset()) -> str:
+    """One answer line; a figure of a backend in ``at_least`` is a lower bound ("≥")."""
+    def show(f: Figure) -> str:
+        return ("≥ " if f.backend in at_least else "") + fmt(f.value)
+
     if p.winner is None:
         return f"{case}: no backend could be ranked{why_none}."
     if p.is_tie:
-        vals = ", ".join(f"{f.backend} {fmt(f.value)}" for f in [p.winner] + p.tied)
-        ahead = (f", ahead of {p.runner_up.backend} ({fmt(p.runner_up.value)}) by {fmt_ratio(p.margin)}"
+        vals = ", ".join(f"{f.backend} {show(f)}" for f in [p.winner] + p.tied)
+        ahead = (f", ahead of {p.runner_up.backend} ({show(p.runner_up)}) by {fmt_ratio(p.margin)}"
                  if p.runner_up is not None else "")
         return f"{case}: tie between {join_names(p.names())} ({vals}){ahead}."
-    text = f"{case}: {p.winner.backend} ({fmt(p.winner.value)})"
+    text = f"{case}: {p.winner.backend} ({show(p.winner)})"
     if p.runner_up is not None:
-        text += f", a {fmt_ratio(p.margin)} margin over {p.runner_up.backend} ({fmt(p.runner_up.value)})"
+        margin = (f"a margin of at least {fmt_ratio(p.margin)}"
+                  if p.winner.backend in at_least and p.runner_up.backend not in at_least
+                  else f"a {fmt_ratio(p.margin)} margin")
+        text += f", {margin} over {p.runner_up.backend} ({show(p.runner_up)})"
     else:
         text += ", the only backend ranked"
     return text + "."
@@ -151,8 +161,10 @@ def answers(doc: Results) -> list[str]:
         u = _reference_users(doc, "broadcast")
         if u is not None:
             slo = pick(slo_figures(doc, u))
+            bounds = frozenset(p.backend for p in doc.points_at("broadcast", u) if slo_lower_bound(p))
             out.append(_answer(f"Chat fan-out at p99 ≤ {doc.config.slo_ms:g} ms ({u} clients in one room)", slo,
-                               lambda v: f"{fmt_rate(v)} deliveries/s", _why_none(doc, "broadcast", u, "slo")))
+                               lambda v: f"{fmt_rate(v)} deliveries/s", _why_none(doc, "broadcast", u, "slo"),
+                               at_least=bounds))
     busy = busy_note(doc)
     return out + ([busy] if busy else [])
 

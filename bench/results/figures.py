@@ -108,6 +108,12 @@ def slo_limit(p: Point) -> float:
     return min(above, default=math.inf)
 
 
+def slo_lower_bound(p: Point) -> bool:
+    """The rate ``p`` held at the latency target is a lower bound: its climb ended without
+    the server failing a step (the load generator's limit, or the top of the climb)."""
+    return bool(p.slo and (p.slo.generator_bound or p.slo.ceiling_reached))
+
+
 def slo_figures(doc: Results, users: int) -> list[Figure]:
     """Broadcast deliveries/s held at the latency target, with the interval up to the failed
     step above it (:func:`slo_limit`)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from bench.results import analysis
-from bench.results.figures import per_request, set_rate_disturbed, slo_disturbed, unit
+from bench.results.figures import per_request, set_rate_disturbed, slo_disturbed, slo_lower_bound, unit
 from bench.results.formatting import fmt_bytes, fmt_cost, fmt_rate, fmt_ratio, fmt_rps, fmt_us
 from bench.results.schema import Results
 from bench.results.summary import Point
@@ -73,7 +73,7 @@ def _held(doc: Results, p: Point) -> str:
     v = p.slo.held_deliveries_per_s
     # a lower bound when the climb ended without the server failing a step
     bound = (" (load generator's limit)" if p.slo.generator_bound
-             else " (top of the climb)" if p.slo.ceiling_reached else "")
+             else " (top of the climb)" if slo_lower_bound(p) else "")
     held = "none held" if not v else f"{'≥ ' if bound else ''}{fmt_rate(v)}/s{bound}"
     return held + (" (disturbed)" if slo_disturbed(p) and not p.flags.disturbed else "")
 
