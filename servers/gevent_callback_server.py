@@ -50,7 +50,7 @@ class CallbackServer(GeventServer):
         sock = client.sock
         recv, send, feed, clock = sock.recv, sock.send, client.session.feed, time.monotonic
         readable, writable, out = client.readable, client.writable, client.out
-        echo, route, close, too_long = self.echo, self.route, self.close, self.too_long
+        echo, route, close, too_long = self.echo, self.fanout.route, self.close, self.too_long
 
         def on_readable() -> None:
             try:

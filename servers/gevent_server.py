@@ -93,7 +93,6 @@ class GeventServer:
         # Broadcast output: hear() in turns, relay_heard() when a pass's turns are over;
         # route() for gevent-callback and the lines owed before an over-long line.
         self.fanout = Fanout(self.roster, self.loop)
-        self.route = self.fanout.route
         # Connections with input to take, in the order they became readable.
         self.ready: deque[Client] = deque()
         # Worker greenlets with nothing to do, parked until the queue fills again.
@@ -272,7 +271,7 @@ class GeventServer:
         the ERR line and the close. Runs in a greenlet of its own; reading has stopped."""
         try:
             if not self.echo:
-                self.route(client, lines)
+                self.fanout.route(client, lines)
             elif lines:
                 self._send_owed(client, memoryview(lines))
         except OSError:
