@@ -47,8 +47,9 @@ QUICK = {"users": (10, 100), "duration": 0.2, "warmup": 0.05, "repeat": 2, "answ
          "slo_factor": 2.0, "remeasure_share": 0.0}
 # Defaults: 6 backends, 1-1000 connections, three repeats of 0.5 s windows, six where a
 # pick of the answer is taken (two runs name the same tied sets far more often with six
-# windows than with three: bench.results.rules.interval; seven would do a little better,
-# but a busy machine's re-measured windows would then pass 6 minutes): about 5 minutes.
+# windows than with three, and from five on the interval leaves out one stray window:
+# bench.results.rules.interval; seven would pass 6 minutes on a busy machine, whose
+# windows are measured again): about 5 minutes.
 DEFAULTS = {"users": (1, 10, 100, 1000), "duration": 0.5, "warmup": 0.2, "repeat": 3, "answer_repeat": 6,
             "slo_factor": 1.5, "remeasure_share": 0.15}
 

@@ -36,7 +36,7 @@ from typing import Any, Callable
 from bench.perf import run
 from bench.perf.loadgen import run_echoload
 from bench.procs.server import ServerStartError
-from bench.results.rules import Figure, separated
+from bench.results.rules import Figure, interval, separated
 
 # Concurrent backends: `blocking` serves one connection at a time and has no capacity
 # at 100 connections to compare.
@@ -64,7 +64,8 @@ def reference(backend: str, conns: int, seconds: float, runs: int, echoload: Pat
 
 
 def compare_capacity(backends: tuple[str, ...], conns: int, repeat: int, out: Path) -> dict[str, dict[str, float]]:
-    """``bench compare``'s echo capacity per backend: ``{backend: {median, lo, hi}}``.
+    """``bench compare``'s echo capacity per backend: ``{backend: {median, lo, hi}}``, with
+    the interval (``lo``-``hi``) that the report ranks on (:func:`bench.results.rules.interval`).
 
     Raises:
         RuntimeError: the compare run failed (with its last stderr line).
@@ -77,8 +78,12 @@ def compare_capacity(backends: tuple[str, ...], conns: int, repeat: int, out: Pa
     if proc.returncode != 0 or not found:
         raise RuntimeError((proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1])
     points = json.loads(found[-1].read_text())["points"]
-    return {p["backend"]: {k: p["capacity"][k] for k in ("median", "lo", "hi")}
-            for p in points if p["users"] == conns and p.get("capacity")}
+    out = {}
+    for p in points:
+        if p["users"] == conns and p.get("capacity") and p["capacity"].get("samples"):
+            lo, hi = interval(p["capacity"]["samples"])  # the interval the report ranks on
+            out[p["backend"]] = {"median": p["capacity"]["median"], "lo": lo, "hi": hi}
+    return out
 
 
 def pair_verdicts(compare: dict[str, dict[str, float]], ref: dict[str, float],
@@ -86,7 +91,7 @@ def pair_verdicts(compare: dict[str, dict[str, float]], ref: dict[str, float],
     """For every pair the reference separates by more than ``separates`` (a fraction):
     ``(faster, slower, reference ratio, verdict)``, verdict ``agrees`` (compare ranks it
     the same way), ``tie`` (compare's tie rule, :func:`bench.results.rules.separated`,
-    makes no ranking: ranges that overlap, or less than its minimum effect apart) or
+    makes no ranking: intervals less than its minimum effect apart) or
     ``disagrees``. Pure."""
     verdicts = []
     for a, b in itertools.combinations(sorted(set(compare) & set(ref)), 2):

@@ -18,7 +18,7 @@ from bench.results.figures import (capacity_figures, cost_figures, memory_figure
 from bench.results.formatting import (connections, fmt_bytes, fmt_cost, fmt_rate, fmt_ratio, fmt_rps, fmt_us,
                                       join_names)
 from bench.results.config import answer_counts, reference_users
-from bench.results.rules import MIN_EFFECT, Figure, Pick, flag_labels, pick, why_not_ranked
+from bench.results.rules import MIN_EFFECT, ROBUST_FROM, Figure, Pick, flag_labels, pick, why_not_ranked
 from bench.results.schema import Results
 
 INSTALL_HINT = ("install a C compiler and the Python headers (e.g. apt-get install gcc python3-dev), "
@@ -63,7 +63,7 @@ def load_sentence(doc: Results, mode: str, users: int) -> tuple[Pick, str]:
         head = (f"{at}: tie between {join_names(cap.names())} on capacity (ranges of the windows: {ranges} "
                 f"{unit(mode)})")
         if cap.runner_up is not None:
-            head += f", ahead of {cap.runner_up.backend} by {fmt_ratio(cap.margin)}"
+            head += f", all ahead of {cap.runner_up.backend} by at least {fmt_ratio(cap.margin)}"
     else:
         head = (f"{at}: {cap.winner.backend}: {fmt_rps(cap.winner.value)} {unit(mode)}"
                 f"{_margin(cap, 'capacity')}")
@@ -111,7 +111,7 @@ def _answer(case: str, p: Pick, fmt: Callable[[float], str], why_none: str = "",
         return f"{case}: no backend could be ranked{why_none}."
     if p.is_tie:
         vals = ", ".join(f"{f.backend} {show(f)}" for f in [p.winner] + p.tied)
-        ahead = (f", ahead of {p.runner_up.backend} ({show(p.runner_up)}) by {fmt_ratio(p.margin)}"
+        ahead = (f", all ahead of {p.runner_up.backend} ({show(p.runner_up)}) by at least {fmt_ratio(p.margin)}"
                  if p.runner_up is not None else "")
         return f"{case}: tie between {join_names(p.names())} ({vals}){ahead}."
     text = f"{case}: {p.winner.backend} ({show(p.winner)})"
@@ -239,10 +239,12 @@ def caveats(doc: Results) -> list[str]:
         f"Capacity is closed loop (one line in flight per connection); latency at the set rate is open loop, "
         f"timed from each line's intended send time. Each point is {config.repeat} interleaved "
         f"windows of {config.duration_s:g} s{_answer_windows(doc)}. A backend ranks above another only when "
-        f"the ranges of their windows do not overlap and it is better by at least {MIN_EFFECT:.0%}; "
-        "otherwise they tie. Each question ranks on its own figure: capacity on the windows' rates, "
+        f"its windows beat the other's by at least {MIN_EFFECT:.0%}, the worst against the best (leaving out "
+        f"each backend's one window farthest from its median when it has {ROBUST_FROM} or more); otherwise "
+        "they tie. A tie names the whole tier: the best backend and every backend tied with it or with "
+        "another member. Each question ranks on its own figure: capacity on the windows' rates, "
         "CPU per request on each window's CPU time per request, p99 on each set-rate window's p99, "
-        f"memory on the slopes (one per backend, so only the {MIN_EFFECT:.0%} applies).",
+        f"memory on the slopes (one per backend, compared directly).",
         "Server CPU per request is the server process's user+system CPU over a window divided by the "
         "requests served in it; it is the steadiest figure on a busy machine.",
     ]
