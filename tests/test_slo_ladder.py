@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pytest
 
 from bench.loadgen.program import Target
-from bench.loadgen.slo_ladder import FAR_MISS, MAX_STEPS_UP, climb
+from bench.loadgen.slo_ladder import FAR_MISS, MAX_EXTENSIONS, MAX_STEPS_UP, climb
 from bench.loadgen.window_rules import generator_bound
 from bench.results.figures import slo_disturbed, slo_figures, slo_limit
 from bench.results.rules import pick
@@ -134,6 +134,44 @@ def test_a_walk_down_that_ends_on_a_held_step_is_confirmed_there():
     program = FakeProgram(lambda b, k: (k <= 4, False), targets=[Target("a", "127.0.0.1", 1, 1)])
     climb(program, 10, {"a": capacity(64000)}, confirm=True)   # starts at step 5, which fails
     assert [(k, tag) for _, k, tag in program.tags if tag == "confirm"] == [(4, "confirm"), (5, "confirm")] * 2
+
+
+def test_a_failed_step_that_the_confirmation_holds_sends_the_climb_on():
+    # b fails step 4 on the climb (two tries) but holds it on both confirmations: its limit
+    # is above 4, so it tries 5 (fails, then its confirmations fail too) and stops there.
+    # a's confirmations agree with its climb: nothing more for a.
+    tries: dict[tuple[str, int], int] = {}
+    outcomes: list[bool] = []
+
+    def outcome(b: str, k: int) -> tuple[bool, bool]:
+        n = tries[(b, k)] = tries.get((b, k), 0) + 1
+        held = n > 2 if (b, k) == ("b", 4) else k <= {"a": 4, "b": 3}[b]  # b's 4: the confirmations hold
+        outcomes.append(held)
+        return held, False
+
+    program = FakeProgram(outcome)
+    climb(program, 10, {"a": capacity(8000), "b": capacity(8000)}, confirm=True)
+    after = program.tags[program.tags.index(("a", 4, "confirm")):]
+    assert after == [("a", 4, "confirm"), ("a", 5, "confirm"), ("b", 3, "confirm"), ("b", 4, "confirm")] * 2 + [
+        ("b", 5, "climb"), ("b", 5, "confirm"), ("b", 5, "confirm")]
+    point = ladder_point("b", {k: [(held, tag) for (b, kk, tag), held in zip(program.tags, outcomes)
+                                   if b == "b" and kk == k] for k in (2, 3, 4, 5)})
+    assert point.slo.held_deliveries_per_s == point.slo.steps[2].deliveries_per_s   # step 4
+    assert not point.slo.ceiling_reached and math.isfinite(slo_limit(point))
+
+
+def test_the_climb_past_a_confirmed_step_is_bounded():
+    # every confirmation holds whatever the climb saw: the climb goes on at most MAX_EXTENSIONS steps
+    tries: dict[int, int] = {}
+
+    def outcome(b: str, k: int) -> tuple[bool, bool]:
+        n = tries[k] = tries.get(k, 0) + 1
+        return (k <= 3 or n > 2 or (k > 4 and n > 1)), False
+
+    program = FakeProgram(outcome, targets=[Target("a", "127.0.0.1", 1, 1)])
+    climb(program, 10, {"a": capacity(8000)}, confirm=True)
+    climbed = [k for _, k, tag in program.tags if tag == "climb" and k > 4]
+    assert climbed == list(range(5, 5 + MAX_EXTENSIONS))
 
 
 @pytest.mark.parametrize("outcome", [

@@ -16,6 +16,9 @@ Where a pick is taken (``confirm``), the climb's result is then confirmed
 (:func:`_confirm`): each backend whose climb ended on a server failure tries its top step
 and the step above ``slo_confirm_tries`` more times, interleaved across backends, so each
 of the two steps has a majority of three tries (with the climb's first) to decide it.
+When that majority finds the failed step held after all, the backend's limit is above
+it, so the climb goes on: the next step is tried and confirmed the same way, at most
+:data:`MAX_EXTENSIONS` times (a limit that none of these finds is shown as a lower bound).
 
 A step fails when p99 passes the target, a line is lost, or too few of the offered
 deliveries arrive (:func:`bench.loadgen.window_rules.held`: a server that cannot keep up
@@ -45,6 +48,8 @@ MAX_STEPS_DOWN = 2
 MAX_STEPS_UP = 10
 # A first try whose p99 is above this many times the target is not tried again.
 FAR_MISS = 2.0
+# Steps climbed past a failed step that the confirmation found held.
+MAX_EXTENSIONS = 2
 
 State = tuple[int, int, bool]  # (next step, direction: +1 up / -1 down / 0 first, any step held)
 
@@ -93,7 +98,7 @@ def climb(program: Program, users: int, capacity: dict[str, list[dict[str, Any]]
             else:
                 state[b] = following
     if confirm and ends:
-        _confirm(program, users, ends, rate, int(spec.get("slo_confirm_tries", 0)))
+        _confirm(program, users, ends, rate, int(spec.get("slo_confirm_tries", 0)), top)
 
 
 def _far_miss(w: dict[str, Any], spec: dict[str, Any]) -> bool:
@@ -102,15 +107,36 @@ def _far_miss(w: dict[str, Any], spec: dict[str, Any]) -> bool:
     return bool(w.get("lost")) or p99 > FAR_MISS * float(spec["slo_ms"]) * 1000.0
 
 
-def _confirm(program: Program, users: int, ends: dict[str, tuple[int, int]], rate: Any, tries: int) -> None:
+def _confirm(program: Program, users: int, ends: dict[str, tuple[int, int]], rate: Any, tries: int,
+             top: float) -> None:
     """Try each backend's top step and the failed step above it ``tries`` more times: one
     round per try, every backend's two steps in each round (interleaved, so a slow moment of
-    the machine falls on several backends, not on one backend's every try)."""
+    the machine falls on several backends, not on one backend's every try).
+
+    A failed step whose tries, the climb's first with these, hold by majority is held (as
+    :mod:`bench.results.points` decides it), and the step above it was never tried: that
+    backend tries it (a first try, then ``tries`` confirmations), and so on while the step
+    tried holds, up to :data:`MAX_EXTENSIONS` steps and never above ``top`` (rate/s)."""
     targets = {t.backend: t for t in program.targets}
-    for _ in range(tries):
-        for b in [t.backend for t in program.targets if t.backend in ends]:
-            for k in ends[b]:
-                program.window(targets[b], users, "slo", k, rate(k) / (users - 1), "confirm")
+    order = [t.backend for t in program.targets]
+    steps = {b: list(ks) for b, ks in ends.items()}   # the steps each backend confirms
+    first_held = dict.fromkeys(ends, 0)                 # the climb failed each failed step
+    for extension in range(MAX_EXTENSIONS + 1):
+        held = dict.fromkeys(steps, 0)                  # confirmations of the highest step that held
+        for _ in range(tries):
+            for b in [b for b in order if b in steps]:
+                for k in steps[b]:
+                    w = program.window(targets[b], users, "slo", k, rate(k) / (users - 1), "confirm")
+                    held[b] += int(k == steps[b][-1] and bool(w["held"]))
+        climbing = [b for b in steps if 2 * (first_held[b] + held[b]) > tries + 1
+                    and rate(steps[b][-1] + 1) <= top]
+        if extension == MAX_EXTENSIONS or not climbing:
+            return
+        steps, first_held = {}, {}
+        for b in [b for b in order if b in climbing]:
+            k = max(ends[b]) + 1 + extension
+            w = program.window(targets[b], users, "slo", k, rate(k) / (users - 1), "climb")
+            steps[b], first_held[b] = [k], int(bool(w["held"]))
 
 
 def _next(w: dict[str, Any], now: State, start: int, lowest: int, above_top: bool) -> State | None:

@@ -62,7 +62,7 @@ def load_sentence(doc: Results, mode: str, users: int) -> tuple[Pick, str]:
         ranges = ", ".join(f"{f.backend} {fmt_rps(f.lo)}–{fmt_rps(f.hi)}" for f in [cap.winner] + cap.tied)
         head = (f"{at}: tie between {join_names(cap.names())} on capacity (ranges of the windows: {ranges} "
                 f"{unit(mode)})")
-        if cap.runner_up is not None:
+        if cap.runner_up is not None and cap.margin is not None:
             head += f", all ahead of {cap.runner_up.backend} by at least {fmt_ratio(cap.margin)}"
     else:
         head = (f"{at}: {cap.winner.backend}: {fmt_rps(cap.winner.value)} {unit(mode)}"
@@ -112,7 +112,7 @@ def _answer(case: str, p: Pick, fmt: Callable[[float], str], why_none: str = "",
     if p.is_tie:
         vals = ", ".join(f"{f.backend} {show(f)}" for f in [p.winner] + p.tied)
         ahead = (f", all ahead of {p.runner_up.backend} ({show(p.runner_up)}) by at least {fmt_ratio(p.margin)}"
-                 if p.runner_up is not None else "")
+                 if p.runner_up is not None and p.margin is not None else "")
         return f"{case}: tie between {join_names(p.names())} ({vals}){ahead}."
     text = f"{case}: {p.winner.backend} ({show(p.winner)})"
     if p.runner_up is not None:

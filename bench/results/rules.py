@@ -123,7 +123,8 @@ class Pick:
     winner's tier (:func:`pick`; the answer is then a tie among them all), best first.
     ``runner_up`` is the best figure outside the tier, and ``margin`` the advantage of the
     tier's weakest member over it, as a factor >= 1 (higher-is-better: weakest/runner-up;
-    lower: runner-up/weakest); without a tie that is the winner's own margin.
+    lower: runner-up/weakest; None when a member known only as a lower bound is below
+    the runner-up); without a tie that is the winner's own margin.
     """
 
     winner: Figure | None
@@ -193,4 +194,7 @@ def pick(figures: list[Figure], higher_is_better: bool = True) -> Pick:
     if runner is not None:
         weakest = tier[-1]
         margin = weakest.value / runner.value if higher_is_better else runner.value / weakest.value
+        # a member known only as a lower bound (a ladder that never failed) may sit below
+        # the runner-up: then no margin holds for the whole tier
+        margin = margin if margin >= 1 else None
     return Pick(tier[0], tier[1:], runner, margin)
