@@ -176,6 +176,18 @@ def test_a_backend_tied_with_a_member_of_the_tier_joins_it():
     assert low.names() == ["a", "b", "c"] and low.runner_up.backend == "d"
 
 
+@pytest.mark.parametrize("c_samples, joins", [
+    ((52, 54, 56), True),     # 1.9x behind a, tied with b: in the tier
+    ((45, 48, 50), False),    # 2.1x behind a: b's wide windows do not pull it in
+])
+def test_nothing_joins_the_tier_through_another_member_from_too_far_behind(c_samples, joins):
+    a, b, c = fig("a", 100, 102, 104), fig("b", 40, 70, 100), fig("c", *c_samples)
+    assert not separated(a, b) and not separated(b, c) and separated(a, c)
+    result = pick([a, b, c])
+    assert ("c" in result.names()) is joins
+    assert result.runner_up is (None if joins else c)
+
+
 def test_a_tie_is_said_as_such_with_the_ranges():
     d = docs.doc(docs.point("gevent", "echo", 10, [50_000, 53_000, 55_000]),
                  docs.point("asyncio", "echo", 10, [52_000, 54_000, 56_000]),

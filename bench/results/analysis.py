@@ -18,7 +18,7 @@ from bench.results.figures import (capacity_figures, cost_figures, memory_figure
 from bench.results.formatting import (connections, fmt_bytes, fmt_cost, fmt_rate, fmt_ratio, fmt_rps, fmt_us,
                                       join_names)
 from bench.results.config import answer_counts, reference_users
-from bench.results.rules import MIN_EFFECT, ROBUST_FROM, Figure, Pick, flag_labels, pick, why_not_ranked
+from bench.results.rules import MIN_EFFECT, ROBUST_FROM, TIER_SPAN, Figure, Pick, flag_labels, pick, why_not_ranked
 from bench.results.schema import Results
 
 INSTALL_HINT = ("install a C compiler and the Python headers (e.g. apt-get install gcc python3-dev), "
@@ -241,8 +241,8 @@ def caveats(doc: Results) -> list[str]:
         f"windows of {config.duration_s:g} s{_answer_windows(doc)}. A backend ranks above another only when "
         f"its windows beat the other's by at least {MIN_EFFECT:.0%}, the worst against the best (leaving out "
         f"each backend's one window farthest from its median when it has {ROBUST_FROM} or more); otherwise "
-        "they tie. A tie names the whole tier: the best backend and every backend tied with it or with "
-        "another member. Each question ranks on its own figure: capacity on the windows' rates, "
+        "they tie. A tie names the whole tier: the best backend and every backend tied with it or, from "
+        f"less than {TIER_SPAN:g}x behind it, with another member. Each question ranks on its own figure: capacity on the windows' rates, "
         "CPU per request on each window's CPU time per request, p99 on each set-rate window's p99, "
         f"memory on the slopes (one per backend, compared directly).",
         "Server CPU per request is the server process's user+system CPU over a window divided by the "

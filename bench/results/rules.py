@@ -73,6 +73,9 @@ def flag_labels(p: Point) -> list[str]:
 
 # From this many repeats on, the one farthest from the median is left out of the interval.
 ROBUST_FROM = 5
+# A figure joins the best's tier through another member only from less than this factor
+# behind the best (:func:`pick`).
+TIER_SPAN = 2.0
 
 
 def interval(samples: Sequence[float]) -> tuple[float, float]:
@@ -80,15 +83,13 @@ def interval(samples: Sequence[float]) -> tuple[float, float]:
     repeat farthest from their median when there are at least :data:`ROBUST_FROM`.
 
     Why this interval, with this tie rule and the tier (:func:`pick`): measured on the
-    windows of eight default runs over two quiet hours (five with six windows at the
-    answer's points, three with three), the three echo answer lines (CPU per round trip,
-    capacity at 1000, p99 at the set rate) named the same tied set in 8 of 8 runs each.
-    The range of all repeats with the same rule gave 7, 8 and 8 (one run let threading,
-    2.7x behind, into the tier through another backend's single stray window); the range
-    with the earlier rule (ranges that do not overlap and medians 10 % apart, the winner's
-    ties only) gave 5, 4 and 6. A window disturbed by other processes is measured again
-    before this (:mod:`bench.results.points`); the repeat left out here is the one stray
-    window that no such check catches.
+    windows of 14 default runs at quiet hours (11 with six windows at the answer's points,
+    3 with three), the three echo answer lines (CPU per round trip at 100, capacity at
+    1000, p99 at the set rate) named the same tier in 14, 12 and 11 runs; the range of all
+    windows with the earlier rule (ranges that do not overlap and medians 10 % apart, ties
+    with the best only) named the same tied set in 9, 8 and 12. A window disturbed by
+    other processes is measured again before this (:mod:`bench.results.points`); the
+    repeat left out here is the one stray window that no such check catches.
 
     Raises:
         ValueError: no samples.
@@ -169,7 +170,12 @@ def pick(figures: list[Figure], higher_is_better: bool = True) -> Pick:
     between c and the best that b straddles is not one the next run repeats. A figure
     without repeats (a memory slope, a ladder's held step up to the failed one) has exact
     bounds, and a chain of such bounds one grid step apart would tie the ladder's top with
-    its bottom; it joins only by tying with the best.
+    its bottom; it joins only by tying with the best. And nothing joins through another
+    member from further than :data:`TIER_SPAN` behind the best: the chain is there for the
+    answer's stability, not as evidence, and one erratic backend's wide windows must not
+    tie threading at 2.5x behind with the best (measured: over 14 quiet default runs, the
+    three echo answers named the same tier in 14, 12 and 11 runs with the bound, in 14, 10
+    and 14 without it, where threading joined the throughput tier three times).
     The runner-up is the best figure outside the tier; the margin is the tier's weakest
     median against it, so "ahead of X by N" holds for every member.
     """
@@ -182,7 +188,8 @@ def pick(figures: list[Figure], higher_is_better: bool = True) -> Pick:
     while grew:
         grew = False
         for f in ordered:
-            through = tier if f.samples > 1 else tier[:1]
+            behind = tier[0].value / f.value if higher_is_better else f.value / tier[0].value
+            through = tier if f.samples > 1 and behind < TIER_SPAN else tier[:1]
             if f not in tier and any(tied(t, f, higher_is_better) for t in through
                                      if t is tier[0] or t.samples > 1):
                 tier.append(f)
