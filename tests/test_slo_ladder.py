@@ -241,6 +241,23 @@ def test_ladder_tops_one_step_apart_tie_and_two_steps_apart_rank():
     assert pick(slo_figures(docs.doc(top("a", 15), never_failed), 100)).names() == ["a", "c"]
 
 
+def test_a_last_step_held_by_a_majority_with_a_failed_try_is_at_the_limit():
+    # the climb failed step 14 and its confirmations held it, and so on up to the last step
+    # climbed (16): the room is at its limit there, not below an unknown one
+    p = ladder_point("s", {13: [(True, "climb")], 14: [(False, "climb"), (True, "confirm"), (True, "confirm")],
+                           15: [(False, "climb"), (True, "confirm"), (True, "confirm")],
+                           16: [(False, "climb"), (True, "confirm"), (True, "confirm")]})
+    assert p.slo.held_deliveries_per_s == pytest.approx(1000 * 1.5 ** 16)
+    assert not p.slo.ceiling_reached
+    assert slo_limit(p) == pytest.approx(1000 * 1.5 ** 17)       # one grid step up
+    # so it no longer ties with a room that held far more
+    far = ladder_point("g", {20: [(True, "climb")] * 3, 21: [(False, "climb")] * 3})
+    assert pick(slo_figures(docs.doc(far, p), 100)).names() == ["g"]
+    # held by every try: nothing failed there, the limit is unknown
+    clean = ladder_point("c", {13: [(True, "climb")], 14: [(True, "climb"), (True, "confirm"), (True, "confirm")]})
+    assert clean.slo.ceiling_reached and slo_limit(clean) == math.inf
+
+
 def test_only_a_disturbed_limit_puts_the_ladders_figure_in_doubt():
     # a busy machine makes a step fail, never hold: a disturbed held step is still held
     quiet_limit = ladder_point("a", {12: [(True, "climb", True)], 13: [(True, "climb")], 14: [(False, "climb")] * 2})

@@ -98,13 +98,19 @@ def set_rate_figures(doc: Results, users: int) -> list[Figure]:
 
 def slo_limit(p: Point) -> float:
     """Deliveries/s of the lowest step above the held one that failed: the limit of ``p``'s
-    room lies below it. Infinite when no step above the held one failed (the climb's top,
-    or the load generator's limit)."""
+    room lies below it. When the held step is the last one tried and one of its tries
+    failed (the majority held), the limit is taken to lie below the next step of the grid:
+    the room is at its limit there, and a step higher would not hold. Infinite when no step
+    above the held one failed (the climb's top, or the load generator's limit)."""
     held = p.slo.held_deliveries_per_s if p.slo else None
     if not p.slo or held is None:
         return math.inf
-    above = [s.deliveries_per_s for s in p.slo.steps
+    steps = p.slo.steps
+    above = [s.deliveries_per_s for s in steps
              if not s.held and not s.generator_bound and s.deliveries_per_s > held]
+    top = steps[-1]
+    if not above and len(steps) >= 2 and top.held and top.tries is not None and (top.held_tries or 0) < top.tries:
+        return top.deliveries_per_s * top.deliveries_per_s / steps[-2].deliveries_per_s  # one grid step up
     return min(above, default=math.inf)
 
 
