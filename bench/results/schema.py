@@ -37,7 +37,8 @@ Schema 2::
                          "held_lines_per_s", "held_deliveries_per_s", "ceiling_reached",
                          "generator_bound"},  # ceiling_reached: no step failed (the climb's
                                               # hard stop, or generator_bound: the last step
-                                              # missed for the load generator's CPU); the two
+                                              # missed for the load generator's CPU), and the
+                                              # last step held no try that failed; the two
                                               # generator_bound keys are absent in older files
           "memory": {"idle_rss_bytes": int | null, "active_rss_bytes": int | null},
           "requests", "failures", "failures_by_kind", "unanswered", "sent", "lost",
