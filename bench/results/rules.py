@@ -15,8 +15,9 @@ points may rank, the one tie rule, and picking a winner with its margin. Pure;
   farthest from their median (:func:`interval`); a figure with no spread of its own (one
   memory slope, one ladder step) has the interval its producer gives it.
 - **The answer is a tier** (:func:`pick`): the best figure and every figure that ties with
-  it *or with another member of the tier*, so that two backends which cannot be told apart
-  are never split between "pick" and "behind".
+  it *or, from less than* :data:`TIER_SPAN` *behind it, with another member of the tier*,
+  so that two backends which cannot be told apart are never split between "pick" and
+  "behind".
 """
 
 from __future__ import annotations
