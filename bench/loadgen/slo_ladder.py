@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from bench.loadgen.window_rules import served as _served
+from bench.loadgen.window_rules import served_capacity
 
 if TYPE_CHECKING:
     from bench.loadgen.program import Program
@@ -59,9 +59,7 @@ def climb(program: Program, users: int, capacity: dict[str, list[dict[str, Any]]
     loop, per backend) all served; each window is emitted by the program as it is measured.
     With ``confirm``, each top is then confirmed (:func:`_confirm`)."""
     spec = program.spec
-    served = {b: sorted(w["per_s"] for w in ws)[len(ws) // 2] for b, ws in capacity.items()
-              if ws and all(_served(w, users) for w in ws)}
-    served = {b: c for b, c in served.items() if c > 0}
+    served = served_capacity(capacity, users)
     if not served:
         return
     factor, base = float(spec["slo_factor"]), float(spec["slo_grid_base"])
@@ -132,9 +130,9 @@ def _confirm(program: Program, users: int, ends: dict[str, tuple[int, int]], rat
                     and rate(steps[b][-1] + 1) <= top]
         if extension == MAX_EXTENSIONS or not climbing:
             return
-        steps, first_held = {}, {}
+        tried, steps, first_held = steps, {}, {}
         for b in [b for b in order if b in climbing]:
-            k = max(ends[b]) + 1 + extension
+            k = tried[b][-1] + 1
             w = program.window(targets[b], users, "slo", k, rate(k) / (users - 1), "climb")
             steps[b], first_held[b] = [k], int(bool(w["held"]))
 

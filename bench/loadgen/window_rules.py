@@ -86,12 +86,18 @@ def not_worth_measuring(spec: dict[str, Any], kind: str, repeat: int, unserved: 
     return unserved and (kind == "rate" or repeat >= int(spec["repeats"]))
 
 
+def served_capacity(capacity: dict[str, list[dict[str, Any]]], users: int) -> dict[str, float]:
+    """Per backend whose closed-loop ``capacity`` windows at ``users`` all :func:`served`,
+    the median of their rates (the upper one of an even count), when above 0."""
+    medians = {b: sorted(w["per_s"] for w in ws)[len(ws) // 2] for b, ws in capacity.items()
+               if ws and all(served(w, users) for w in ws)}
+    return {b: m for b, m in medians.items() if m > 0}
+
+
 def set_rate(spec: dict[str, Any], users: int, capacity: dict[str, list[dict[str, Any]]],
              unserved: set[str]) -> float:
     """The echo rate offered to every backend at ``users``: ``rate_fraction`` of the slowest
-    median ``capacity`` (closed-loop windows per backend) among backends that served every
-    window and answered every connection (not ``unserved``); 0 when none did."""
-    medians = [sorted(w["per_s"] for w in ws)[len(ws) // 2] for b, ws in capacity.items()
-               if ws and all(served(w, users) for w in ws) and b not in unserved]
-    medians = [m for m in medians if m > 0]
+    :func:`served_capacity` among backends that also answered every connection (not
+    ``unserved``); 0 when none did."""
+    medians = [m for b, m in served_capacity(capacity, users).items() if b not in unserved]
     return float(spec["rate_fraction"]) * min(medians) if medians else 0.0

@@ -105,19 +105,28 @@ def pair_verdicts(compare: dict[str, dict[str, float]], ref: dict[str, float],
     return verdicts
 
 
+def reference_around(sweeps: list[dict[str, float | None]], i: int) -> dict[str, float]:
+    """Per backend, the reference for compare's round ``i``: the mean of the sweeps just
+    before and just after it (``sweeps[i]``, ``sweeps[i + 1]``), so a drift of the machine
+    during the round cancels; a backend that either sweep missed has the other one's. Pure."""
+    out = {}
+    for backend in set().union(*sweeps[i:i + 2]):
+        got = [r for s in sweeps[i:i + 2] if (r := s.get(backend))]
+        if got:
+            out[backend] = sum(got) / len(got)
+    return out
+
+
 def round_ratios(compare: list[dict[str, dict[str, float]]],
                  sweeps: list[dict[str, float | None]]) -> dict[str, list[float]]:
-    """Per backend, one ratio per round: compare's median in round ``i`` over the mean of
-    the reference sweeps just before and just after it (``sweeps[i]``, ``sweeps[i + 1]``),
-    so a drift of the machine during a round cancels. Rounds that miss either side are
-    left out. Pure."""
+    """Per backend, one ratio per round: compare's median in round ``i`` over
+    :func:`reference_around` it. Rounds without a reference are left out. Pure."""
     ratios: dict[str, list[float]] = {}
     for i, got in enumerate(compare):
+        ref = reference_around(sweeps, i)
         for backend, cap in got.items():
-            refs = [s.get(backend) for s in sweeps[i:i + 2]]
-            refs = [r for r in refs if r]
-            if refs and cap.get("median"):
-                ratios.setdefault(backend, []).append(cap["median"] / (sum(refs) / len(refs)))
+            if backend in ref and cap.get("median"):
+                ratios.setdefault(backend, []).append(cap["median"] / ref[backend])
     return ratios
 
 
@@ -175,9 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         per_round = "  ".join(f"{x:.2f}x" for x in got) if got else "-"
         print(f"{b:<16} {per_round:>34} {f'{statistics.median(got):.2f}x' if got else '-':>7}")
     for i, compare in enumerate(result["compare"]):
-        ref = {b: statistics.mean(got) for b in backends
-               if (got := [s[b] for s in result["sweeps"][i:i + 2] if s.get(b)])}
-        verdicts = pair_verdicts(compare, ref, args.separates)
+        verdicts = pair_verdicts(compare, reference_around(result["sweeps"], i), args.separates)
         print(f"\nround {i + 1}, pairs the reference separates by more than {args.separates:.0%}:" if verdicts
               else f"\nround {i + 1}: no pair is separated by more than {args.separates:.0%} by the reference")
         for fast, slow, ratio, verdict in verdicts:

@@ -242,8 +242,8 @@ def caveats(doc: Results) -> list[str]:
         f"its windows beat the other's by at least {MIN_EFFECT:.0%}, the worst against the best (leaving out "
         f"each backend's one window farthest from its median when it has {ROBUST_FROM} or more); otherwise "
         "they tie. A tie names the whole tier: the best backend and every backend tied with it or, from "
-        f"less than {TIER_SPAN:g}x behind it, with another member. Each question ranks on its own figure: capacity on the windows' rates, "
-        "CPU per request on each window's CPU time per request, p99 on each set-rate window's p99, "
+        f"less than {TIER_SPAN:g}x behind it, with another member. Each question ranks on its own figure: "
+        "capacity on the windows' rates, CPU per request on each window's CPU time per request, p99 on each set-rate window's p99, "
         f"memory on the slopes (one per backend, compared directly).",
         "Server CPU per request is the server process's user+system CPU over a window divided by the "
         "requests served in it; it is the steadiest figure on a busy machine.",

@@ -109,7 +109,7 @@ def slo_limit(p: Point) -> float:
     above = [s.deliveries_per_s for s in steps
              if not s.held and not s.generator_bound and s.deliveries_per_s > held]
     top = steps[-1]
-    if not above and len(steps) >= 2 and top.held and top.tries is not None and (top.held_tries or 0) < top.tries:
+    if not above and len(steps) >= 2 and top.held_with_a_failed_try:
         return top.deliveries_per_s * top.deliveries_per_s / steps[-2].deliveries_per_s  # one grid step up
     return min(above, default=math.inf)
 

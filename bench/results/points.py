@@ -156,7 +156,7 @@ def _slo(windows: list[Window]) -> Slo | None:
     best = held[-1] if held else None
     # A last step held by a majority of tries, one of which failed, is at the limit, not
     # below an unknown one (bench.results.figures.slo_limit puts the limit a step above).
-    at_limit = out[-1].held and out[-1].tries is not None and (out[-1].held_tries or 0) < out[-1].tries
+    at_limit = out[-1].held_with_a_failed_try
     return Slo(steps=tuple(out), held_lines_per_s=best.lines_per_s if best else None,
                held_deliveries_per_s=best.deliveries_per_s if best else None,
                ceiling_reached=bool(held) and (out[-1].held or out[-1].generator_bound) and not at_limit,

@@ -89,6 +89,12 @@ class SloStep:
     tries: int | None = None        # tries counted (absent in older files)
     held_tries: int | None = None   # ... of which held
 
+    @property
+    def held_with_a_failed_try(self) -> bool:
+        """Held by the majority of its tries while one of them failed: the room is at its
+        limit at this step (:func:`bench.results.figures.slo_limit`)."""
+        return self.held and self.tries is not None and (self.held_tries or 0) < self.tries
+
     def to_json(self) -> dict[str, Any]:
         out = _flat_json(self)
         # written only when set: older files read back as they were
