@@ -252,6 +252,17 @@ def test_memory_is_not_recommended_from_a_disturbed_point():
     assert [r[0] for r in rows] == ["select", "asyncio"] and rows[0][1].startswith("1000 B")  # still shown
 
 
+def test_memory_ranks_on_the_undisturbed_counts_when_the_lowest_was_disturbed():
+    # every point at 10 was disturbed: the slopes between 100 and 1000 still answer
+    def pts(backend: str, per_conn: int) -> list:
+        return [docs.point(backend, "echo", users, [50_000] * 3, disturbed=users == 10,
+                           extra=[docs.idle(users, (20 << 20) + users * per_conn)]) for users in (10, 100, 1000)]
+    d = docs.doc(*pts("select", 1_000), *pts("asyncio", 3_000))
+    idle = next(a for a in analysis.answers(d) if a.startswith("Many mostly idle connections"))
+    assert ": select (1000 B/conn), a 3.0x margin over asyncio" in idle
+    assert analysis.memory_slope(d, "echo", "select").lo == 10      # the table's slope keeps every count
+
+
 def test_answers_name_a_pick_with_evidence_and_margin_for_each_case():
     d = docs.full_doc()
     answers = analysis.answers(d)

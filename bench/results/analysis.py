@@ -141,7 +141,8 @@ def answers(doc: Results) -> list[str]:
         idle = pick(memory_figures(doc, "echo", "idle"), higher_is_better=False)
         out.append(_answer("Many mostly idle connections (least server memory per idle connection)",
                            idle, lambda v: f"{fmt_bytes(v)}/conn",
-                           " (needs two connection counts of at least 10, at least 90 apart)"))
+                           " (needs two connection counts of at least 10, at least 90 apart, that other "
+                           "processes did not disturb)"))
         u = _reference_users(doc, "echo")
         if u is not None:
             cost = pick(cost_figures(doc, "echo", u), higher_is_better=False)

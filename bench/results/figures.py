@@ -153,14 +153,16 @@ class Slope:
     hi: int
 
 
-def memory_slope(doc: Results, mode: str, backend: str, kind: str = "idle") -> Slope | None:
+def memory_slope(doc: Results, mode: str, backend: str, kind: str = "idle",
+                 undisturbed: bool = False) -> Slope | None:
     """The RSS slope of ``backend`` between the lowest connection count >= MEMORY_LOW_USERS and
-    the highest, over points that served their load; None without two such counts at least
+    the highest, over points that served their load (and, with ``undisturbed``, that other
+    processes did not disturb); None without two such counts at least
     :data:`MEMORY_MIN_SPAN` apart. ``kind``: "idle" or "active"."""
     known = []
     for users in doc.user_counts(mode):
         p = doc.point(mode, users, backend)
-        if p is None or p.error or p.flags.failing:
+        if p is None or p.error or p.flags.failing or (undisturbed and p.flags.disturbed):
             continue
         rss = p.memory.idle_rss_bytes if kind == "idle" else p.memory.active_rss_bytes
         if rss and users >= MEMORY_LOW_USERS:
@@ -172,14 +174,14 @@ def memory_slope(doc: Results, mode: str, backend: str, kind: str = "idle") -> S
 
 
 def memory_figures(doc: Results, mode: str, kind: str) -> list[Figure]:
-    """Memory per connection of every backend that may rank on it: a slope whose two points
-    were disturbed (other processes busy, still so after re-measuring) recommends nothing,
-    like every other figure of a disturbed point (the memory table still shows it)."""
+    """Memory per connection of every backend that may rank on it: the slope over points that
+    other processes did not disturb (still busy after re-measuring), so a disturbed point
+    recommends nothing, like every other figure of a disturbed point, and the slope spans the
+    counts that are left (the memory table still shows the slope over every count)."""
     out = []
     for b in doc.backends(mode):
-        s = memory_slope(doc, mode, b, kind)
-        ends = [doc.point(mode, users, b) for users in (s.lo, s.hi)] if s is not None else []
-        if s is not None and not any(p is not None and p.flags.disturbed for p in ends):
+        s = memory_slope(doc, mode, b, kind, undisturbed=True)
+        if s is not None:
             v = max(1.0, s.bytes_per_conn)  # a slope at or below zero is "nothing measurable"
             out.append(Figure(b, v, v, v, 1))
     return out
