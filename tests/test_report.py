@@ -171,6 +171,9 @@ def test_a_backend_tied_with_a_member_of_the_tier_joins_it():
     result = pick([d, c, b, a])
     assert result.names() == ["a", "b", "c"] and result.runner_up.backend == "d"
     assert result.margin == pytest.approx(88 / 51)
+    # but the tie does not hide that a's windows beat c's: c is named, with the gap and its link
+    assert [(x.backend, x.through) for x in result.apart] == [("c", "b")]
+    assert result.apart[0].factor == pytest.approx(100 / 90)
     low = pick([fig(x.backend, *(1000 / v for v in (x.lo, x.value, x.hi))) for x in (a, b, c, d)],
                higher_is_better=False)
     assert low.names() == ["a", "b", "c"] and low.runner_up.backend == "d"
@@ -186,6 +189,23 @@ def test_nothing_joins_the_tier_through_another_member_from_too_far_behind(c_sam
     result = pick([a, b, c])
     assert ("c" in result.names()) is joins
     assert result.runner_up is (None if joins else c)
+
+
+def test_a_member_that_ties_only_through_another_is_said_to_be_behind_the_winner():
+    d = docs.doc(docs.point("gevent", "echo", 1000, [60_000, 62_000, 64_000]),
+                 docs.point("select", "echo", 1000, [50_000, 56_000, 58_000]),
+                 docs.point("asyncio", "echo", 1000, [45_000, 47_000, 50_000]),
+                 docs.point("threading", "echo", 1000, [20_000, 21_000, 22_000]))
+    verdict, sentence = analysis.load_sentence(d, "echo", 1000)
+    assert verdict.names() == ["gevent", "select", "asyncio"]
+    assert "all ahead of threading by at least 2.2x; gevent's windows beat asyncio by at least 1.2x " \
+           "(it ties through select);" in sentence
+    answer = next(a for a in analysis.answers(d) if a.startswith("Highest echo throughput"))
+    assert answer.endswith("; gevent's windows beat asyncio by at least 1.2x (it ties through select).")
+    # a tier whose members all tie with the winner says nothing more
+    plain = docs.doc(docs.point("gevent", "echo", 10, [50_000, 53_000, 55_000]),
+                     docs.point("asyncio", "echo", 10, [52_000, 54_000, 56_000]))
+    assert "windows beat" not in analysis.load_sentence(plain, "echo", 10)[1]
 
 
 def test_a_tie_is_said_as_such_with_the_ranges():

@@ -42,6 +42,15 @@ def _margin(p: Pick, noun: str) -> str:
     return f" ({fmt_ratio(p.margin)} {p.runner_up.backend}'s {noun})"
 
 
+def apart_clause(p: Pick) -> str:
+    """What the tie hides, as a clause: the members that the winner's windows do beat, which
+    tie only through another member ("" when there are none)."""
+    if p.winner is None or not p.apart:
+        return ""
+    said = [f"{a.backend} by at least {fmt_ratio(a.factor)} (it ties through {a.through})" for a in p.apart]
+    return f"; {p.winner.backend}'s windows beat {join_names(said)}"
+
+
 def load_pick(doc: Results, mode: str, users: int) -> Pick:
     """The verdict at one (mode, users): capacity over the points that may rank."""
     return pick(capacity_figures(doc, mode, users), higher_is_better=True)
@@ -64,6 +73,7 @@ def load_sentence(doc: Results, mode: str, users: int) -> tuple[Pick, str]:
                 f"{unit(mode)})")
         if cap.runner_up is not None and cap.margin is not None:
             head += f", all ahead of {cap.runner_up.backend} by at least {fmt_ratio(cap.margin)}"
+        head += apart_clause(cap)
     else:
         head = (f"{at}: {cap.winner.backend}: {fmt_rps(cap.winner.value)} {unit(mode)}"
                 f"{_margin(cap, 'capacity')}")
@@ -113,7 +123,7 @@ def _answer(case: str, p: Pick, fmt: Callable[[float], str], why_none: str = "",
         vals = ", ".join(f"{f.backend} {show(f)}" for f in [p.winner] + p.tied)
         ahead = (f", all ahead of {p.runner_up.backend} ({show(p.runner_up)}) by at least {fmt_ratio(p.margin)}"
                  if p.runner_up is not None and p.margin is not None else "")
-        return f"{case}: tie between {join_names(p.names())} ({vals}){ahead}."
+        return f"{case}: tie between {join_names(p.names())} ({vals}){ahead}{apart_clause(p)}."
     text = f"{case}: {p.winner.backend} ({show(p.winner)})"
     if p.runner_up is not None:
         margin = (f"a margin of at least {fmt_ratio(p.margin)}"
@@ -243,7 +253,8 @@ def caveats(doc: Results) -> list[str]:
         f"its windows beat the other's by at least {MIN_EFFECT:.0%}, the worst against the best (leaving out "
         f"each backend's one window farthest from its median when it has {ROBUST_FROM} or more); otherwise "
         "they tie. A tie names the whole tier: the best backend and every backend tied with it or, from "
-        f"less than {TIER_SPAN:g}x behind it, with another member. Each question ranks on its own figure: "
+        f"less than {TIER_SPAN:g}x behind it, with another member (when the best's windows do beat such a member, "
+        "the answer says by how much). Each question ranks on its own figure: "
         "capacity on the windows' rates, CPU per request on each window's CPU time per request, p99 on each set-rate window's p99, "
         f"memory on the slopes (one per backend, compared directly).",
         "Server CPU per request is the server process's user+system CPU over a window divided by the "

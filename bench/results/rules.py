@@ -117,6 +117,17 @@ class Figure:
     samples: int = 1
 
 
+@dataclass(frozen=True)
+class Apart:
+    """A tier member separated from the best, which joined through ``through``: every
+    window kept of the best beats every window kept of ``backend`` by ``factor`` (the
+    gap between their intervals' nearer ends, >= 1 + :data:`MIN_EFFECT`)."""
+
+    backend: str
+    through: str
+    factor: float
+
+
 @dataclass
 class Pick:
     """The answer to one question over some backends.
@@ -127,12 +138,16 @@ class Pick:
     tier's weakest member over it, as a factor >= 1 (higher-is-better: weakest/runner-up;
     lower: runner-up/weakest; None when a member known only as a lower bound is below
     the runner-up); without a tie that is the winner's own margin.
+    ``apart`` are the members that the winner's figure *is* separated from, which joined
+    the tier only through another member (:func:`pick`): the answer says so, since the
+    windows do rank them below the winner.
     """
 
     winner: Figure | None
     tied: list[Figure] = field(default_factory=list)
     runner_up: Figure | None = None
     margin: float | None = None
+    apart: list[Apart] = field(default_factory=list)
 
     @property
     def is_tie(self) -> bool:
@@ -149,9 +164,16 @@ def separated(better: Figure, worse: Figure, higher_is_better: bool = True) -> b
     1.1 * worse.hi`` for higher-is-better figures, ``worse.lo >= 1.1 * better.hi`` for
     lower-is-better ones. So every repeat kept in one interval beats every repeat kept in
     the other by at least the minimum effect; intervals that overlap or touch tie."""
+    return gap(better, worse, higher_is_better) >= 1 + MIN_EFFECT
+
+
+def gap(better: Figure, worse: Figure, higher_is_better: bool = True) -> float:
+    """How far apart two figures' intervals are, as a factor between their nearer ends:
+    ``better.lo / worse.hi`` (higher-is-better) or ``worse.lo / better.hi``; below 1 when
+    they overlap, 0 when the divisor is not positive."""
     if higher_is_better:
-        return worse.hi > 0 and better.lo >= (1 + MIN_EFFECT) * worse.hi
-    return better.hi > 0 and worse.lo >= (1 + MIN_EFFECT) * better.hi
+        return better.lo / worse.hi if worse.hi > 0 else 0.0
+    return worse.lo / better.hi if better.hi > 0 else 0.0
 
 
 def tied(a: Figure, b: Figure, higher_is_better: bool = True) -> bool:
@@ -184,18 +206,23 @@ def pick(figures: list[Figure], higher_is_better: bool = True) -> Pick:
     if not usable:
         return Pick(None)
     ordered = sorted(usable, key=lambda f: f.value, reverse=higher_is_better)
-    tier = [ordered[0]]
+    best = ordered[0]
+    tier = [best]
+    link: dict[str, str] = {}  # member -> the member it tied with when it joined
     grew = True
     while grew:
         grew = False
         for f in ordered:
-            behind = tier[0].value / f.value if higher_is_better else f.value / tier[0].value
+            behind = best.value / f.value if higher_is_better else f.value / best.value
             through = tier if f.samples > 1 and behind < TIER_SPAN else tier[:1]
-            if f not in tier and any(tied(t, f, higher_is_better) for t in through
-                                     if t is tier[0] or t.samples > 1):
+            joins = next((t for t in through if (t is best or t.samples > 1) and tied(t, f, higher_is_better)), None)
+            if f not in tier and joins is not None:
                 tier.append(f)
+                link[f.backend] = joins.backend
                 grew = True
     tier.sort(key=ordered.index)
+    apart = [Apart(f.backend, link[f.backend], gap(best, f, higher_is_better))
+             for f in tier[1:] if separated(best, f, higher_is_better)]
     rest = [f for f in ordered if f not in tier]
     runner = rest[0] if rest else None
     margin = None
@@ -205,4 +232,5 @@ def pick(figures: list[Figure], higher_is_better: bool = True) -> Pick:
         # a member known only as a lower bound (a ladder that never failed) may sit below
         # the runner-up: then no margin holds for the whole tier
         margin = margin if margin >= 1 else None
-    return Pick(tier[0], tier[1:], runner, margin)
+    return Pick(tier[0], tier[1:], runner, margin, apart)
+
