@@ -36,6 +36,11 @@ from servers.protocol import RECV_SIZE, LineTooLong, Reason, error_reason
 class CallbackServer(GeventServer):
     """GeventServer whose connections are served by watcher callbacks."""
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        # no ready queue to serve: connections are served in their own callbacks
+        self.after_poll.stop()
+
     def start_client(self, sock: socket.socket, peer: str) -> None:
         client = self.admit(sock, peer)
         if client is not None:

@@ -22,7 +22,7 @@ READ, WRITE = 1, 2
 class Client:
     """One connection: raw socket, protocol session, watchers, broadcast backlog."""
 
-    __slots__ = ("sock", "peer", "session", "out", "readable", "writable", "ready", "queued",
+    __slots__ = ("sock", "peer", "session", "out", "readable", "writable", "queued",
                  "reason")
 
     def __init__(self, sock: socket.socket, peer: str, session: Session, loop: Any,
@@ -36,7 +36,6 @@ class Client:
         self.writable = loop.io(fd, WRITE)
         # Two flags, not one: a receiver that is also waiting for its turn must still be
         # flushed (one shared flag left its last broadcast lines unsent, for good).
-        self.ready = False  # in the server's ready queue, waiting for its turn
         self.queued = False  # in the server's list of receivers to flush this pass
         self.reason = ""
 
