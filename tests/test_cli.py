@@ -81,6 +81,15 @@ def test_bad_numbers_exit_2_with_one_error_line(args: list[str], named: str) -> 
     assert len(errors) == 1 and named in errors[0], stderr
 
 
+def test_perf_against_a_folder_that_is_no_checkout_is_one_error_line(tmp_path) -> None:
+    result = run_bench("perf", "--against", str(tmp_path), "--quick", timeout=30)
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    errors = error_lines(result.stderr)
+    assert len(errors) == 1 and "--against" in errors[0] and "not a checkout" in errors[0], stderr
+
+
 @pytest.mark.parametrize("args, named", [
     (["serve", "nosuchbackend"], "nosuchbackend"),
     (["serve", "asyncio", "--max-line", "-5"], "--max-line"),

@@ -8,6 +8,7 @@ prints, never how fast anything is.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -103,6 +104,29 @@ def test_bench_perf_without_uvloop_skips_its_rows_in_one_line(clone: Path, tmp_p
     said = [line for line in proc.stdout.splitlines() if "uvloop" in line]
     assert len(said) == 1 and said[0].startswith("skipping the uvloop rows"), said
     assert "echo round trips/s, 100 conns" in proc.stdout
+
+
+@pytest.mark.timeout(120)
+def test_bench_perf_against_another_checkout_adds_its_flagship_column(clone: Path, tmp_path: Path) -> None:
+    # another checkout: a copy of the clone's servers package whose entry point leaves a
+    # mark when it runs, so the test sees that the column ran this copy, not the clone's
+    other = tmp_path / "other"
+    shutil.copytree(clone / "servers", other / "servers")
+    entry = other / "servers" / "__main__.py"
+    entry.write_text("open(__file__ + '.ran', 'w').close()\n" + entry.read_text())
+    proc = _perf(clone, "--quick", "--only", "gevent", "--skip", "scale", "idle", "disconnect",
+                 "broadcast", "loadgen", "--against", str(other))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header = next(line for line in proc.stdout.splitlines() if line.lstrip().startswith("gevent"))
+    assert header.split()[:3] == ["gevent", "gevent", "@"] and "other" in header
+    echo = next(line for line in proc.stdout.splitlines() if line.startswith("echo round trips/s, 100 conns"))
+    assert "-" not in echo.split("conns", 1)[1], echo  # both gevent columns served
+    assert (other / "servers" / "__main__.py.ran").exists()
+    assert not (clone / "servers" / "__main__.py.ran").exists()
+    result = next(r for r in (json.loads(f.read_text()) for f in (clone / "reports").glob("perf-*.json"))
+                  if "against" in r)
+    assert result["against"] == {"gevent @ other": {"backend": "gevent", "checkout": str(other.resolve())}}
+    assert result["values"]["echo"]["gevent @ other"][0] > 0
 
 
 @pytest.mark.timeout(60)

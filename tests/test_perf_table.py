@@ -77,6 +77,22 @@ def test_flagship_rows_are_ratios_of_medians_of_the_same_run() -> None:
     assert _row(rows, "x best other backend")[1:] == ["1.50", "-", "-", "0.67"]
 
 
+def test_another_checkouts_column_is_no_other_backend_in_broadcast() -> None:
+    result = _result()
+    twin = "gevent @ old"
+    result["servers"] = ["gevent", twin, UVLOOP_REFERENCE, CEILING, "select"]
+    result["against"] = {twin: {"backend": "gevent", "checkout": "/somewhere/old"}}
+    for by_name in result["values"].values():
+        if "gevent" in by_name:
+            by_name[twin] = [v * 2 if isinstance(v, (int, float)) else v for v in by_name["gevent"]]
+    rows = flagship_rows(result)
+    assert rows[0][1:3] == ["gevent", twin]
+    # both gevent columns against select only, and select against gevent (not its twin)
+    assert _row(rows, "x best other backend")[1:] == ["1.50", "3.00", "-", "-", "0.67"]
+    # every other ratio is per column, as for any server
+    assert _row(rows, "x bare uvloop Protocol")[1:3] == ["0.86", "1.73"]
+
+
 def test_flagship_rows_leave_out_what_was_not_measured() -> None:
     result = _result()
     result["servers"] = ["gevent", "select"]

@@ -48,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tools", type=Path, default=perf_run.DEFAULT_TOOLS, metavar="DIR",
                    help="C reference tools (ceiling, echoload): when there, the load generator "
                    f"table compares with them; never required (default {perf_run.DEFAULT_TOOLS})")
+    p.add_argument("--against", type=Path, metavar="CHECKOUT",
+                   help="also measure the flagship as another checkout of this project serves it "
+                   "(e.g. one made with git worktree add), as a column of its own next to this "
+                   "checkout's: a change's effect, measured side by side in one run")
     p.add_argument("--out", type=Path, default=machine.PROJECT_ROOT / "reports", metavar="DIR",
                    help="where perf-<time>.json/.md go (default reports/)")
     p.set_defaults(func=run)
@@ -86,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench perf: error: unknown server(s): {', '.join(unknown)} "
               f"(choose from: {', '.join(perf_run.COLUMNS)})", file=sys.stderr)
         return 2
+    if args.against is not None and not perf_run.is_checkout(args.against):
+        print(f"bench perf: error: --against {args.against}: not a checkout of this project "
+              "(no servers/__main__.py there)", file=sys.stderr)
+        return 2
     sizes = QUICK if args.quick else FULL
     if args.rounds:
         sizes = probes.Sizes(**{**sizes.as_dict(), "rounds": args.rounds})
@@ -99,6 +107,12 @@ def run(args: argparse.Namespace) -> int:
               f"limit {soft}", file=sys.stderr)
     skipped: list[str] = []
     names = servers(args.only, skipped)
+    against: dict[str, str] = {}
+    if args.against is not None:
+        column = perf_run.against_column(args.against)
+        perf_run.CHECKOUTS[column] = args.against.resolve()
+        names.insert(names.index(perf_run.FLAGSHIP) + 1, column)
+        against[column] = perf_run.FLAGSHIP
     for line in skipped:
         print(f"skipping {line}", flush=True)
 
@@ -110,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
                     f"clients on CPU {perf_run.CLIENT_CPU}",
                     "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "sizes": sizes.as_dict(), "servers": names, "skipped": skipped}
+    if against:
+        result["against"] = {column: {"backend": backend, "checkout": str(perf_run.CHECKOUTS[column])}
+                             for column, backend in against.items()}
     chosen = tuple(p for p in probes.PROBES if p not in args.skip)
     try:
         if chosen:

@@ -37,6 +37,22 @@ COLUMNS = [FLAGSHIP, UVLOOP_REFERENCE, CEILING, "gevent-callback", "asyncio+uvlo
            "select", "threading"]
 
 
+# Columns served by another checkout of the project (``bench perf --against``): column
+# name -> that checkout's root. Its flagship runs as ``python -m servers`` there, so it
+# imports that checkout's servers package, measured side by side with this one.
+CHECKOUTS: dict[str, Path] = {}
+
+
+def against_column(checkout: Path) -> str:
+    """The column name of the flagship served by ``checkout``."""
+    return f"{FLAGSHIP} @ {checkout.resolve().name}"
+
+
+def is_checkout(path: Path) -> bool:
+    """Whether ``path`` holds a copy of the project (a ``servers`` package to run)."""
+    return (path / "servers" / "__main__.py").is_file()
+
+
 def uvloop_missing() -> str:
     """Why uvloop cannot be imported here, or "" when it can."""
     try:
@@ -64,6 +80,9 @@ def server(name: str, extra: list[str] = ()) -> Iterator[tuple[int, int]]:
         proc = ServerProcess.start([sys.executable, "-m", "bench.loadgen.ceiling", "--port", "0"], cpus=pin)
     elif name == UVLOOP_REFERENCE:
         proc = ServerProcess.start([sys.executable, "-m", "bench.perf.uvloop_echo"], cpus=pin)
+    elif name in CHECKOUTS:
+        proc = ServerProcess.start([sys.executable, "-m", "servers", FLAGSHIP, "--port", "0", *extra, "--quiet"],
+                                   cpus=pin, cwd=CHECKOUTS[name])
     else:
         proc = ServerProcess.serve(name, *extra, cpus=pin)  # variants: servers.backends.VARIANTS
     with proc:

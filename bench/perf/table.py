@@ -3,8 +3,10 @@ No processes, no sockets: tested directly.
 
 A result (``reports/perf-<time>.json``) holds ``values`` as :func:`bench.perf.probes.measure`
 returns them (``{key: {server: [value per round]}}``), the ``sizes`` they were measured
-at, the ``servers`` in column order and, when run, ``loadgen``: the load generator's own
-ceiling, ``{"conns": N, "rounds": [{"engine": rps, "locust": rps, "echoload": rps}, ...]}``.
+at, the ``servers`` in column order, with ``bench perf --against`` also ``against``
+(``{column: {"backend", "checkout"}}``: a backend as another checkout serves it) and,
+when run, ``loadgen``: the load generator's own ceiling,
+``{"conns": N, "rounds": [{"engine": rps, "locust": rps, "echoload": rps}, ...]}``.
 """
 
 from __future__ import annotations
@@ -86,8 +88,13 @@ def flagship_rows(result: dict[str, Any]) -> list[list[str]]:
         fan = med["broadcast"]
         rows.append(row(f"broadcast lines/s, {sizes['fan_conns']} members, {sizes['fan_senders']} sending",
                         "broadcast", ",.0f"))
-        best_other = {n: max((v for o, v in fan.items() if o != n and v is not None), default=None)
-                      for n in names}
+        # another checkout's column is the same backend: not an "other" of anyone's
+        twins = {column: info["backend"] for column, info in result.get("against", {}).items()}
+
+        def others(n: str) -> set[str]:
+            return set(fan) - {n, twins.get(n, n)} - set(twins)
+
+        best_other = {n: max((fan[o] for o in others(n) if fan[o] is not None), default=None) for n in names}
         rows.append(["  x best other backend"] + [fmt(ratio(fan.get(n), best_other[n])) for n in names])
     return rows
 
