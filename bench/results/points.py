@@ -42,11 +42,14 @@ def _failures(windows: Iterable[MeasuredWindow]) -> dict[str, int]:
     return out
 
 
-def _summary(values: list[float]) -> Samples:
-    """The values, their median and range (None figures when empty)."""
-    if not values:
+def _summary(windows: list[MeasuredWindow], figure: str) -> Samples:
+    """One window attribute (``per_s`` or ``cost_us``) over the windows that have it: the
+    values, their median and range (None figures when empty), and each one's repeat."""
+    have = [w for w in windows if getattr(w, figure) is not None]
+    if not have:
         return Samples((), None, None, None)
-    return Samples(tuple(values), median(values), min(values), max(values))
+    values = [getattr(w, figure) for w in have]
+    return Samples(tuple(values), median(values), min(values), max(values), tuple(w.repeat for w in have))
 
 
 def _used(windows: list[MeasuredWindow]) -> tuple[list[MeasuredWindow], bool]:
@@ -96,8 +99,8 @@ def fold(mode: str, backend: str, users: int, windows: list[Window], error: str 
         notes.append(f"fewer than {MIN_LINES} lines sent per window")
     return Point(
         mode=mode, backend=backend, users=users, error=error,
-        capacity=_summary([w.per_s for w in used]),
-        cost_us=_summary([w.cost_us for w in used if w.cost_us is not None]),
+        capacity=_summary(used, "per_s"),
+        cost_us=_summary(used, "cost_us"),
         latency_us=latency,
         set_rate=_set_rate(windows),
         slo=_slo(windows) if broadcast else None,
@@ -132,6 +135,7 @@ def _set_rate(windows: list[Window]) -> SetRate | None:
         failures=failures, disturbed=disturbed,
         # a backend that fell behind the offered rate did not hold it, whatever its latency
         kept_up=achieved >= 0.95 * used[0].offered_per_s and not failures,
+        p99_repeats=tuple(w.repeat for w in used),
     )
 
 

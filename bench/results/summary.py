@@ -19,6 +19,14 @@ def _flat_json(record: Any) -> dict[str, Any]:
     return {f.name: list(v) if isinstance(v := getattr(record, f.name), tuple) else v for f in fields(record)}
 
 
+def _without_empty(out: dict[str, Any], key: str) -> dict[str, Any]:
+    """``out`` without ``key`` when its value is empty: a key that older files lack is written
+    only when set, so they read back as they were."""
+    if not out[key]:
+        del out[key]
+    return out
+
+
 def _flat_args(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
     """Constructor arguments of a flat record from its JSON object; lists as tuples."""
     return {f.name: tuple(v) if isinstance(v := data[f.name], list) else v for f in fields(cls)}
@@ -27,19 +35,22 @@ def _flat_args(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Samples:
     """One figure per window used (``samples``), their median and range. Empty samples have
-    None figures (the point served nothing)."""
+    None figures (the point served nothing). ``repeats``: the repeat (round) each sample was
+    measured in, in the same order, so two backends' windows of one round can be compared
+    (:func:`bench.results.rules.gap`); empty in older files."""
 
     samples: tuple[float, ...]
     median: float | None
     lo: float | None
     hi: float | None
+    repeats: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return _flat_json(self)
+        return _without_empty(_flat_json(self), "repeats")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Samples":
-        return cls(**_flat_args(cls, data))
+        return cls(**_flat_args(cls, {"repeats": (), **data}))
 
 
 @dataclass(frozen=True)
@@ -58,13 +69,14 @@ class SetRate:
     failures: int
     disturbed: bool
     kept_up: bool
+    p99_repeats: tuple[int, ...] = ()  # the repeat of each p99 sample (empty in older files)
 
     def to_json(self) -> dict[str, Any]:
-        return _flat_json(self)
+        return _without_empty(_flat_json(self), "p99_repeats")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "SetRate":
-        return cls(**_flat_args(cls, data))
+        return cls(**_flat_args(cls, {"p99_repeats": (), **data}))
 
 
 @dataclass(frozen=True)
