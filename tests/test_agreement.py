@@ -44,3 +44,14 @@ def test_ranges_apart_by_less_than_the_minimum_effect_are_a_tie() -> None:
     # compare's ranges do not overlap, but its medians are 4% apart: its one tie rule makes no ranking
     ref = {"fast": 200.0, "slow": 100.0}
     assert pair_verdicts({"fast": cap(103, 105), "slow": cap(99, 101)}, ref, 0.10)[0][3] == "tie"
+
+
+def test_windows_of_the_same_rounds_are_read_round_by_round_as_the_report_does() -> None:
+    # ranges that overlap (a busy round 1 for both), but a beats b by 1.25x in every round
+    ref = {"a": 120.0, "b": 100.0}
+    a = {"median": 100.0, "lo": 60.0, "hi": 101.0, "rounds": [[0, 100.0], [1, 60.0], [2, 101.0]]}
+    b = {"median": 80.0, "lo": 48.0, "hi": 82.0, "rounds": [[0, 80.0], [1, 48.0], [2, 82.0]]}
+    assert pair_verdicts({"a": a, "b": b}, ref, 0.10)[0][3] == "agrees"
+    # without the rounds, the ranges decide: a tie
+    plain = {n: {k: v for k, v in f.items() if k != "rounds"} for n, f in (("a", a), ("b", b))}
+    assert pair_verdicts(plain, ref, 0.10)[0][3] == "tie"

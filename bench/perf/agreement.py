@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,9 @@ from typing import Any, Callable
 from bench.perf import run
 from bench.perf.loadgen import run_echoload
 from bench.procs.server import ServerStartError
-from bench.results.rules import Figure, interval, separated
+from bench.results.figures import capacity_figures
+from bench.results.rules import Figure, separated
+from bench.results.schema import load
 
 # Concurrent backends: `blocking` serves one connection at a time and has no capacity
 # at 100 connections to compare.
@@ -63,9 +64,11 @@ def reference(backend: str, conns: int, seconds: float, runs: int, echoload: Pat
     return statistics.median(got) if got else None
 
 
-def compare_capacity(backends: tuple[str, ...], conns: int, repeat: int, out: Path) -> dict[str, dict[str, float]]:
-    """``bench compare``'s echo capacity per backend: ``{backend: {median, lo, hi}}``, with
-    the interval (``lo``-``hi``) that the report ranks on (:func:`bench.results.rules.interval`).
+def compare_capacity(backends: tuple[str, ...], conns: int, repeat: int, out: Path) -> dict[str, dict[str, Any]]:
+    """``bench compare``'s echo capacity per backend, as the report ranks it: ``{backend:
+    {median, lo, hi, rounds}}`` from :func:`bench.results.figures.capacity_figures` (only
+    points that may rank; ``lo``-``hi`` the interval, ``rounds`` the ``[round, sample]`` pairs
+    that the tie rule compares round by round).
 
     Raises:
         RuntimeError: the compare run failed (with its last stderr line).
@@ -77,13 +80,8 @@ def compare_capacity(backends: tuple[str, ...], conns: int, repeat: int, out: Pa
     found = sorted(out.glob("*/results.json"))
     if proc.returncode != 0 or not found:
         raise RuntimeError((proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1])
-    points = json.loads(found[-1].read_text())["points"]
-    out = {}
-    for p in points:
-        if p["users"] == conns and p.get("capacity") and p["capacity"].get("samples"):
-            lo, hi = interval(p["capacity"]["samples"])  # the interval the report ranks on
-            out[p["backend"]] = {"median": p["capacity"]["median"], "lo": lo, "hi": hi}
-    return out
+    return {f.backend: {"median": f.value, "lo": f.lo, "hi": f.hi, "rounds": [list(r) for r in f.rounds]}
+            for f in capacity_figures(load(found[-1]), "echo", conns)}
 
 
 def pair_verdicts(compare: dict[str, dict[str, float]], ref: dict[str, float],
@@ -98,7 +96,8 @@ def pair_verdicts(compare: dict[str, dict[str, float]], ref: dict[str, float],
         fast, slow = (a, b) if ref[a] >= ref[b] else (b, a)
         if not ref[slow] or ref[fast] / ref[slow] <= 1 + separates:
             continue
-        cf, cs = (Figure(name, compare[name]["median"], compare[name]["lo"], compare[name]["hi"])
+        cf, cs = (Figure(name, compare[name]["median"], compare[name]["lo"], compare[name]["hi"],
+                         rounds=tuple((int(r), float(v)) for r, v in compare[name].get("rounds", ())))
                   for name in (fast, slow))
         verdict = "agrees" if separated(cf, cs) else "disagrees" if separated(cs, cf) else "tie"
         verdicts.append((fast, slow, ref[fast] / ref[slow], verdict))

@@ -47,7 +47,8 @@ def apart_clause(p: Pick) -> str:
     tie only through another member ("" when there are none)."""
     if p.winner is None or not p.apart:
         return ""
-    said = [f"{a.backend} by at least {fmt_ratio(a.factor)} (it ties through {a.through})" for a in p.apart]
+    said = [f"{a.backend}{' in every round' if a.by_round else ''} by at least {fmt_ratio(a.factor)} "
+            f"(it ties through {a.through})" for a in p.apart]
     return f"; {p.winner.backend}'s windows beat {join_names(said)}"
 
 
@@ -248,13 +249,16 @@ def caveats(doc: Results) -> list[str]:
         "network would see.",
         f"One machine ({pin_note}): the servers and the load generator share its memory bus and kernel.",
         f"Capacity is closed loop (one line in flight per connection); latency at the set rate is open loop, "
-        f"timed from each line's intended send time. Each point is {config.repeat} interleaved "
-        f"windows of {config.duration_s:g} s{_answer_windows(doc)}. A backend ranks above another only when "
-        f"its windows beat the other's by at least {MIN_EFFECT:.0%}, the worst against the best (leaving out "
-        f"each backend's one window farthest from its median when it has {ROBUST_FROM} or more); otherwise "
-        "they tie. A tie names the whole tier: the best backend and every backend tied with it or, from "
-        f"less than {TIER_SPAN:g}x behind it, with another member (when the best's windows do beat such a member, "
-        "the answer says by how much). Each question ranks on its own figure: "
+        f"timed from each line's intended send time. Each point is {config.repeat} "
+        f"windows of {config.duration_s:g} s{_answer_windows(doc)}, one per round, and each round measures "
+        f"every backend once, so a busy moment of the machine hits a round's windows alike. A backend ranks "
+        f"above another only when its median beats the other's by at least {MIN_EFFECT:.0%} and so does its "
+        f"window in every round, leaving out the one round where the ratio between the two is farthest from "
+        f"its median when there are {ROBUST_FROM} or more (p99 at the set rate, whose stalls are each window's "
+        "own, and windows not taken in the same rounds: the worst window against the best); otherwise they tie. "
+        "A tie names the whole tier: the best backend, every backend tied with it or, from "
+        f"less than {TIER_SPAN:g}x behind it, with another member, and every backend better than a member "
+        "(when the best's windows do beat such a member, the answer says by how much). Each question ranks on its own figure: "
         "capacity on the windows' rates, CPU per request on each window's CPU time per request, p99 on each set-rate window's p99, "
         f"memory on the slopes (one per backend, compared directly).",
         "Server CPU per request is the server process's user+system CPU over a window divided by the "

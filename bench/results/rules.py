@@ -9,15 +9,19 @@ points may rank, the one tie rule, and picking a winner with its margin. Pure;
   A point that may not rank is never a pick, a runner-up or the reference of a ratio, on
   any question: capacity, server CPU per request, latency or memory.
 - **The tie rule** (:func:`separated`, the only place it is written): a figure ranks above
-  another only when their intervals are apart by at least :data:`MIN_EFFECT`: the worse
-  end of the better figure's interval beats the better end of the other's by 10 %.
-  Otherwise they tie. A figure's interval is the range of its repeats without the one
-  farthest from their median (:func:`interval`); a figure with no spread of its own (one
-  memory slope, one ladder step) has the interval its producer gives it.
+  another only when it is better by at least :data:`MIN_EFFECT` (10 %) in every repeat
+  kept and in the median. Figures measured in the same rounds (the program measures every
+  backend once per round, so a busy moment of the machine hits a round's windows alike)
+  are compared round by round (:func:`gap`): each round's ratio between the two, the
+  interval of those ratios (:func:`interval`), and its worse end must be 10 % or more in
+  favour of the better. Figures without common rounds compare their own intervals: the
+  worse end of the better one's beats the better end of the other's by 10 %. Otherwise
+  they tie. A figure with no spread of its own (one memory slope, one ladder step) has
+  the interval its producer gives it.
 - **The answer is a tier** (:func:`pick`): the best figure and every figure that ties with
   it *or, from less than* :data:`TIER_SPAN` *behind it, with another member of the tier*,
-  so that two backends which cannot be told apart are never split between "pick" and
-  "behind".
+  and every figure whose median is better than a member's, so that two backends which
+  cannot be told apart are never split between "pick" and "behind".
 """
 
 from __future__ import annotations
@@ -106,26 +110,31 @@ def interval(samples: Sequence[float]) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Figure:
-    """One backend's figure for a question: its central value (the median of its repeats)
-    and its interval (:func:`interval`, or what the figure's producer says for a figure
-    without repeats)."""
+    """One backend's figure for a question: its central value (the median of its repeats),
+    its interval (:func:`interval`, or what the figure's producer says for a figure
+    without repeats) and, when known, the round of each repeat."""
 
     backend: str
     value: float
     lo: float
     hi: float
     samples: int = 1
+    # (round, sample) per repeat when the repeats were taken in the program's interleaved
+    # rounds: two figures with PAIRED_FROM rounds in common are compared round by round
+    rounds: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
 class Apart:
-    """A tier member separated from the best, which joined through ``through``: every
-    window kept of the best beats every window kept of ``backend`` by ``factor`` (the
-    gap between their intervals' nearer ends, >= 1 + :data:`MIN_EFFECT`)."""
+    """A tier member separated from the best, which joined through ``through``: the best
+    beats ``backend`` by ``factor`` (:func:`gap`, >= 1 + :data:`MIN_EFFECT`) in every
+    round kept (``by_round``), else every window kept of the best beats every window kept
+    of ``backend`` by it."""
 
     backend: str
     through: str
     factor: float
+    by_round: bool = False  # the factor is the worst of the rounds' ratios (:func:`gap`)
 
 
 @dataclass
@@ -159,18 +168,43 @@ class Pick:
 
 
 def separated(better: Figure, worse: Figure, higher_is_better: bool = True) -> bool:
-    """The tie rule: ``better`` ranks above ``worse`` only when their intervals are apart by
-    at least :data:`MIN_EFFECT`, as a factor between their nearer ends: ``better.lo >=
-    1.1 * worse.hi`` for higher-is-better figures, ``worse.lo >= 1.1 * better.hi`` for
-    lower-is-better ones. So every repeat kept in one interval beats every repeat kept in
-    the other by at least the minimum effect; intervals that overlap or touch tie."""
-    return gap(better, worse, higher_is_better) >= 1 + MIN_EFFECT
+    """The tie rule: ``better`` ranks above ``worse`` only when it is better by at least
+    :data:`MIN_EFFECT` both in its median and by :func:`gap` (round by round when the two
+    were measured in the same rounds, else between their intervals' nearer ends). So every
+    repeat kept beats the other's by at least the minimum effect, and a pair whose medians
+    are less than that apart always ties."""
+    medians = better.value / worse.value if higher_is_better else worse.value / better.value
+    return medians >= 1 + MIN_EFFECT and gap(better, worse, higher_is_better) >= 1 + MIN_EFFECT
+
+
+# Two figures with at least this many rounds in common are compared round by round.
+PAIRED_FROM = 3
+
+
+def round_ratios(better: Figure, worse: Figure, higher_is_better: bool = True) -> list[float]:
+    """``better``'s advantage over ``worse`` in each round both were measured in (> 1:
+    better in that round); empty when they share fewer than :data:`PAIRED_FROM` rounds."""
+    a, b = dict(better.rounds), dict(worse.rounds)
+    common = sorted(set(a) & set(b))
+    if len(common) < PAIRED_FROM or any(a[r] <= 0 or b[r] <= 0 for r in common):
+        return []
+    return [a[r] / b[r] if higher_is_better else b[r] / a[r] for r in common]
 
 
 def gap(better: Figure, worse: Figure, higher_is_better: bool = True) -> float:
-    """How far apart two figures' intervals are, as a factor between their nearer ends:
-    ``better.lo / worse.hi`` (higher-is-better) or ``worse.lo / better.hi``; below 1 when
-    they overlap, 0 when the divisor is not positive."""
+    """How far ``better`` is ahead of ``worse``, as a factor (below 1 when it is not).
+
+    Measured in the same rounds (:func:`round_ratios`): the worse end of the interval of the
+    rounds' ratios (:func:`interval`: without the one farthest from their median from
+    :data:`ROBUST_FROM` rounds on). Why round by round: on a shared machine a busy moment
+    slows every backend of the round alike (measured on a default run's windows at 100
+    connections: CPU per round trip of every backend 1.6-1.9x higher in the same two of six
+    rounds), so two backends' ranges overlap while each round ranks them the same way.
+    Otherwise: the gap between the intervals' nearer ends, ``better.lo / worse.hi``
+    (higher-is-better) or ``worse.lo / better.hi``; 0 when the divisor is not positive."""
+    ratios = round_ratios(better, worse, higher_is_better)
+    if ratios:
+        return interval(ratios)[0]
     if higher_is_better:
         return better.lo / worse.hi if worse.hi > 0 else 0.0
     return worse.lo / better.hi if better.hi > 0 else 0.0
@@ -199,6 +233,8 @@ def pick(figures: list[Figure], higher_is_better: bool = True) -> Pick:
     tie threading at 2.5x behind with the best (measured: over 14 quiet default runs, the
     three echo answers named the same tier in 14, 12 and 11 runs with the bound, in 14, 10
     and 14 without it, where threading joined the throughput tier three times).
+    Last, every figure whose median is better than a member's joins (the tier is a prefix of
+    the ranking by median).
     The runner-up is the best figure outside the tier; the margin is the tier's weakest
     median against it, so "ahead of X by N" holds for every member.
     """
@@ -220,8 +256,18 @@ def pick(figures: list[Figure], higher_is_better: bool = True) -> Pick:
                 tier.append(f)
                 link[f.backend] = joins.backend
                 grew = True
+    # The tier is a prefix of the ranking by median: a figure whose median is better than a
+    # member's is in it too (measured round by round, two members can each tie with the best
+    # while one of them ranks below a figure that does not; the answer never puts that
+    # figure behind the member it beats).
+    last = max(ordered.index(f) for f in tier)
+    for f in ordered[:last]:
+        if f not in tier:
+            tier.append(f)
+            link[f.backend] = best.backend
     tier.sort(key=ordered.index)
-    apart = [Apart(f.backend, link[f.backend], gap(best, f, higher_is_better))
+    apart = [Apart(f.backend, link[f.backend], gap(best, f, higher_is_better),
+                   bool(round_ratios(best, f, higher_is_better)))
              for f in tier[1:] if separated(best, f, higher_is_better)]
     rest = [f for f in ordered if f not in tier]
     runner = rest[0] if rest else None
