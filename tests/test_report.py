@@ -18,6 +18,8 @@ from rich.console import Console
 from bench.results import analysis, report, tables
 from bench.results import schema as results
 from bench.results.points import fold, fold_all
+from bench.results.summary import Point, SloStep
+from bench.results.windows import MeasuredWindow
 from bench.results.figures import capacity_figures, set_rate_figures
 from bench.results.rules import (MIN_EFFECT, Figure, gap, interval, pick, round_ratios, separated, tied,
                                 why_not_ranked)
@@ -533,3 +535,38 @@ def test_a_fan_out_climb_that_never_failed_is_a_lower_bound_in_the_answer():
     fan = next(a for a in analysis.answers(d) if a.startswith("Chat fan-out"))
     assert ": gevent (≥ 400k deliveries/s), a margin of at least 4.0x over select (100k deliveries/s)" in fan
     assert "held ≥ 400k deliveries/s" in analysis.load_sentence(d, "broadcast", 100)[1]
+
+
+def ladder_point(backend: str, p99_at_top: list[int], top: float = 7.5e6) -> Point:
+    """A broadcast point whose ladder held 5M and ``top`` deliveries/s and failed the step
+    above; the top step was confirmed, one try per p99 in ``p99_at_top``."""
+    def step(k: int, rate: float, held: bool, p99: int, ladder: str) -> MeasuredWindow:
+        return docs.window("slo", rate, users=100, repeat=k, offered=rate, held=held, sent=5_000, lines=rate / 99,
+                           p99=p99, mode="broadcast", backend=backend, ladder=ladder)
+    steps = [step(0, 5e6, True, 2_000, "climb"), step(2, top * 1.5, False, 9_000, "climb"),
+             step(2, top * 1.5, False, 9_000, "retry")]
+    steps += [step(1, top, True, p99, "climb" if i == 0 else "confirm") for i, p99 in enumerate(p99_at_top)]
+    return docs.point(backend, "broadcast", 100, [1e6] * 3, sent=5_000, extra=steps)
+
+
+def test_a_fan_out_tie_at_the_same_top_step_is_told_apart_by_p99_there():
+    # both held 7.5M and failed 11.25M (the generator's limit, say): a tie on the rate;
+    # gevent's three tries at 7.5M had p99 2.1-3.4 ms, asyncio's 7.9-9.0 ms
+    d = docs.doc(ladder_point("gevent", [2_100, 3_400, 2_700]), ladder_point("asyncio", [7_900, 9_000, 8_700]))
+    fan = next(a for a in analysis.answers(d) if a.startswith("Chat fan-out"))
+    assert "tie between gevent and asyncio" in fan or "tie between asyncio and gevent" in fan
+    assert fan.endswith("; gevent and asyncio held 7.5M deliveries/s, p99 there gevent 2.7 ms, asyncio 8.7 ms: "
+                        "lowest gevent, a 3.2x margin over asyncio.")
+    # the step's tries are in the results file and read back
+    step = next(s for s in d.point("broadcast", 100, "gevent").slo.steps if s.tries)
+    assert step.p99_tries == (2_100, 3_400, 2_700)
+    assert SloStep.from_json(json.loads(json.dumps(step.to_json()))) == step
+
+
+def test_a_fan_out_tie_is_not_split_by_p99_from_overlapping_or_single_tries():
+    overlapping = docs.doc(ladder_point("gevent", [2_100, 8_000, 2_700]), ladder_point("asyncio", [7_900, 9_000, 8_700]))
+    fan = next(a for a in analysis.answers(overlapping) if a.startswith("Chat fan-out"))
+    assert fan.endswith("p99 there gevent 2.7 ms, asyncio 8.7 ms (a tie there too).")
+    single = docs.doc(ladder_point("gevent", [2_100]), ladder_point("asyncio", [7_900]))
+    fan = next(a for a in analysis.answers(single) if a.startswith("Chat fan-out"))
+    assert fan.endswith("(fewer than 3 tries each: not ranked on it).") and "lowest" not in fan

@@ -14,7 +14,7 @@ from typing import Callable
 
 from bench.results.figures import (capacity_figures, cost_figures, memory_figures, memory_slope,  # noqa: F401
                                    per_request, question_reason, set_rate_figures, slo_figures, slo_lower_bound,
-                                   unit)
+                                   slo_step_p99, unit, SHARED_STEP_TRIES)
 from bench.results.formatting import (connections, fmt_bytes, fmt_cost, fmt_rate, fmt_ratio, fmt_rps, fmt_us,
                                       join_names)
 from bench.results.config import answer_counts, reference_users
@@ -113,8 +113,9 @@ def _why_none(doc: Results, mode: str, users: int | None, question: str) -> str:
 
 
 def _answer(case: str, p: Pick, fmt: Callable[[float], str], why_none: str = "",
-            at_least: frozenset[str] = frozenset()) -> str:
-    """One answer line; a figure of a backend in ``at_least`` is a lower bound ("≥")."""
+            at_least: frozenset[str] = frozenset(), tie_clause: str = "") -> str:
+    """One answer line; a figure of a backend in ``at_least`` is a lower bound ("≥");
+    ``tie_clause`` ends the line of a tie."""
     def show(f: Figure) -> str:
         return ("≥ " if f.backend in at_least else "") + fmt(f.value)
 
@@ -124,7 +125,7 @@ def _answer(case: str, p: Pick, fmt: Callable[[float], str], why_none: str = "",
         vals = ", ".join(f"{f.backend} {show(f)}" for f in [p.winner] + p.tied)
         ahead = (f", all ahead of {p.runner_up.backend} ({show(p.runner_up)}) by at least {fmt_ratio(p.margin)}"
                  if p.runner_up is not None and p.margin is not None else "")
-        return f"{case}: tie between {join_names(p.names())} ({vals}){ahead}{apart_clause(p)}."
+        return f"{case}: tie between {join_names(p.names())} ({vals}){ahead}{apart_clause(p)}{tie_clause}."
     text = f"{case}: {p.winner.backend} ({show(p.winner)})"
     if p.runner_up is not None:
         margin = (f"a margin of at least {fmt_ratio(p.margin)}"
@@ -134,6 +135,28 @@ def _answer(case: str, p: Pick, fmt: Callable[[float], str], why_none: str = "",
     else:
         text += ", the only backend ranked"
     return text + "."
+
+
+def top_step_clause(doc: Results, users: int, p: Pick) -> str:
+    """For a fan-out tie, what its members that held the tier's top step did there, as a
+    clause: each one's p99 at that step, and which is lowest when the step's tries rank
+    them (:func:`bench.results.figures.slo_step_p99`); "" when fewer than two held it."""
+    if not p.is_tie or p.winner is None:
+        return ""
+    figures = sorted(slo_step_p99(doc, users, p.winner.value, p.names()), key=lambda f: f.value)
+    if len(figures) < 2:
+        return ""
+    text = (f"; {join_names([f.backend for f in figures])} held {fmt_rate(p.winner.value)} deliveries/s, "
+            "p99 there " + ", ".join(f"{f.backend} {fmt_us(f.value)}" for f in figures))
+    if any(f.samples < SHARED_STEP_TRIES for f in figures):
+        return text + f" (fewer than {SHARED_STEP_TRIES} tries each: not ranked on it)"
+    low = pick(figures, higher_is_better=False)
+    if low.runner_up is None or low.margin is None:
+        return text + " (a tie there too)"
+    if low.is_tie:
+        return (text + f": lowest {join_names(low.names())}, ahead of {low.runner_up.backend} "
+                f"by at least {fmt_ratio(low.margin)}")
+    return text + f": lowest {low.winner.backend}, a {fmt_ratio(low.margin)} margin over {low.runner_up.backend}"
 
 
 def _reference_users(doc: Results, mode: str) -> int | None:
@@ -176,7 +199,7 @@ def answers(doc: Results) -> list[str]:
             bounds = frozenset(p.backend for p in doc.points_at("broadcast", u) if slo_lower_bound(p))
             out.append(_answer(f"Chat fan-out at p99 ≤ {doc.config.slo_ms:g} ms ({u} clients in one room)", slo,
                                lambda v: f"{fmt_rate(v)} deliveries/s", _why_none(doc, "broadcast", u, "slo"),
-                               at_least=bounds))
+                               at_least=bounds, tie_clause=top_step_clause(doc, u, slo)))
     busy = busy_note(doc)
     return out + ([busy] if busy else [])
 
@@ -236,7 +259,8 @@ def _ladder_note(doc: Results) -> str | None:
             f"({doc.config.slo_factor:g}x per step) until a step fails (a failed step is tried once more "
             "unless it missed by far)."
             f"{confirmed} The limit lies between the highest step held and the failed one above it, so "
-            "backends one step apart tie.")
+            "backends one step apart tie; tied backends that held the same top step are compared on "
+            f"their p99 there (from {SHARED_STEP_TRIES} tries each, as ranges).")
 
 
 def caveats(doc: Results) -> list[str]:

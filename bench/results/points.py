@@ -186,7 +186,7 @@ def _step(tries: list[MeasuredWindow]) -> SloStep:
                    lost=sum(w.lost for w in counted), failures=sum(sum(w.failures.values()) for w in counted),
                    held=held, disturbed=any(w.disturbed for w in counted),
                    generator_bound=not held and any(bool(w.generator_bound) for w in counted),
-                   tries=len(counted), held_tries=held_tries)
+                   tries=len(counted), held_tries=held_tries, p99_tries=tuple(w.latency_us.p99 for w in counted))
 
 
 def fold_all(windows: list[Window], errors: dict[tuple[str, str], str],

@@ -100,6 +100,8 @@ class SloStep:
     generator_bound: bool = False
     tries: int | None = None        # tries counted (absent in older files)
     held_tries: int | None = None   # ... of which held
+    # each counted try's p99 (absent in older files and on steps without confirmations)
+    p99_tries: tuple[int, ...] = ()
 
     @property
     def held_with_a_failed_try(self) -> bool:
@@ -114,11 +116,12 @@ class SloStep:
             del out["generator_bound"]
         if self.tries is None:
             del out["tries"], out["held_tries"]
-        return out
+        return _without_empty(out, "p99_tries")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "SloStep":
-        return cls(**_flat_args(cls, {"generator_bound": False, "tries": None, "held_tries": None, **data}))
+        return cls(**_flat_args(cls, {"generator_bound": False, "tries": None, "held_tries": None, "p99_tries": (),
+                                      **data}))
 
 
 @dataclass(frozen=True)
