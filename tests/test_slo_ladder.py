@@ -174,15 +174,22 @@ def test_the_climb_past_a_confirmed_step_is_bounded():
     assert climbed == list(range(5, 5 + MAX_EXTENSIONS))
 
 
-@pytest.mark.parametrize("outcome", [
-    lambda b, k: (False, False),      # held nothing
-    lambda b, k: (True, False),       # held every step up to the hard stop
-    lambda b, k: (k < 4, k >= 4),     # stopped by the load generator, not the server
-])
-def test_no_confirmation_without_a_server_failure_above_a_held_step(outcome):
-    program = FakeProgram(outcome, targets=[Target("a", "127.0.0.1", 1, 1)])
+def test_no_confirmation_when_no_step_held():
+    program = FakeProgram(lambda b, k: (False, False), targets=[Target("a", "127.0.0.1", 1, 1)])
     climb(program, 10, {"a": capacity(8000)}, confirm=True)
     assert all(tag != "confirm" for _, _, tag in program.tags)
+
+
+@pytest.mark.parametrize("outcome, top", [
+    (lambda b, k: (True, False), 2 + MAX_STEPS_UP),       # held every step up to the hard stop
+    (lambda b, k: (k < 4, k >= 4), 3),                    # stopped by the load generator, not the server
+])
+def test_a_climb_that_ended_without_a_server_failure_confirms_its_top_step_only(outcome, top):
+    program = FakeProgram(outcome, targets=[Target("a", "127.0.0.1", 1, 1)])
+    climb(program, 10, {"a": capacity(8000)}, confirm=True)
+    confirms = [k for _, k, tag in program.tags if tag == "confirm"]
+    assert confirms == [top, top]                            # no step above it, and no climb after
+    assert program.tags[-2:] == [("a", top, "confirm")] * 2
 
 
 # -- folding the ladder's windows -------------------------------------------------------------

@@ -16,6 +16,9 @@ Where a pick is taken (``confirm``), the climb's result is then confirmed
 (:func:`_confirm`): each backend whose climb ended on a server failure tries its top step
 and the step above ``slo_confirm_tries`` more times, interleaved across backends, so each
 of the two steps has a majority of three tries (with the climb's first) to decide it.
+A backend whose climb ended without one (its hard stop, the load generator's limit) tries
+its top step as many times: rooms that hold the same top step are then compared on their
+p99 there, from three tries each.
 When that majority finds the failed step held after all, the backend's limit is above
 it, so the climb goes on: the next step is tried and confirmed the same way, at most
 :data:`MAX_EXTENSIONS` times (a limit that none of these finds is shown as a lower bound).
@@ -93,6 +96,11 @@ def climb(program: Program, users: int, capacity: dict[str, list[dict[str, Any]]
                     ends[b] = (k, k + 1)       # walked down to a held step
                 elif not w["held"] and held_any and not w.get("generator_bound"):
                     ends[b] = (k - 1, k)       # climbed to a failed step
+                elif w["held"] or held_any:
+                    # the climb's hard stop or the generator's limit: no failed step to
+                    # confirm, but the top step's tries let rooms that tie there be
+                    # compared on their p99 (bench.results.figures.slo_step_p99)
+                    ends[b] = (k if w["held"] else k - 1,)
             else:
                 state[b] = following
     if confirm and ends:
@@ -108,8 +116,9 @@ def _far_miss(w: dict[str, Any], spec: dict[str, Any]) -> bool:
 def _confirm(program: Program, users: int, ends: dict[str, tuple[int, int]], rate: Any, tries: int,
              top: float) -> None:
     """Try each backend's top step and the failed step above it ``tries`` more times: one
-    round per try, every backend's two steps in each round (interleaved, so a slow moment of
-    the machine falls on several backends, not on one backend's every try).
+    round per try, every backend's steps in each round (interleaved, so a slow moment of
+    the machine falls on several backends, not on one backend's every try). A backend whose
+    climb ended without a failed step (``ends`` holds its top step only) tries that step.
 
     A failed step whose tries, the climb's first with these, hold by majority is held (as
     :mod:`bench.results.points` decides it), and the step above it was never tried: that
@@ -127,7 +136,7 @@ def _confirm(program: Program, users: int, ends: dict[str, tuple[int, int]], rat
                     w = program.window(targets[b], users, "slo", k, rate(k) / (users - 1), "confirm")
                     held[b] += int(k == steps[b][-1] and bool(w["held"]))
         climbing = [b for b in steps if 2 * (first_held[b] + held[b]) > tries + 1
-                    and rate(steps[b][-1] + 1) <= top]
+                    and rate(steps[b][-1] + 1) <= top and not (extension == 0 and len(ends[b]) == 1)]
         if extension == MAX_EXTENSIONS or not climbing:
             return
         tried, steps, first_held = steps, {}, {}
