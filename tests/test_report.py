@@ -189,6 +189,9 @@ def test_a_figure_better_than_a_member_of_the_tier_is_in_the_tier():
     result = pick([a, s, g, t], higher_is_better=False)
     assert result.names() == ["g", "s", "a"] and result.runner_up is t
     assert result.margin == pytest.approx(40.0 / a.value)
+    # g does beat s: the answer says so, and why s is in the tier all the same
+    assert [(x.backend, x.through, x.by_median) for x in result.apart] == [("s", "a", True)]
+    assert analysis.apart_clause(result) == "; g's windows beat s in every round by at least 1.2x (its median is better than a's)"
 
 
 def test_the_rounds_left_out_of_a_point_are_left_out_of_the_pairs():

@@ -126,7 +126,8 @@ class Figure:
 
 @dataclass(frozen=True)
 class Apart:
-    """A tier member separated from the best, which joined through ``through``: the best
+    """A tier member separated from the best, which joined through ``through`` (tied with
+    it, or ``by_median``: ranked above it by median): the best
     beats ``backend`` by ``factor`` (:func:`gap`, >= 1 + :data:`MIN_EFFECT`) in every
     round kept (``by_round``), else every window kept of the best beats every window kept
     of ``backend`` by it."""
@@ -135,6 +136,8 @@ class Apart:
     through: str
     factor: float
     by_round: bool = False  # the factor is the worst of the rounds' ratios (:func:`gap`)
+    # joined because its median is better than member ``through``'s, not by a tie with it
+    by_median: bool = False
 
 
 @dataclass
@@ -261,13 +264,15 @@ def pick(figures: list[Figure], higher_is_better: bool = True) -> Pick:
     # while one of them ranks below a figure that does not; the answer never puts that
     # figure behind the member it beats).
     last = max(ordered.index(f) for f in tier)
+    by_median = set()
     for f in ordered[:last]:
         if f not in tier:
             tier.append(f)
-            link[f.backend] = best.backend
+            link[f.backend] = ordered[last].backend
+            by_median.add(f.backend)
     tier.sort(key=ordered.index)
     apart = [Apart(f.backend, link[f.backend], gap(best, f, higher_is_better),
-                   bool(round_ratios(best, f, higher_is_better)))
+                   bool(round_ratios(best, f, higher_is_better)), f.backend in by_median)
              for f in tier[1:] if separated(best, f, higher_is_better)]
     rest = [f for f in ordered if f not in tier]
     runner = rest[0] if rest else None
