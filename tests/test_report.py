@@ -191,7 +191,7 @@ def test_a_figure_better_than_a_member_of_the_tier_is_in_the_tier():
     assert result.margin == pytest.approx(40.0 / a.value)
     # g does beat s: the answer says so, and why s is in the tier all the same
     assert [(x.backend, x.through, x.by_median) for x in result.apart] == [("s", "a", True)]
-    assert analysis.apart_clause(result) == "; g's windows beat s in every round by at least 1.2x (its median is better than a's)"
+    assert analysis.apart_clause(result) == "; g's windows beat s in every round by at least 1.2x (in the tier: its median is better than a's)"
 
 
 def test_the_rounds_left_out_of_a_point_are_left_out_of_the_pairs():

@@ -48,7 +48,7 @@ def apart_clause(p: Pick) -> str:
     if p.winner is None or not p.apart:
         return ""
     said = [f"{a.backend}{' in every round' if a.by_round else ''} by at least {fmt_ratio(a.factor)} "
-            + (f"(its median is better than {a.through}'s)" if a.by_median else f"(it ties through {a.through})")
+            + (f"(in the tier: its median is better than {a.through}'s)" if a.by_median else f"(it ties through {a.through})")
             for a in p.apart]
     return f"; {p.winner.backend}'s windows beat {join_names(said)}"
 
