@@ -22,18 +22,25 @@ Schema 2::
         {
           "mode": "echo" | "broadcast", "backend": str, "users": int,
           "error": str | null,                  # the backend did not run
-          "capacity": {"samples": [float], "median", "lo", "hi"},   # req/s or deliveries/s,
-                                                # one sample per window used (closed loop)
-          "cost_us": {"samples": [float], "median", "lo", "hi"},    # server CPU µs per request
+          "capacity": {"samples": [float], "median", "lo", "hi", "repeats": [int]},
+                                                # req/s or deliveries/s, one sample per window
+                                                # used (closed loop); repeats: each sample's
+                                                # round (absent in older files)
+          "cost_us": {"samples": [float], "median", "lo", "hi", "repeats": [int]},
+                                                # server CPU µs per request
           "latency_us": {"p50", "p90", "p99", "p999", "max"} | null,  # closed loop, medians
           "set_rate": null | {"offered_per_s", "achieved_per_s", "p50", "p99", "p99_lo",
                               "p99_hi", "p99_samples", "p999", "failures", "disturbed",
-                              "kept_up"},       # echo, open loop at one rate for all
+                              "kept_up", "p99_repeats"},  # echo, open loop at one rate for
+                                                # all; p99_repeats: each p99 sample's round
+                                                # (absent in older files)
           "slo": null | {"steps": [{"lines_per_s", "deliveries_per_s", "achieved_per_s",
                                     "p99_us", "sent", "lost", "failures", "held",
                                     "disturbed", "generator_bound",
-                                    "tries", "held_tries"}],  # the last two only for a
-                                              # step confirmed by a majority of tries
+                                    "tries", "held_tries", "p99_tries"}],  # the last
+                                              # three only for a step confirmed by a
+                                              # majority of tries (p99_tries: each counted
+                                              # try's p99; absent in older files)
                          "held_lines_per_s", "held_deliveries_per_s", "ceiling_reached",
                          "generator_bound"},  # ceiling_reached: no step failed (the climb's
                                               # hard stop, or generator_bound: the last step
