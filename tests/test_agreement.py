@@ -1,15 +1,18 @@
 """The agreement check's pair rule (bench.perf.agreement.pair_verdicts), on hand-built
 figures: which pairs it checks, and how it reads compare's repeat ranges."""
 
+import dataclasses
+
 import pytest
 
 from bench.perf.agreement import pair_verdicts, round_ratios
+from bench.results.rules import Figure
 
 pytestmark = pytest.mark.timeout(10)
 
 
-def cap(lo: float, hi: float) -> dict[str, float]:
-    return {"median": (lo + hi) / 2, "lo": lo, "hi": hi}
+def cap(lo: float, hi: float, name: str = "x") -> Figure:
+    return Figure(name, (lo + hi) / 2, lo, hi, 2)
 
 
 def test_only_pairs_the_reference_separates_are_checked() -> None:
@@ -49,9 +52,9 @@ def test_ranges_apart_by_less_than_the_minimum_effect_are_a_tie() -> None:
 def test_windows_of_the_same_rounds_are_read_round_by_round_as_the_report_does() -> None:
     # ranges that overlap (a busy round 1 for both), but a beats b by 1.25x in every round
     ref = {"a": 120.0, "b": 100.0}
-    a = {"median": 100.0, "lo": 60.0, "hi": 101.0, "rounds": [[0, 100.0], [1, 60.0], [2, 101.0]]}
-    b = {"median": 80.0, "lo": 48.0, "hi": 82.0, "rounds": [[0, 80.0], [1, 48.0], [2, 82.0]]}
+    a = Figure("a", 100.0, 60.0, 101.0, 3, ((0, 100.0), (1, 60.0), (2, 101.0)))
+    b = Figure("b", 80.0, 48.0, 82.0, 3, ((0, 80.0), (1, 48.0), (2, 82.0)))
     assert pair_verdicts({"a": a, "b": b}, ref, 0.10)[0][3] == "agrees"
     # without the rounds, the ranges decide: a tie
-    plain = {n: {k: v for k, v in f.items() if k != "rounds"} for n, f in (("a", a), ("b", b))}
+    plain = {f.backend: dataclasses.replace(f, rounds=()) for f in (a, b)}
     assert pair_verdicts(plain, ref, 0.10)[0][3] == "tie"

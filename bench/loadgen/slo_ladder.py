@@ -82,7 +82,9 @@ def climb(program: Program, users: int, capacity: dict[str, list[dict[str, Any]]
         k = max(lowest, int(math.floor(math.log(max(first, base) / base, factor))))
         state[b], start[b] = (k, 0, False), k
     targets = {t.backend: t for t in program.targets}
-    ends: dict[str, tuple[int, int]] = {}  # backend -> (top held step, the step above it that failed)
+    # backend -> (top held step, the step above it that failed), or (top held step,) when
+    # the climb ended without a failure above it
+    ends: dict[str, tuple[int, ...]] = {}
     while state:
         for b in [t.backend for t in program.targets if t.backend in state]:
             k, direction, held_any = state[b]
@@ -113,7 +115,7 @@ def _far_miss(w: dict[str, Any], spec: dict[str, Any]) -> bool:
     return bool(w.get("lost")) or p99 > FAR_MISS * float(spec["slo_ms"]) * 1000.0
 
 
-def _confirm(program: Program, users: int, ends: dict[str, tuple[int, int]], rate: Any, tries: int,
+def _confirm(program: Program, users: int, ends: dict[str, tuple[int, ...]], rate: Any, tries: int,
              top: float) -> None:
     """Try each backend's top step and the failed step above it ``tries`` more times: one
     round per try, every backend's steps in each round (interleaved, so a slow moment of
@@ -128,6 +130,7 @@ def _confirm(program: Program, users: int, ends: dict[str, tuple[int, int]], rat
     order = [t.backend for t in program.targets]
     steps = {b: list(ks) for b, ks in ends.items()}   # the steps each backend confirms
     first_held = dict.fromkeys(ends, 0)                 # the climb failed each failed step
+    top_only = {b for b, ks in ends.items() if len(ks) == 1}  # nothing failed above: no climb on
     for extension in range(MAX_EXTENSIONS + 1):
         held = dict.fromkeys(steps, 0)                  # confirmations of the highest step that held
         for _ in range(tries):
@@ -136,7 +139,7 @@ def _confirm(program: Program, users: int, ends: dict[str, tuple[int, int]], rat
                     w = program.window(targets[b], users, "slo", k, rate(k) / (users - 1), "confirm")
                     held[b] += int(k == steps[b][-1] and bool(w["held"]))
         climbing = [b for b in steps if 2 * (first_held[b] + held[b]) > tries + 1
-                    and rate(steps[b][-1] + 1) <= top and not (extension == 0 and len(ends[b]) == 1)]
+                    and rate(steps[b][-1] + 1) <= top and b not in top_only]
         if extension == MAX_EXTENSIONS or not climbing:
             return
         tried, steps, first_held = steps, {}, {}

@@ -64,11 +64,10 @@ def reference(backend: str, conns: int, seconds: float, runs: int, echoload: Pat
     return statistics.median(got) if got else None
 
 
-def compare_capacity(backends: tuple[str, ...], conns: int, repeat: int, out: Path) -> dict[str, dict[str, Any]]:
-    """``bench compare``'s echo capacity per backend, as the report ranks it: ``{backend:
-    {median, lo, hi, rounds}}`` from :func:`bench.results.figures.capacity_figures` (only
-    points that may rank; ``lo``-``hi`` the interval, ``rounds`` the ``[round, sample]`` pairs
-    that the tie rule compares round by round).
+def compare_capacity(backends: tuple[str, ...], conns: int, repeat: int, out: Path) -> dict[str, Figure]:
+    """``bench compare``'s echo capacity per backend, as the report ranks it: the figures of
+    :func:`bench.results.figures.capacity_figures` (only points that may rank, with their
+    interval and the rounds that the tie rule compares round by round).
 
     Raises:
         RuntimeError: the compare run failed (with its last stderr line).
@@ -80,11 +79,10 @@ def compare_capacity(backends: tuple[str, ...], conns: int, repeat: int, out: Pa
     found = sorted(out.glob("*/results.json"))
     if proc.returncode != 0 or not found:
         raise RuntimeError((proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1])
-    return {f.backend: {"median": f.value, "lo": f.lo, "hi": f.hi, "rounds": [list(r) for r in f.rounds]}
-            for f in capacity_figures(load(found[-1]), "echo", conns)}
+    return {f.backend: f for f in capacity_figures(load(found[-1]), "echo", conns)}
 
 
-def pair_verdicts(compare: dict[str, dict[str, float]], ref: dict[str, float],
+def pair_verdicts(compare: dict[str, Figure], ref: dict[str, float],
                   separates: float) -> list[tuple[str, str, float, str]]:
     """For every pair the reference separates by more than ``separates`` (a fraction):
     ``(faster, slower, reference ratio, verdict)``, verdict ``agrees`` (compare ranks it
@@ -96,9 +94,7 @@ def pair_verdicts(compare: dict[str, dict[str, float]], ref: dict[str, float],
         fast, slow = (a, b) if ref[a] >= ref[b] else (b, a)
         if not ref[slow] or ref[fast] / ref[slow] <= 1 + separates:
             continue
-        cf, cs = (Figure(name, compare[name]["median"], compare[name]["lo"], compare[name]["hi"],
-                         rounds=tuple((int(r), float(v)) for r, v in compare[name].get("rounds", ())))
-                  for name in (fast, slow))
+        cf, cs = compare[fast], compare[slow]
         verdict = "agrees" if separated(cf, cs) else "disagrees" if separated(cs, cf) else "tie"
         verdicts.append((fast, slow, ref[fast] / ref[slow], verdict))
     return verdicts
@@ -116,7 +112,7 @@ def reference_around(sweeps: list[dict[str, float | None]], i: int) -> dict[str,
     return out
 
 
-def round_ratios(compare: list[dict[str, dict[str, float]]],
+def round_ratios(compare: list[dict[str, Figure]],
                  sweeps: list[dict[str, float | None]]) -> dict[str, list[float]]:
     """Per backend, one ratio per round: compare's median in round ``i`` over
     :func:`reference_around` it. Rounds without a reference are left out. Pure."""
@@ -124,8 +120,8 @@ def round_ratios(compare: list[dict[str, dict[str, float]]],
     for i, got in enumerate(compare):
         ref = reference_around(sweeps, i)
         for backend, cap in got.items():
-            if backend in ref and cap.get("median"):
-                ratios.setdefault(backend, []).append(cap["median"] / ref[backend])
+            if backend in ref and cap.value:
+                ratios.setdefault(backend, []).append(cap.value / ref[backend])
     return ratios
 
 
@@ -133,7 +129,7 @@ def measure(backends: tuple[str, ...], conns: int, repeat: int, seconds: float, 
             tools: Path | None, log: Callable[[str], None]) -> dict[str, Any]:
     """``rounds`` rounds, each a reference sweep over every backend then one ``bench
     compare``, and a last reference sweep. ``{"reference": name, "sweeps": [{b: rps}] *
-    (rounds + 1), "compare": [{b: {median, lo, hi}}] * rounds}``."""
+    (rounds + 1), "compare": [{b: Figure}] * rounds}``."""
     echoload = run.find_tool(tools, "echoload")
     name = str(echoload) if echoload else "the engine alone (bench.perf.client echo)"
     result: dict[str, Any] = {"reference": name, "sweeps": [], "compare": []}

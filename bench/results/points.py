@@ -180,13 +180,14 @@ def _step(tries: list[MeasuredWindow]) -> SloStep:
     counted = clean if len(clean) >= 2 else counted   # tries disturbed by other processes left out
     held_tries = sum(1 for w in counted if w.held)
     held = 2 * held_tries > len(counted)
+    p99s = tuple(w.latency_us.p99 for w in counted)
     return SloStep(lines_per_s=last.lines_per_s, deliveries_per_s=last.offered_per_s,
                    achieved_per_s=median([w.per_s for w in counted]),
-                   p99_us=int(median([w.latency_us.p99 for w in counted])), sent=sum(w.sent for w in counted),
+                   p99_us=int(median(p99s)), sent=sum(w.sent for w in counted),
                    lost=sum(w.lost for w in counted), failures=sum(sum(w.failures.values()) for w in counted),
                    held=held, disturbed=any(w.disturbed for w in counted),
                    generator_bound=not held and any(bool(w.generator_bound) for w in counted),
-                   tries=len(counted), held_tries=held_tries, p99_tries=tuple(w.latency_us.p99 for w in counted))
+                   tries=len(counted), held_tries=held_tries, p99_tries=p99s)
 
 
 def fold_all(windows: list[Window], errors: dict[tuple[str, str], str],
