@@ -182,6 +182,31 @@ def test_broadcast_closed_loop_against_a_backend(engine, serve):
     assert 1 <= room.min_us <= percentile_us(room.latency_us, 0.5) < 200_000
 
 
+def test_a_room_shared_by_two_engines_keeps_both_closed_loops_going(engine, serve):
+    # Each engine's receivers hear the other engine's senders too: those lines are timed and
+    # sequence-checked like their own, and only the sender's own engine releases its next line.
+    other = make_engine("native" if isinstance(engine, engine_mod.Engine) else "python")
+    try:
+        server = serve("asyncio", "--mode", "broadcast")
+        ours = [engine.add_broadcast(*server.address, 64) for _ in range(2)]
+        theirs = [other.add_broadcast(*server.address, 64) for _ in range(2)]
+        time.sleep(1.0)
+        engine.harvest(), other.harvest()  # joining: lines may precede a member's arrival
+        time.sleep(1.0)
+        mine, its = engine.harvest()["broadcast"], other.harvest()["broadcast"]
+        settle(engine, ours)
+        settle(other, theirs)
+    finally:
+        other.close()
+    for counts in (mine, its):
+        assert counts.failed == 0, counts.failures
+        assert counts.lost == counts.duplicated == counts.out_of_order == 0
+        assert counts.sent > 50, counts
+    # every line reaches the 3 other members, whichever engine they belong to
+    sent, received, in_flight = mine.sent + its.sent, mine.requests + its.requests, 4
+    assert 3 * (sent - in_flight) <= received <= 3 * (sent + in_flight), (mine, its)
+
+
 def test_broadcast_loss_duplicates_and_reordering_are_detected(engine):
     with ManglingRoom(last=60) as room:
         # a rate so low nothing is sent until both have joined the room

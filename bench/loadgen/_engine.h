@@ -44,8 +44,15 @@ typedef struct {
 
 /* Per receiver: the last sequence number seen from each sender (open addressing on a 64-bit
  * hash of the sender id; 0 marks an empty slot). */
+/* A receiver's last sequence number per sender, by a 64-bit hash of the sender's id. */
 typedef struct {
-    uint64_t *keys, *seqs;
+    uint64_t key;    /* the hash; 0: an empty slot */
+    uint64_t seq;    /* the last sequence number seen */
+    int64_t sender;  /* (gen << 32 | slot) of this engine's own sender, -1 for another's */
+} seqent_t;
+
+typedef struct {
+    seqent_t *ents;
     uint32_t cap, len;
 } seqmap_t;
 
@@ -96,6 +103,7 @@ typedef struct engine {
     int cur;
     uint32_t gen_counter, epoch_counter;
     int nopen_broadcast;
+    int nopen_closed_loop;    /* open broadcast connections of rate 0: lines release senders */
     int broadcast_dirty;
     double broadcast_rate;
     int64_t broadcast_silence_ns;
