@@ -18,7 +18,7 @@ from bench.results.figures import (capacity_figures, cost_figures, memory_figure
 from bench.results.formatting import (connections, fmt_bytes, fmt_cost, fmt_rate, fmt_ratio, fmt_rps, fmt_us,
                                       join_names)
 from bench.results.config import answer_counts, reference_users
-from bench.results.rules import MIN_EFFECT, ROBUST_FROM, TIER_SPAN, Figure, Pick, flag_labels, pick, why_not_ranked
+from bench.results.rules import MIN_EFFECT, Figure, Lead, Pick, flag_labels, pick, why_not_ranked
 from bench.results.schema import Results
 
 INSTALL_HINT = ("install a C compiler and the Python headers (e.g. apt-get install gcc python3-dev), "
@@ -36,21 +36,41 @@ def _excluded(doc: Results, mode: str, users: int) -> str:
     return f" Not ranked: {', '.join(parts)}." if parts else ""
 
 
+def _round_for_round(p: Pick) -> str:
+    return " round for round" if p.margin_by_round else ""
+
+
 def _margin(p: Pick, noun: str) -> str:
     if p.runner_up is None:
         return ""
-    return f" ({fmt_ratio(p.margin)} {p.runner_up.backend}'s {noun})"
+    return f" ({fmt_ratio(p.margin)} {p.runner_up.backend}'s {noun}{_round_for_round(p)})"
+
+
+def _lead(lead: Lead) -> str:
+    return f"by {fmt_ratio(lead.factor)}{' round for round' if lead.by_round else ' or more'}"
 
 
 def apart_clause(p: Pick) -> str:
-    """What the tie hides, as a clause: the members that the winner's windows do beat, which
-    tie only through another member ("" when there are none)."""
+    """What the tie hides, as a clause: the members that the winner's windows do beat, in
+    the tier by their median ("" when there are none)."""
     if p.winner is None or not p.apart:
         return ""
-    said = [f"{a.backend}{' in every round' if a.by_round else ''} by at least {fmt_ratio(a.factor)} "
-            + (f"(in the tier: its median is better than {a.through}'s)" if a.by_median else f"(it ties through {a.through})")
-            for a in p.apart]
-    return f"; {p.winner.backend}'s windows beat {join_names(said)}"
+    said = [f"{a.backend} {_lead(a.lead)} (in the tier: its median is better than {a.above}'s)" for a in p.apart]
+    return f"; {p.winner.backend} beats {join_names(said)}"
+
+
+def behind_clause(p: Pick, shown: str) -> str:
+    """How a tie's runner-up (``shown``: its name and figure) is behind: the whole tier by
+    the margin, or, when it ties with a member other than the winner, the winner's lead
+    and the members it ties with ("" without a runner-up)."""
+    if p.winner is None or p.runner_up is None:
+        return ""
+    if p.runner_up_ties and p.runner_up_lead is not None:
+        return (f", ahead of {shown}: {p.winner.backend} beats it {_lead(p.runner_up_lead)}, "
+                f"and it ties with {join_names(p.runner_up_ties)}")
+    if p.margin is None:
+        return ""
+    return f", all ahead of {shown} by at least {fmt_ratio(p.margin)}{_round_for_round(p)}"
 
 
 def load_pick(doc: Results, mode: str, users: int) -> Pick:
@@ -73,9 +93,7 @@ def load_sentence(doc: Results, mode: str, users: int) -> tuple[Pick, str]:
         ranges = ", ".join(f"{f.backend} {fmt_rps(f.lo)}–{fmt_rps(f.hi)}" for f in [cap.winner] + cap.tied)
         head = (f"{at}: tie between {join_names(cap.names())} on capacity (ranges of the windows: {ranges} "
                 f"{unit(mode)})")
-        if cap.runner_up is not None and cap.margin is not None:
-            head += f", all ahead of {cap.runner_up.backend} by at least {fmt_ratio(cap.margin)}"
-        head += apart_clause(cap)
+        head += behind_clause(cap, cap.runner_up.backend if cap.runner_up else "") + apart_clause(cap)
     else:
         head = (f"{at}: {cap.winner.backend}: {fmt_rps(cap.winner.value)} {unit(mode)}"
                 f"{_margin(cap, 'capacity')}")
@@ -124,15 +142,14 @@ def _answer(case: str, p: Pick, fmt: Callable[[float], str], why_none: str = "",
         return f"{case}: no backend could be ranked{why_none}."
     if p.is_tie:
         vals = ", ".join(f"{f.backend} {show(f)}" for f in [p.winner] + p.tied)
-        ahead = (f", all ahead of {p.runner_up.backend} ({show(p.runner_up)}) by at least {fmt_ratio(p.margin)}"
-                 if p.runner_up is not None and p.margin is not None else "")
+        ahead = behind_clause(p, f"{p.runner_up.backend} ({show(p.runner_up)})" if p.runner_up else "")
         return f"{case}: tie between {join_names(p.names())} ({vals}){ahead}{apart_clause(p)}{tie_clause}."
     text = f"{case}: {p.winner.backend} ({show(p.winner)})"
     if p.runner_up is not None:
         margin = (f"a margin of at least {fmt_ratio(p.margin)}"
                   if p.winner.backend in at_least and p.runner_up.backend not in at_least
                   else f"a {fmt_ratio(p.margin)} margin")
-        text += f", {margin} over {p.runner_up.backend} ({show(p.runner_up)})"
+        text += f", {margin} over {p.runner_up.backend} ({show(p.runner_up)}){_round_for_round(p)}"
     else:
         text += ", the only backend ranked"
     return text + "."
@@ -277,13 +294,14 @@ def caveats(doc: Results) -> list[str]:
         f"timed from each line's intended send time. Each point is {config.repeat} "
         f"windows of {config.duration_s:g} s{_answer_windows(doc)}, one per round, and each round measures "
         f"every backend once, so a busy moment of the machine hits a round's windows alike. A backend ranks "
-        f"above another only when its median beats the other's by at least {MIN_EFFECT:.0%} and so does its "
-        f"window in every round, leaving out the one round where the ratio between the two is farthest from "
-        f"its median when there are {ROBUST_FROM} or more (p99 at the set rate, whose stalls are each window's "
-        "own, and windows not taken in the same rounds: the worst window against the best); otherwise they tie. "
-        "A tie names the whole tier: the best backend, every backend tied with it or, from "
-        f"less than {TIER_SPAN:g}x behind it, with another member, and every backend better than a member "
-        "(when the best's windows do beat such a member, the answer says by how much). Each question ranks on its own figure: "
+        f"above another only when it is better by at least {MIN_EFFECT:.0%} round for round (the median of the "
+        "rounds' ratios between the two) and the rounds rank the two the same way beyond their spread (the "
+        "one-sided 95% confidence bound of the ratios' geometric mean is above 1). p99 at the set rate, whose "
+        "stalls are each window's own, and windows not taken in the same rounds compare ranges: the medians "
+        f"and the nearer ends of their ranges must be {MIN_EFFECT:.0%} apart. Otherwise they tie. "
+        "A tie names the whole tier: the best backend, every backend tied with it, and every backend whose "
+        "median is better than a member's; when the runner-up ties with a member other than the best, the "
+        "answer says so. Each question ranks on its own figure: "
         "capacity on the windows' rates, CPU per request on each window's CPU time per request, p99 on each set-rate window's p99, "
         f"memory on the slopes (one per backend, compared directly).",
         "Server CPU per request is the server process's user+system CPU over a window divided by the "

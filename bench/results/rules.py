@@ -9,23 +9,26 @@ points may rank, the one tie rule, and picking a winner with its margin. Pure;
   A point that may not rank is never a pick, a runner-up or the reference of a ratio, on
   any question: capacity, server CPU per request, latency or memory.
 - **The tie rule** (:func:`separated`, the only place it is written): a figure ranks above
-  another only when it is better by at least :data:`MIN_EFFECT` (10 %) in every repeat
-  kept and in the median. Figures measured in the same rounds (the program measures every
-  backend once per round, so a busy moment of the machine hits a round's windows alike)
-  are compared round by round (:func:`gap`): each round's ratio between the two, the
-  interval of those ratios (:func:`interval`), and its worse end must be 10 % or more in
-  favour of the better. Figures without common rounds compare their own intervals: the
-  worse end of the better one's beats the better end of the other's by 10 %. Otherwise
-  they tie. A figure with no spread of its own (one memory slope, one ladder step) has
-  the interval its producer gives it.
-- **The answer is a tier** (:func:`pick`): the best figure and every figure that ties with
-  it *or, from less than* :data:`TIER_SPAN` *behind it, with another member of the tier*,
-  and every figure whose median is better than a member's, so that two backends which
-  cannot be told apart are never split between "pick" and "behind".
+  another only when it is better by at least :data:`MIN_EFFECT` (15 %) and the windows
+  say so beyond their noise. Figures measured in the same rounds (the program measures
+  every backend once per round, so a busy moment of the machine hits a round's windows
+  alike) are compared round by round (:func:`round_ratios`): the median of the rounds'
+  ratios must be at least the minimum effect, and the one-sided 95 % confidence bound of
+  their geometric mean (:func:`paired_bound`) above 1, so that the rounds rank the pair
+  the same way beyond their spread. Figures without common rounds compare their own
+  intervals: the medians and the worse end of the better one's interval against the
+  better end of the other's must be the minimum effect apart. Otherwise they tie. A
+  figure with no spread of its own (one memory slope, one ladder step) has the interval
+  its producer gives it.
+- **The answer is a tier** (:func:`pick`): the best figure, every figure that ties with
+  it, and every figure whose median is better than a member's, so that the answer never
+  puts a backend behind one whose median it beats. The best figure outside the tier is
+  the runner-up; when it ties with a member other than the best, the answer says so.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -33,10 +36,13 @@ from typing import Sequence
 from bench.results.summary import Point
 
 # The minimum effect: a figure ranks above another only when it is better by at least this
-# share (10 %), whatever the intervals say. Below it a difference is not worth a
-# recommendation, and the noise between runs on a shared machine is of this size, so a pair
-# inside it always ties and never flips between "pick" and "tie" from run to run.
-MIN_EFFECT = 0.10
+# share (15 %), whatever the windows say. Below it a difference is not worth a
+# recommendation, nor one the next run repeats: a pair's median round-by-round ratio moves
+# between runs by 0.1 and more (six default runs at quiet hours, eight rounds at the
+# answer's points: gevent against gevent-callback at 1000 connections 1.01-1.17x). Over
+# those runs the throughput answer at 1000 connections named the same tier (gevent and
+# gevent-callback) in 5 with 15 %, in 4 with 10 %.
+MIN_EFFECT = 0.15
 DISTURBED = "disturbed by other processes"
 
 
@@ -78,23 +84,16 @@ def flag_labels(p: Point) -> list[str]:
 
 # From this many repeats on, the one farthest from the median is left out of the interval.
 ROBUST_FROM = 5
-# A figure joins the best's tier through another member only from less than this factor
-# behind the best (:func:`pick`).
-TIER_SPAN = 2.0
 
 
 def interval(samples: Sequence[float]) -> tuple[float, float]:
     """The interval of a figure's repeats: their range, ``(min, max)``, without the one
     repeat farthest from their median when there are at least :data:`ROBUST_FROM`.
 
-    Why this interval, with this tie rule and the tier (:func:`pick`): measured on the
-    windows of 14 default runs at quiet hours (11 with six windows at the answer's points,
-    3 with three), the three echo answer lines (CPU per round trip at 100, capacity at
-    1000, p99 at the set rate) named the same tier in 14, 12 and 11 runs; the range of all
-    windows with the earlier rule (ranges that do not overlap and medians 10 % apart, ties
-    with the best only) named the same tied set in 9, 8 and 12. A window disturbed by
-    other processes is measured again before this (:mod:`bench.results.points`); the
-    repeat left out here is the one stray window that no such check catches.
+    It is what a figure shows as its range, and what figures not measured in the same
+    rounds are compared on (:func:`separated`). A window disturbed by other processes is
+    measured again before this (:mod:`bench.results.points`); the repeat left out here is
+    the one stray window that no such check catches.
 
     Raises:
         ValueError: no samples.
@@ -125,19 +124,23 @@ class Figure:
 
 
 @dataclass(frozen=True)
+class Lead:
+    """How far the best figure is ahead of another that it is :func:`separated` from:
+    ``factor`` (:func:`gap`), the median of the rounds' ratios when the two were measured
+    in the same rounds (``by_round``), else the gap between their intervals."""
+
+    factor: float
+    by_round: bool = False
+
+
+@dataclass(frozen=True)
 class Apart:
-    """A tier member separated from the best, which joined through ``through`` (tied with
-    it, or ``by_median``: ranked above it by median): the best
-    beats ``backend`` by ``factor`` (:func:`gap`, >= 1 + :data:`MIN_EFFECT`) in every
-    round kept (``by_round``), else every window kept of the best beats every window kept
-    of ``backend`` by it."""
+    """A tier member that the best figure is separated from: it is in the tier only because
+    its median is better than member ``above``'s (:func:`pick`)."""
 
     backend: str
-    through: str
-    factor: float
-    by_round: bool = False  # the factor is the worst of the rounds' ratios (:func:`gap`)
-    # joined because its median is better than member ``through``'s, not by a tie with it
-    by_median: bool = False
+    above: str
+    lead: Lead
 
 
 @dataclass
@@ -147,12 +150,18 @@ class Pick:
     ``winner`` is None when no figure could rank. ``tied`` are the other members of the
     winner's tier (:func:`pick`; the answer is then a tie among them all), best first.
     ``runner_up`` is the best figure outside the tier, and ``margin`` the advantage of the
-    tier's weakest member over it, as a factor >= 1 (higher-is-better: weakest/runner-up;
-    lower: runner-up/weakest; None when a member known only as a lower bound is below
-    the runner-up); without a tie that is the winner's own margin.
-    ``apart`` are the members that the winner's figure *is* separated from, which joined
-    the tier only through another member (:func:`pick`): the answer says so, since the
-    windows do rank them below the winner.
+    tier over it, as a factor >= 1: when every member was measured in the same rounds as
+    the runner-up (``margin_by_round``), the least of the members' medians of the rounds'
+    ratios (:func:`gap`); otherwise the tier's weakest median against the runner-up's
+    (higher-is-better: weakest/runner-up; lower: runner-up/weakest); None when a member
+    known only as a lower bound is below the runner-up. Without a tie that is the
+    winner's own margin. ``runner_up_lead`` is
+    the winner's lead over the runner-up, and ``runner_up_ties`` the members other than the
+    winner that the runner-up ties with: then the tier is not ahead of it as a whole, and
+    the answer says so.
+    ``apart`` are the members that the winner's figure *is* separated from, in the tier
+    by their median (:class:`Apart`): the answer says so, since the windows do rank them
+    below the winner.
     """
 
     winner: Figure | None
@@ -160,6 +169,9 @@ class Pick:
     runner_up: Figure | None = None
     margin: float | None = None
     apart: list[Apart] = field(default_factory=list)
+    runner_up_lead: Lead | None = None
+    runner_up_ties: list[str] = field(default_factory=list)
+    margin_by_round: bool = False  # the margin is the least median of rounds' ratios
 
     @property
     def is_tie(self) -> bool:
@@ -171,17 +183,52 @@ class Pick:
 
 
 def separated(better: Figure, worse: Figure, higher_is_better: bool = True) -> bool:
-    """The tie rule: ``better`` ranks above ``worse`` only when it is better by at least
-    :data:`MIN_EFFECT` both in its median and by :func:`gap` (round by round when the two
-    were measured in the same rounds, else between their intervals' nearer ends). So every
-    repeat kept beats the other's by at least the minimum effect, and a pair whose medians
-    are less than that apart always ties."""
+    """The tie rule: does ``better`` rank above ``worse``?
+
+    Measured in the same rounds (:func:`round_ratios`, :data:`PAIRED_FROM` or more): the
+    median of the rounds' ratios is at least 1 + :data:`MIN_EFFECT`, and the one-sided 95 %
+    confidence bound of their geometric mean (:func:`paired_bound`) is above 1. Why round
+    by round: on a shared machine a busy moment slows every backend of the round alike
+    (measured on a default run's windows at 100 connections: CPU per round trip of every
+    backend 1.6-1.9x higher in the same two of six rounds), so two backends' ranges overlap
+    while each round ranks them the same way. Why a median and a confidence bound rather
+    than the worst round (the rule before): the worst of more rounds only gets worse, so
+    more windows gave more ties; the median and the bound get steadier. Six default runs
+    at quiet hours, eight rounds at the answer's points, re-ranked by both: CPU per round
+    trip at 100 connections named gevent and gevent-callback, 1.16-1.36x ahead of select
+    and asyncio round for round, in all six by this rule; the worst round named the
+    four-way tie gevent, gevent-callback, select, asyncio in all six.
+
+    Otherwise (an older results file, a figure without rounds, p99 at the set rate, whose
+    stalls are each window's own): the medians are the minimum effect apart, and so are the
+    intervals' nearer ends (:func:`gap`). A pair whose medians are less than the minimum
+    effect apart always ties."""
+    ratios = round_ratios(better, worse, higher_is_better)
+    if ratios:
+        return statistics.median(ratios) >= 1 + MIN_EFFECT and paired_bound(ratios) > 1.0
     medians = better.value / worse.value if higher_is_better else worse.value / better.value
     return medians >= 1 + MIN_EFFECT and gap(better, worse, higher_is_better) >= 1 + MIN_EFFECT
 
 
 # Two figures with at least this many rounds in common are compared round by round.
 PAIRED_FROM = 3
+
+# Student's t, one-sided 95 %, by degrees of freedom (rounds in common - 1); from 20 on the
+# value at 20 (a little wider than the true bound, never narrower).
+_T95 = (0.0, 6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812, 1.796, 1.782, 1.771,
+        1.761, 1.753, 1.746, 1.740, 1.734, 1.729, 1.725)
+
+
+def paired_bound(ratios: Sequence[float]) -> float:
+    """The one-sided 95 % lower confidence bound of the geometric mean of ``ratios`` (each
+    > 0, at least two): exp(mean - t * standard error) of their logarithms, Student's t
+    with len(ratios) - 1 degrees of freedom. Above 1: the rounds rank the pair one way
+    beyond their spread."""
+    if len(ratios) < 2:
+        raise ValueError("a confidence bound needs at least two ratios")
+    logs = [math.log(r) for r in ratios]
+    spread = statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(statistics.fmean(logs) - _T95[min(len(logs) - 1, len(_T95) - 1)] * spread)
 
 
 def round_ratios(better: Figure, worse: Figure, higher_is_better: bool = True) -> list[float]:
@@ -197,17 +244,12 @@ def round_ratios(better: Figure, worse: Figure, higher_is_better: bool = True) -
 def gap(better: Figure, worse: Figure, higher_is_better: bool = True) -> float:
     """How far ``better`` is ahead of ``worse``, as a factor (below 1 when it is not).
 
-    Measured in the same rounds (:func:`round_ratios`): the worse end of the interval of the
-    rounds' ratios (:func:`interval`: without the one farthest from their median from
-    :data:`ROBUST_FROM` rounds on). Why round by round: on a shared machine a busy moment
-    slows every backend of the round alike (measured on a default run's windows at 100
-    connections: CPU per round trip of every backend 1.6-1.9x higher in the same two of six
-    rounds), so two backends' ranges overlap while each round ranks them the same way.
+    Measured in the same rounds (:func:`round_ratios`): the median of the rounds' ratios.
     Otherwise: the gap between the intervals' nearer ends, ``better.lo / worse.hi``
     (higher-is-better) or ``worse.lo / better.hi``; 0 when the divisor is not positive."""
     ratios = round_ratios(better, worse, higher_is_better)
     if ratios:
-        return interval(ratios)[0]
+        return statistics.median(ratios)
     if higher_is_better:
         return better.lo / worse.hi if worse.hi > 0 else 0.0
     return worse.lo / better.hi if better.hi > 0 else 0.0
@@ -219,69 +261,59 @@ def tied(a: Figure, b: Figure, higher_is_better: bool = True) -> bool:
     return not separated(first, second, higher_is_better)
 
 
+def lead(best: Figure, other: Figure, higher_is_better: bool = True) -> Lead:
+    """``best``'s :class:`Lead` over ``other``."""
+    return Lead(gap(best, other, higher_is_better), bool(round_ratios(best, other, higher_is_better)))
+
+
 def pick(figures: list[Figure], higher_is_better: bool = True) -> Pick:
     """The best figure and its tier, and the runner-up (see :class:`Pick`).
 
-    The tier starts with the best figure and takes in every figure that is not
-    :func:`separated` from one of its members, until none is left to take: if b cannot be
-    told from the best, and c cannot be told from b, the answer does not put c behind.
-    Only figures with repeats join through a member other than the best: the windows of
-    one run spread less than the same backend's windows differ between runs, so a gap
-    between c and the best that b straddles is not one the next run repeats. A figure
-    without repeats (a memory slope, a ladder's held step up to the failed one) has exact
-    bounds, and a chain of such bounds one grid step apart would tie the ladder's top with
-    its bottom; it joins only by tying with the best. And nothing joins through another
-    member from further than :data:`TIER_SPAN` behind the best: the chain is there for the
-    answer's stability, not as evidence, and one erratic backend's wide windows must not
-    tie threading at 2.5x behind with the best (measured: over 14 quiet default runs, the
-    three echo answers named the same tier in 14, 12 and 11 runs with the bound, in 14, 10
-    and 14 without it, where threading joined the throughput tier three times).
-    Last, every figure whose median is better than a member's joins (the tier is a prefix of
-    the ranking by median).
-    The runner-up is the best figure outside the tier; the margin is the tier's weakest
-    median against it, so "ahead of X by N" holds for every member.
+    The tier is the best figure, every figure that ties with it (:func:`tied`), and every
+    figure whose median is better than a member's: the tier is a prefix of the ranking by
+    median, so the answer never puts a backend behind one whose median it beats.
+
+    Why ties with the best only, not also ties with another member (a chain: b ties the
+    best, c ties b, so c joins, the rule before): with the rounds compared by their median
+    and confidence bound (:func:`separated`), a middle backend ties with its neighbours on
+    both sides, and the chain then ties backends that the best beats in every run. Six
+    default runs, eight rounds: at 1000 connections gevent beat select by 1.22-1.28x round
+    for round in every run, while gevent-callback's ratio to select ranged over 1.02-1.23x;
+    with the chain the tier was gevent, gevent-callback, select and asyncio in 4 runs and
+    gevent and gevent-callback in 1; with ties to the best only, gevent and gevent-callback
+    in 5. A runner-up that ties with a member other than the best is said so in the answer
+    (``runner_up_ties``), so the answer does not claim the whole tier is ahead of it.
+
+    The runner-up is the best figure outside the tier; the margin is the tier's least
+    advantage over it (see :class:`Pick`).
     """
     usable = [f for f in figures if f.value is not None and f.value > 0]
     if not usable:
         return Pick(None)
     ordered = sorted(usable, key=lambda f: f.value, reverse=higher_is_better)
     best = ordered[0]
-    tier = [best]
-    link: dict[str, str] = {}  # member -> the member it tied with when it joined
-    grew = True
-    while grew:
-        grew = False
-        for f in ordered:
-            behind = best.value / f.value if higher_is_better else f.value / best.value
-            through = tier if f.samples > 1 and behind < TIER_SPAN else tier[:1]
-            joins = next((t for t in through if (t is best or t.samples > 1) and tied(t, f, higher_is_better)), None)
-            if f not in tier and joins is not None:
-                tier.append(f)
-                link[f.backend] = joins.backend
-                grew = True
-    # The tier is a prefix of the ranking by median: a figure whose median is better than a
-    # member's is in it too (measured round by round, two members can each tie with the best
-    # while one of them ranks below a figure that does not; the answer never puts that
-    # figure behind the member it beats).
+    tier = [best] + [f for f in ordered[1:] if tied(best, f, higher_is_better)]
+    # the prefix of the ranking by median: a figure whose median is better than a member's
     last = max(ordered.index(f) for f in tier)
-    by_median = set()
-    for f in ordered[:last]:
-        if f not in tier:
-            tier.append(f)
-            link[f.backend] = ordered[last].backend
-            by_median.add(f.backend)
-    tier.sort(key=ordered.index)
-    apart = [Apart(f.backend, link[f.backend], gap(best, f, higher_is_better),
-                   bool(round_ratios(best, f, higher_is_better)), f.backend in by_median)
-             for f in tier[1:] if separated(best, f, higher_is_better)]
-    rest = [f for f in ordered if f not in tier]
+    apart = [Apart(f.backend, ordered[last].backend, lead(best, f, higher_is_better))
+             for f in ordered[:last] if f not in tier]
+    tier = ordered[:last + 1]
+    rest = ordered[last + 1:]
     runner = rest[0] if rest else None
-    margin = None
+    result = Pick(tier[0], tier[1:], runner, apart=apart)
     if runner is not None:
-        weakest = tier[-1]
-        margin = weakest.value / runner.value if higher_is_better else runner.value / weakest.value
+        leads = [lead(f, runner, higher_is_better) for f in tier]
+        if all(x.by_round for x in leads):
+            # measured in the same rounds: the figure the tie rule ranks on, so the margin
+            # says what the rule saw (the medians' ratio can be lower, e.g. 1.07x against a
+            # runner-up that every round puts 1.2x behind)
+            margin, result.margin_by_round = min(x.factor for x in leads), True
+        else:
+            weakest = tier[-1]
+            margin = weakest.value / runner.value if higher_is_better else runner.value / weakest.value
         # a member known only as a lower bound (a ladder that never failed) may sit below
         # the runner-up: then no margin holds for the whole tier
-        margin = margin if margin >= 1 else None
-    return Pick(tier[0], tier[1:], runner, margin, apart)
-
+        result.margin = margin if margin >= 1 else None
+        result.runner_up_lead = lead(best, runner, higher_is_better)
+        result.runner_up_ties = [f.backend for f in tier[1:] if tied(f, runner, higher_is_better)]
+    return result
