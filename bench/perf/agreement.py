@@ -64,16 +64,17 @@ def reference(backend: str, conns: int, seconds: float, runs: int, echoload: Pat
     return statistics.median(got) if got else None
 
 
-def compare_capacity(backends: tuple[str, ...], conns: int, repeat: int, out: Path) -> dict[str, Figure]:
+def compare_capacity(backends: tuple[str, ...], conns: int, repeat: int | None, out: Path) -> dict[str, Figure]:
     """``bench compare``'s echo capacity per backend, as the report ranks it: the figures of
     :func:`bench.results.figures.capacity_figures` (only points that may rank, with their
-    interval and the rounds that the tie rule compares round by round).
+    interval and the rounds that the tie rule compares round by round). ``repeat`` None:
+    bench compare's own windows (more where the answer's picks are taken, as a default run).
 
     Raises:
         RuntimeError: the compare run failed (with its last stderr line).
     """
     cmd = [sys.executable, "-m", "bench", "compare", "--modes", "echo", "--users", str(conns),
-           "--backends", ",".join(backends), "--repeat", str(repeat), "--cpus",
+           "--backends", ",".join(backends), *(["--repeat", str(repeat)] if repeat else []), "--cpus",
            f"{run.SERVER_CPU}:{run.CLIENT_CPU}", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     found = sorted(out.glob("*/results.json"))
@@ -125,7 +126,7 @@ def round_ratios(compare: list[dict[str, Figure]],
     return ratios
 
 
-def measure(backends: tuple[str, ...], conns: int, repeat: int, seconds: float, runs: int, rounds: int,
+def measure(backends: tuple[str, ...], conns: int, repeat: int | None, seconds: float, runs: int, rounds: int,
             tools: Path | None, log: Callable[[str], None]) -> dict[str, Any]:
     """``rounds`` rounds, each a reference sweep over every backend then one ``bench
     compare``, and a last reference sweep. ``{"reference": name, "sweeps": [{b: rps}] *
@@ -141,7 +142,8 @@ def measure(backends: tuple[str, ...], conns: int, repeat: int, seconds: float, 
                 log(f"reference {r + 1}: {backend} {sweep[backend] or 0:,.0f}/s")
             result["sweeps"].append(sweep)
             if r < rounds:
-                log(f"bench compare {r + 1}/{rounds}: --modes echo --users {conns} --repeat {repeat} ...")
+                log(f"bench compare {r + 1}/{rounds}: --modes echo --users {conns}"
+                    + (f" --repeat {repeat}" if repeat else "") + " ...")
                 result["compare"].append(compare_capacity(backends, conns, repeat, Path(tmp) / str(r)))
     return result
 
@@ -149,7 +151,8 @@ def measure(backends: tuple[str, ...], conns: int, repeat: int, seconds: float, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.perf.agreement", description=__doc__.split("\n\n")[0])
     parser.add_argument("--conns", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=3, help="bench compare's --repeat (default 3)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="bench compare's --repeat (default: its own, as in a default run)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of reference + compare (default 3)")
     parser.add_argument("--seconds", type=float, default=1.0, help="seconds of one reference run (default 1)")
     parser.add_argument("--runs", type=int, default=3, help="reference runs per backend per sweep; "
@@ -161,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{run.DEFAULT_TOOLS}")
     args = parser.parse_args(argv)
     backends = tuple(b for b in args.backends.split(",") if b)
-    if min(args.rounds, args.runs, args.repeat) < 1 or args.seconds <= 0:
+    if min(args.rounds, args.runs, args.repeat or 1) < 1 or args.seconds <= 0:
         print("agreement: error: --rounds, --runs and --repeat must be at least 1, --seconds above 0",
               file=sys.stderr)
         return 2
