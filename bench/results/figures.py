@@ -158,8 +158,9 @@ def slo_step_p99(doc: Results, users: int, rate: float, backends: Sequence[str])
     their range as the interval (no rounds: like the set rate's p99, compared as ranges),
     and the number of tries as ``samples``.
 
-    Why: at 100 clients the fastest rooms reach the load generator's own limit (about 8M
-    deliveries/s received on one core), so they hold the same top step and tie on the rate;
+    Why: at 100 clients the fastest rooms hold the ladder's last step below the load
+    generator's own limit (7.5M deliveries/s; the generator receives about 10M on one core,
+    the next step is 11.2M), so they hold the same top step and tie on the rate;
     measured on three default runs, one held it at p99 2.1-3.4 ms and another at 7.9-9.0 ms,
     in every try. That headroom is what the rate cannot show."""
     out = []
