@@ -202,9 +202,11 @@ def test_a_room_shared_by_two_engines_keeps_both_closed_loops_going(engine, serv
         assert counts.failed == 0, counts.failures
         assert counts.lost == counts.duplicated == counts.out_of_order == 0
         assert counts.sent > 50, counts
-    # every line reaches the 3 other members, whichever engine they belong to
-    sent, received, in_flight = mine.sent + its.sent, mine.requests + its.requests, 4
-    assert 3 * (sent - in_flight) <= received <= 3 * (sent + in_flight), (mine, its)
+    # every line reaches the 3 other members, whichever engine they belong to (no gaps: lost
+    # is 0 above). The two engines' windows end at two harvests a few ms apart on a busy
+    # machine, so the counts match within 2 % (~14k lines/s: 3 ms is about 40 lines).
+    sent, received = mine.sent + its.sent, mine.requests + its.requests
+    assert abs(received - 3 * sent) <= 0.02 * 3 * sent + 3 * 4, (mine, its)
 
 
 def test_broadcast_loss_duplicates_and_reordering_are_detected(engine):
