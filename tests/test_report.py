@@ -394,6 +394,25 @@ def test_render_writes_one_chart_per_question_and_both_reports(rendered):
         assert width > 400 and height > 200
 
 
+def test_chart_axes_read_in_the_reports_own_units(tmp_path, monkeypatch):
+    # log axes spanning less than a decade get minor tick labels: in the axis's own format
+    # ("20", "50", "2.0 ms"), never matplotlib's "6x10^1"
+    from bench.results import charts
+    figures = []
+    save = charts._save
+    monkeypatch.setattr(charts, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    doc = docs.doc(*(docs.point(b, "echo", u, [v * f, v, v / f], cost=c)
+                     for b, v, c in (("gevent", 60_000, 30.0), ("asyncio", 45_000, 40.0)) for u in (10, 100)
+                     for f in (1.02,)))
+    charts.render_charts(doc, tmp_path)
+    labels = []
+    for fig in figures:
+        fig.canvas.draw()
+        for ax in fig.axes:
+            labels += [t.get_text() for t in ax.get_yticklabels(minor=True) + ax.get_yticklabels()]
+    assert any(labels) and not [t for t in labels if "times" in t or "^" in t or "$" in t], labels
+
+
 def test_markdown_starts_with_the_answer_then_a_verdict_per_load(rendered):
     md = rendered["report.md"].read_text(encoding="utf-8")
     order = [md.index(h) for h in ("## Which model for which case", "## At each load", "## Charts", "## echo",

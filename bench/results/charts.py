@@ -69,6 +69,19 @@ def _si(v: float, _pos: Any = None) -> str:
     return f"{v:g}"
 
 
+def _log_y(ax, fmt: Callable[[float], str]) -> None:
+    """A log y axis labelled by ``fmt``. On an axis spanning less than a decade matplotlib
+    labels minor ticks in its own notation ("6x10^1"); here they read as the major ones do,
+    at 2 and 5 only, so that they do not crowd."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: fmt(v) if _leading_digit(v) in (2, 5) else ""))
+
+
+def _leading_digit(v: float) -> int:
+    return int(f"{v:.0e}"[0]) if v > 0 else 0
+
+
 def _users_axis(ax, users: list[int]) -> None:
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(FixedLocator(users))
@@ -151,8 +164,9 @@ def _per_mode(doc: Results, path: Path, samples: Callable[[Point], Samples], yla
         marks = _plot(ax, doc, mode, _summary_value(samples), style)
         _users_axis(ax, doc.user_counts(mode))
         if log_y:
-            ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(_si))
+            _log_y(ax, _si)
+        else:
+            ax.yaxis.set_major_formatter(FuncFormatter(_si))
         ax.set_ylabel(ylabel.format(unit=unit(mode), per=per_request(mode)))
         ax.set_title(f"{mode}: {title}")
         _legend(ax, marks)
@@ -190,8 +204,7 @@ def set_rate_chart(doc: Results, path: Path) -> Path:
     marks = _plot(ax, doc, "echo", value, _style(doc), _with_disturbed(set_rate_disturbed))
     users = doc.user_counts("echo")
     _users_axis(ax, users)
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_us(v)))
+    _log_y(ax, fmt_us)
     ax.set_ylabel("p99 round trip at the set rate")
     rates = []
     for u in users:
@@ -249,8 +262,7 @@ def slo_chart(doc: Results, path: Path) -> Path:
 
     marks = _plot(ax, doc, "broadcast", value, _style(doc), _with_disturbed(slo_disturbed))
     _users_axis(ax, doc.user_counts("broadcast"))
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FuncFormatter(_si))
+    _log_y(ax, _si)
     ms = doc.config.slo_ms
     ax.set_ylabel(f"deliveries/s held at p99 ≤ {ms:g} ms")
     ax.set_title(f"broadcast: highest room rate with p99 ≤ {ms:g} ms and no line lost (higher is better)",
