@@ -45,10 +45,11 @@ typedef struct {
 /* Per receiver: the last sequence number seen from each sender (open addressing on a 64-bit
  * hash of the sender id; 0 marks an empty slot). */
 /* A receiver's last sequence number per sender, by a 64-bit hash of the sender's id. */
+#define NOT_OURS UINT64_MAX
 typedef struct {
     uint64_t key;    /* the hash; 0: an empty slot */
     uint64_t seq;    /* the last sequence number seen */
-    int64_t sender;  /* (gen << 32 | slot) of this engine's own sender, -1 for another's */
+    uint64_t sender; /* (gen << 32 | slot) of this engine's own sender, NOT_OURS for another's */
 } seqent_t;
 
 typedef struct {

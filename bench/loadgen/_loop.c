@@ -426,24 +426,25 @@ static int parse_u64(const char **p, const char *end, uint64_t *out) {
     return 0;
 }
 
-/* The sender id "<prefix><hex gen<<32|slot>" as this engine's (gen << 32 | slot), or -1 when
- * another engine (another process, another Locust worker) sent the line. */
-static int64_t own_sender(engine_t *e, const char *id, size_t n) {
-    if (n <= e->prefix_len || n > e->prefix_len + 16 || memcmp(id, e->prefix, e->prefix_len) != 0) return -1;
+/* The sender id "<prefix><hex gen<<32|slot>" as this engine's (gen << 32 | slot), or NOT_OURS
+ * when another engine (another process, another Locust worker) sent the line. */
+static uint64_t own_sender(engine_t *e, const char *id, size_t n) {
+    if (n <= e->prefix_len || n > e->prefix_len + 16 || memcmp(id, e->prefix, e->prefix_len) != 0)
+        return NOT_OURS;
     uint64_t v = 0;
     for (size_t i = e->prefix_len; i < n; i++) {
         char ch = id[i];
         int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-        if (d < 0) return -1;
+        if (d < 0) return NOT_OURS;
         v = v * 16 + (uint64_t)d;
     }
-    return (int64_t)(v & INT64_MAX);
+    return v;
 }
 
 /* A closed-loop sender of this engine whose line has reached a receiver sends its next. */
-static void release_sender(engine_t *e, int64_t sender, uint64_t seq, int64_t now) {
-    if (sender < 0) return;
-    uint32_t slot = (uint32_t)sender, gen = (uint32_t)((uint64_t)sender >> 32);
+static void release_sender(engine_t *e, uint64_t sender, uint64_t seq, int64_t now) {
+    if (sender == NOT_OURS) return;
+    uint32_t slot = (uint32_t)sender, gen = (uint32_t)(sender >> 32);
     if (slot >= e->table_cap) return;
     conn_t *s = e->table[slot];
     if (!s || s->gen != gen || s->state != ST_OPEN || !s->awaiting || s->seq != seq || s->removed) return;
