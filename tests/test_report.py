@@ -260,14 +260,14 @@ def test_a_backend_tied_only_with_another_member_is_the_runner_up_and_said_so():
     result = pick([d, c, b, a])
     assert result.names() == ["a", "b"] and result.runner_up.backend == "c"
     assert result.runner_up_ties == ["b"] and result.runner_up_lead == Lead(pytest.approx(100 / 84), False)
-    assert analysis.behind_clause(result, "c") == ", ahead of c: a beats it by 1.2x or more, and it ties with b"
+    assert analysis.behind_clause(result) == ", ahead of c: a beats it by 1.2x or more, and it ties with b"
     low = pick([fig(x.backend, *(1000 / v for v in (x.lo, x.value, x.hi))) for x in (a, b, c, d)],
                higher_is_better=False)
     assert low.names() == ["a", "b"] and low.runner_up.backend == "c" and low.runner_up_ties == ["b"]
     # a runner-up apart from every member: the whole tier is ahead of it, by the weakest's margin
     result = pick([a, b, d])
     assert result.runner_up_ties == [] and result.margin == pytest.approx(92 / 51)
-    assert analysis.behind_clause(result, "d") == ", all ahead of d by at least 1.8x"
+    assert analysis.behind_clause(result) == ", all ahead of d by at least 1.8x"
 
 
 def test_a_runner_up_tied_with_a_member_is_said_so_in_the_answer():

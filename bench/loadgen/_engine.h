@@ -43,9 +43,8 @@ typedef struct {
 } stats_t;
 
 /* Per receiver: the last sequence number seen from each sender (open addressing on a 64-bit
- * hash of the sender id; 0 marks an empty slot). */
-/* A receiver's last sequence number per sender, by a 64-bit hash of the sender's id. */
-#define NOT_OURS UINT64_MAX
+ * hash of the sender id; 0 marks an empty slot), and which of this engine's senders it is. */
+#define NOT_OURS UINT64_MAX /* a sender of another engine (process, Locust worker) */
 typedef struct {
     uint64_t key;    /* the hash; 0: an empty slot */
     uint64_t seq;    /* the last sequence number seen */

@@ -74,7 +74,7 @@ def compare_capacity(backends: tuple[str, ...], conns: int, repeat: int | None, 
         RuntimeError: the compare run failed (with its last stderr line).
     """
     cmd = [sys.executable, "-m", "bench", "compare", "--modes", "echo", "--users", str(conns),
-           "--backends", ",".join(backends), *(["--repeat", str(repeat)] if repeat else []), "--cpus",
+           "--backends", ",".join(backends), *(["--repeat", str(repeat)] if repeat is not None else []), "--cpus",
            f"{run.SERVER_CPU}:{run.CLIENT_CPU}", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     found = sorted(out.glob("*/results.json"))
@@ -143,7 +143,7 @@ def measure(backends: tuple[str, ...], conns: int, repeat: int | None, seconds: 
             result["sweeps"].append(sweep)
             if r < rounds:
                 log(f"bench compare {r + 1}/{rounds}: --modes echo --users {conns}"
-                    + (f" --repeat {repeat}" if repeat else "") + " ...")
+                    + (f" --repeat {repeat}" if repeat is not None else "") + " ...")
                 result["compare"].append(compare_capacity(backends, conns, repeat, Path(tmp) / str(r)))
     return result
 
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{run.DEFAULT_TOOLS}")
     args = parser.parse_args(argv)
     backends = tuple(b for b in args.backends.split(",") if b)
-    if min(args.rounds, args.runs, args.repeat or 1) < 1 or args.seconds <= 0:
+    if min(args.rounds, args.runs, 1 if args.repeat is None else args.repeat) < 1 or args.seconds <= 0:
         print("agreement: error: --rounds, --runs and --repeat must be at least 1, --seconds above 0",
               file=sys.stderr)
         return 2

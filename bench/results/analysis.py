@@ -59,12 +59,13 @@ def apart_clause(p: Pick) -> str:
     return f"; {p.winner.backend} beats {join_names(said)}"
 
 
-def behind_clause(p: Pick, shown: str) -> str:
-    """How a tie's runner-up (``shown``: its name and figure) is behind: the whole tier by
-    the margin, or, when it ties with a member other than the winner, the winner's lead
-    and the members it ties with ("" without a runner-up)."""
+def behind_clause(p: Pick, show: Callable[[Figure], str] = lambda f: f.backend) -> str:
+    """How a tie's runner-up (named by ``show``) is behind: the whole tier by the margin,
+    or, when it ties with a member other than the winner, the winner's lead and the
+    members it ties with ("" without a runner-up)."""
     if p.winner is None or p.runner_up is None:
         return ""
+    shown = show(p.runner_up)
     if p.runner_up_ties and p.runner_up_lead is not None:
         return (f", ahead of {shown}: {p.winner.backend} beats it {_lead(p.runner_up_lead)}, "
                 f"and it ties with {join_names(p.runner_up_ties)}")
@@ -93,7 +94,7 @@ def load_sentence(doc: Results, mode: str, users: int) -> tuple[Pick, str]:
         ranges = ", ".join(f"{f.backend} {fmt_rps(f.lo)}–{fmt_rps(f.hi)}" for f in [cap.winner] + cap.tied)
         head = (f"{at}: tie between {join_names(cap.names())} on capacity (ranges of the windows: {ranges} "
                 f"{unit(mode)})")
-        head += behind_clause(cap, cap.runner_up.backend if cap.runner_up else "") + apart_clause(cap)
+        head += behind_clause(cap) + apart_clause(cap)
     else:
         head = (f"{at}: {cap.winner.backend}: {fmt_rps(cap.winner.value)} {unit(mode)}"
                 f"{_margin(cap, 'capacity')}")
@@ -142,7 +143,7 @@ def _answer(case: str, p: Pick, fmt: Callable[[float], str], why_none: str = "",
         return f"{case}: no backend could be ranked{why_none}."
     if p.is_tie:
         vals = ", ".join(f"{f.backend} {show(f)}" for f in [p.winner] + p.tied)
-        ahead = behind_clause(p, f"{p.runner_up.backend} ({show(p.runner_up)})" if p.runner_up else "")
+        ahead = behind_clause(p, lambda f: f"{f.backend} ({show(f)})")
         return f"{case}: tie between {join_names(p.names())} ({vals}){ahead}{apart_clause(p)}{tie_clause}."
     text = f"{case}: {p.winner.backend} ({show(p.winner)})"
     if p.runner_up is not None:
@@ -172,8 +173,7 @@ def top_step_clause(doc: Results, users: int, p: Pick) -> str:
     if low.runner_up is None or low.margin is None:
         return text + " (a tie there too)"
     if low.is_tie:
-        return (text + f": lowest {join_names(low.names())}, ahead of {low.runner_up.backend} "
-                f"by at least {fmt_ratio(low.margin)}")
+        return text + f": lowest {join_names(low.names())}" + behind_clause(low)
     return text + f": lowest {low.winner.backend}, a {fmt_ratio(low.margin)} margin over {low.runner_up.backend}"
 
 

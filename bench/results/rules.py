@@ -242,28 +242,28 @@ def round_ratios(better: Figure, worse: Figure, higher_is_better: bool = True) -
 
 
 def gap(better: Figure, worse: Figure, higher_is_better: bool = True) -> float:
-    """How far ``better`` is ahead of ``worse``, as a factor (below 1 when it is not).
+    """How far ``better`` is ahead of ``worse``, as a factor (below 1 when it is not): the
+    factor of :func:`lead`."""
+    return lead(better, worse, higher_is_better).factor
 
-    Measured in the same rounds (:func:`round_ratios`): the median of the rounds' ratios.
-    Otherwise: the gap between the intervals' nearer ends, ``better.lo / worse.hi``
-    (higher-is-better) or ``worse.lo / better.hi``; 0 when the divisor is not positive."""
+
+def lead(better: Figure, worse: Figure, higher_is_better: bool = True) -> Lead:
+    """``better``'s :class:`Lead` over ``worse``. Measured in the same rounds
+    (:func:`round_ratios`): the median of the rounds' ratios. Otherwise: the gap between the
+    intervals' nearer ends, ``better.lo / worse.hi`` (higher-is-better) or ``worse.lo /
+    better.hi``; 0 when the divisor is not positive."""
     ratios = round_ratios(better, worse, higher_is_better)
     if ratios:
-        return statistics.median(ratios)
+        return Lead(statistics.median(ratios), by_round=True)
     if higher_is_better:
-        return better.lo / worse.hi if worse.hi > 0 else 0.0
-    return worse.lo / better.hi if better.hi > 0 else 0.0
+        return Lead(better.lo / worse.hi if worse.hi > 0 else 0.0)
+    return Lead(worse.lo / better.hi if better.hi > 0 else 0.0)
 
 
 def tied(a: Figure, b: Figure, higher_is_better: bool = True) -> bool:
     """Neither ranks above the other (:func:`separated`)."""
     first, second = (a, b) if (a.value >= b.value) == higher_is_better else (b, a)
     return not separated(first, second, higher_is_better)
-
-
-def lead(best: Figure, other: Figure, higher_is_better: bool = True) -> Lead:
-    """``best``'s :class:`Lead` over ``other``."""
-    return Lead(gap(best, other, higher_is_better), bool(round_ratios(best, other, higher_is_better)))
 
 
 def pick(figures: list[Figure], higher_is_better: bool = True) -> Pick:

@@ -8,28 +8,32 @@ and ``from_json`` (its inverse): a results.json read and written again is the sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, Mapping
 
 from bench.results.windows import Percentiles
 
 
-def _flat_json(record: Any) -> dict[str, Any]:
-    """A flat record's fields in order; tuples as lists."""
-    return {f.name: list(v) if isinstance(v := getattr(record, f.name), tuple) else v for f in fields(record)}
-
-
-def _without_empty(out: dict[str, Any], key: str) -> dict[str, Any]:
-    """``out`` without ``key`` when its value is empty: a key that older files lack is written
-    only when set, so they read back as they were."""
-    if not out[key]:
-        del out[key]
+def _flat_json(record: Any, optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A flat record's fields in order; tuples as lists. A field named in ``optional`` (one
+    that older files lack) is written only when it is not its default, so that those files
+    read back and write out as they were."""
+    out = {}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if f.name not in optional or value != f.default:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
 
 
 def _flat_args(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
-    """Constructor arguments of a flat record from its JSON object; lists as tuples."""
-    return {f.name: tuple(v) if isinstance(v := data[f.name], list) else v for f in fields(cls)}
+    """Constructor arguments of a flat record from its JSON object; lists as tuples. A field
+    with a default that ``data`` lacks (an older file) takes the default."""
+    out = {}
+    for f in fields(cls):
+        value = f.default if f.name not in data and f.default is not MISSING else data[f.name]
+        out[f.name] = tuple(value) if isinstance(value, list) else value
+    return out
 
 
 @dataclass(frozen=True)
@@ -46,11 +50,11 @@ class Samples:
     repeats: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return _without_empty(_flat_json(self), "repeats")
+        return _flat_json(self, optional=("repeats",))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Samples":
-        return cls(**_flat_args(cls, {"repeats": (), **data}))
+        return cls(**_flat_args(cls, data))
 
 
 @dataclass(frozen=True)
@@ -72,11 +76,11 @@ class SetRate:
     p99_repeats: tuple[int, ...] = ()  # the repeat of each p99 sample (empty in older files)
 
     def to_json(self) -> dict[str, Any]:
-        return _without_empty(_flat_json(self), "p99_repeats")
+        return _flat_json(self, optional=("p99_repeats",))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "SetRate":
-        return cls(**_flat_args(cls, {"p99_repeats": (), **data}))
+        return cls(**_flat_args(cls, data))
 
 
 @dataclass(frozen=True)
@@ -110,18 +114,11 @@ class SloStep:
         return self.held and self.tries is not None and (self.held_tries or 0) < self.tries
 
     def to_json(self) -> dict[str, Any]:
-        out = _flat_json(self)
-        # written only when set: older files read back as they were
-        if not self.generator_bound:
-            del out["generator_bound"]
-        if self.tries is None:
-            del out["tries"], out["held_tries"]
-        return _without_empty(out, "p99_tries")
+        return _flat_json(self, optional=("generator_bound", "tries", "held_tries", "p99_tries"))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "SloStep":
-        return cls(**_flat_args(cls, {"generator_bound": False, "tries": None, "held_tries": None, "p99_tries": (),
-                                      **data}))
+        return cls(**_flat_args(cls, data))
 
 
 @dataclass(frozen=True)
