@@ -120,13 +120,13 @@ def test_a_step_missed_by_far_is_not_tried_again():
     assert program.tags == [("a", 2, "climb"), ("a", 3, "climb"), ("a", 4, "climb")]
 
 
-def test_confirming_tries_each_top_and_the_step_above_interleaved_across_backends():
+def test_confirming_tries_each_top_the_step_above_and_the_step_below_interleaved_across_backends():
     limits = {"a": 4, "b": 3}
     program = FakeProgram(lambda b, k: (k <= limits[b], False))
-    climb(program, 10, {"a": capacity(8000), "b": capacity(8000)}, confirm=True)
+    climb(program, 10, {"a": capacity(8000), "b": capacity(8000)}, confirm=True)   # both start at step 2
     confirms = [(b, k) for b, k, tag in program.tags if tag == "confirm"]
-    # two rounds; in each, every backend's top and the failed step above it
-    assert confirms == [("a", 4), ("a", 5), ("b", 3), ("b", 4)] * 2
+    # two rounds; in each, every backend's step below its top, its top and the failed step above it
+    assert confirms == [("a", 3), ("a", 4), ("a", 5), ("b", 2), ("b", 3), ("b", 4)] * 2
     assert all(tag != "confirm" for _, _, tag in program.tags[:-len(confirms)])   # after the climb
 
 
@@ -151,9 +151,10 @@ def test_a_failed_step_that_the_confirmation_holds_sends_the_climb_on():
 
     program = FakeProgram(outcome)
     climb(program, 10, {"a": capacity(8000), "b": capacity(8000)}, confirm=True)
-    after = program.tags[program.tags.index(("a", 4, "confirm")):]
-    assert after == [("a", 4, "confirm"), ("a", 5, "confirm"), ("b", 3, "confirm"), ("b", 4, "confirm")] * 2 + [
-        ("b", 5, "climb"), ("b", 5, "confirm"), ("b", 5, "confirm")]
+    after = program.tags[program.tags.index(("a", 3, "confirm")):]
+    assert after == [("a", 3, "confirm"), ("a", 4, "confirm"), ("a", 5, "confirm"),
+                     ("b", 2, "confirm"), ("b", 3, "confirm"), ("b", 4, "confirm")] * 2 + [
+        ("b", 5, "climb"), ("b", 5, "confirm"), ("b", 5, "confirm")]        # no step below on the climb on
     point = ladder_point("b", {k: [(held, tag) for (b, kk, tag), held in zip(program.tags, outcomes)
                                    if b == "b" and kk == k] for k in (2, 3, 4, 5)})
     assert point.slo.held_deliveries_per_s == point.slo.steps[2].deliveries_per_s   # step 4
@@ -184,12 +185,19 @@ def test_no_confirmation_when_no_step_held():
     (lambda b, k: (True, False), 2 + MAX_STEPS_UP),       # held every step up to the hard stop
     (lambda b, k: (k < 4, k >= 4), 3),                    # stopped by the load generator, not the server
 ])
-def test_a_climb_that_ended_without_a_server_failure_confirms_its_top_step_only(outcome, top):
+def test_a_climb_that_ended_without_a_server_failure_confirms_its_top_step_and_the_one_below(outcome, top):
     program = FakeProgram(outcome, targets=[Target("a", "127.0.0.1", 1, 1)])
     climb(program, 10, {"a": capacity(8000)}, confirm=True)
     confirms = [k for _, k, tag in program.tags if tag == "confirm"]
-    assert confirms == [top, top]                            # no step above it, and no climb after
-    assert program.tags[-2:] == [("a", top, "confirm")] * 2
+    assert confirms == [top - 1, top] * 2                    # no step above it, and no climb after
+    assert program.tags[-1] == ("a", top, "confirm")
+
+
+def test_the_step_below_the_top_is_confirmed_only_when_the_climb_went_through_it():
+    # a starts at step 2 and fails step 3: its top is its start, the step below never tried
+    program = FakeProgram(lambda b, k: (k <= 2, False), targets=[Target("a", "127.0.0.1", 1, 1)])
+    climb(program, 10, {"a": capacity(8000)}, confirm=True)
+    assert [k for _, k, tag in program.tags if tag == "confirm"] == [2, 3] * 2
 
 
 # -- folding the ladder's windows -------------------------------------------------------------

@@ -42,9 +42,10 @@ REMEASURE = 1
 # Expected SLO steps per backend and connection count (for the estimate).
 SLO_STEPS_ESTIMATE = 5
 # Broadcast: where the answer's fan-out pick is taken (when the run takes more windows there,
-# CompareConfig.answer_repeat), each backend's ladder top and the step above it are tried
-# this many more times after the climb, interleaved across backends
-# (bench.loadgen.slo_ladder._confirm): with the climb's first try, a majority of three.
+# CompareConfig.answer_repeat), each backend's ladder top, the step above it and the step
+# below it are tried this many more times after the climb, interleaved across backends
+# (bench.loadgen.slo_ladder._confirm): with the climb's first try, a majority of three, and
+# three p99s where rooms tied on the rate are compared.
 SLO_CONFIRM_TRIES = 2
 
 
@@ -102,7 +103,8 @@ def estimate_s(config: CompareConfig) -> float:
             total += n * backends * (CONNECT_S + 0.5)            # idle memory
         else:
             total += n * backends * SLO_STEPS_ESTIMATE * window  # the latency-target ladder
-            total += len(at["slo"]) * backends * 2 * SLO_CONFIRM_TRIES * window  # its top confirmed
+            # its top, the step above and the step below confirmed
+            total += len(at["slo"]) * backends * 3 * SLO_CONFIRM_TRIES * window
     # windows measured again because other processes were busy add up to remeasure_share
     # more; a quiet run needs none, and the estimate is for a quiet machine
     return total

@@ -17,8 +17,10 @@ Where a pick is taken (``confirm``), the climb's result is then confirmed
 and the step above ``slo_confirm_tries`` more times, interleaved across backends, so each
 of the two steps has a majority of three tries (with the climb's first) to decide it.
 A backend whose climb ended without one (its hard stop, the load generator's limit) tries
-its top step as many times: rooms that hold the same top step are then compared on their
-p99 there, from three tries each.
+its top step as many times. Each backend also tries the step below its top as many times
+(when it climbed through it): rooms whose tops are the same step or one step apart tie
+on the rate, and are compared on their p99 at the highest step they all held, from three
+tries each (:func:`bench.results.analysis.fan_out`).
 When that majority finds the failed step held after all, the backend's limit is above
 it, so the climb goes on: the next step is tried and confirmed the same way, at most
 :data:`MAX_EXTENSIONS` times (a limit that none of these finds is shown as a lower bound).
@@ -85,6 +87,7 @@ def climb(program: Program, users: int, capacity: dict[str, list[dict[str, Any]]
     # backend -> (top held step, the step above it that failed), or (top held step,) when
     # the climb ended without a failure above it
     ends: dict[str, tuple[int, ...]] = {}
+    below: dict[str, int] = {}   # backend -> the step under its top, when it climbed through it
     while state:
         for b in [t.backend for t in program.targets if t.backend in state]:
             k, direction, held_any = state[b]
@@ -103,10 +106,12 @@ def climb(program: Program, users: int, capacity: dict[str, list[dict[str, Any]]
                     # confirm, but the top step's tries let rooms that tie there be
                     # compared on their p99 (bench.results.figures.slo_step_p99)
                     ends[b] = (k if w["held"] else k - 1,)
+                if b in ends and ends[b][0] - 1 >= start[b] and direction >= 0:
+                    below[b] = ends[b][0] - 1
             else:
                 state[b] = following
     if confirm and ends:
-        _confirm(program, users, ends, rate, int(spec.get("slo_confirm_tries", 0)), top)
+        _confirm(program, users, ends, rate, int(spec.get("slo_confirm_tries", 0)), top, below)
 
 
 def _far_miss(w: dict[str, Any], spec: dict[str, Any]) -> bool:
@@ -116,11 +121,13 @@ def _far_miss(w: dict[str, Any], spec: dict[str, Any]) -> bool:
 
 
 def _confirm(program: Program, users: int, ends: dict[str, tuple[int, ...]], rate: Any, tries: int,
-             top: float) -> None:
+             top: float, below: dict[str, int]) -> None:
     """Try each backend's top step and the failed step above it ``tries`` more times: one
     round per try, every backend's steps in each round (interleaved, so a slow moment of
     the machine falls on several backends, not on one backend's every try). A backend whose
     climb ended without a failed step (``ends`` holds its top step only) tries that step.
+    The step under each backend's top (``below``) is tried as often, in the same rounds:
+    with the tops, every step where tied rooms are compared on their p99 has three tries.
 
     A failed step whose tries, the climb's first with these, hold by majority is held (as
     :mod:`bench.results.points` decides it), and the step above it was never tried: that
@@ -135,7 +142,8 @@ def _confirm(program: Program, users: int, ends: dict[str, tuple[int, ...]], rat
         held = dict.fromkeys(steps, 0)                  # confirmations of the highest step that held
         for _ in range(tries):
             for b in [b for b in order if b in steps]:
-                for k in steps[b]:
+                lower = [below[b]] if extension == 0 and b in below else []
+                for k in lower + steps[b]:
                     w = program.window(targets[b], users, "slo", k, rate(k) / (users - 1), "confirm")
                     held[b] += int(k == steps[b][-1] and bool(w["held"]))
         climbing = [b for b in steps if 2 * (first_held[b] + held[b]) > tries + 1

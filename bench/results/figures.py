@@ -20,8 +20,9 @@ two backends measured in the same rounds are compared round by round):
   within the target, no line lost), on a grid of rates. Its interval runs from that step to
   the lowest failed step above it (:func:`slo_limit`; open-ended when none failed): the
   limit lies between them, so backends one step apart tie and two steps apart rank.
-  Backends tied on it that held the same top step are told apart, where they can be, by their p99 at
-  the same top step held (:func:`slo_step_p99`), compared as ranges of the step's tries.
+  Backends tied on it are told apart, where they can be, by their p99 at the highest step
+  they all held (:func:`slo_step_p99`, :func:`bench.results.analysis.settled_on_p99`),
+  compared as ranges of the step's tries.
 - **memory per connection**: the slope of server RSS between two connection counts
   (:func:`memory_slope`), idle (echo, one round trip each) and active (during capacity):
   one measurement per side, no spread, so only the minimum effect separates two slopes.
@@ -160,7 +161,7 @@ def slo_step_p99(doc: Results, users: int, rate: float, backends: Sequence[str])
 
     Why: at 100 clients the fastest rooms hold the ladder's last step below the load
     generator's own limit (7.5M deliveries/s; the generator receives about 10M on one core,
-    the next step is 11.2M), so they hold the same top step and tie on the rate;
+    the next step is 11.2M), so they hold the same top step, or one step apart, and tie on the rate;
     measured on three default runs, one held it at p99 2.1-3.4 ms and another at 7.9-9.0 ms,
     in every try. That headroom is what the rate cannot show."""
     out = []
