@@ -20,7 +20,7 @@ A backend whose climb ended without one (its hard stop, the load generator's lim
 its top step as many times. Each backend also tries the step below its top as many times
 (when it climbed through it): rooms whose tops are the same step or one step apart tie
 on the rate, and are compared on their p99 at the highest step they all held, from three
-tries each (:func:`bench.results.analysis.fan_out`).
+tries each (:func:`bench.results.analysis.settled_on_p99`).
 When that majority finds the failed step held after all, the backend's limit is above
 it, so the climb goes on: the next step is tried and confirmed the same way, at most
 :data:`MAX_EXTENSIONS` times (a limit that none of these finds is shown as a lower bound).
