@@ -181,6 +181,25 @@ def test_no_confirmation_when_no_step_held():
     assert all(tag != "confirm" for _, _, tag in program.tags)
 
 
+def test_a_top_that_fails_its_confirmations_has_the_step_under_its_new_top_confirmed():
+    # a climbs 2, 3, 4 and fails 5 twice: top 4. The confirmations fail 4 (1 of 3 tries
+    # held) and hold 3: its top is now 3, so the step under it, 2, is confirmed too. b's
+    # confirmations agree with its climb: nothing more for b.
+    tries: dict[tuple[str, int], int] = {}
+
+    def outcome(b: str, k: int) -> tuple[bool, bool]:
+        n = tries[(b, k)] = tries.get((b, k), 0) + 1
+        if b == "a" and k == 4:
+            return n == 1, False
+        return k <= {"a": 4, "b": 3}[b], False
+
+    program = FakeProgram(outcome)
+    climb(program, 10, {"a": capacity(8000), "b": capacity(8000)}, confirm=True)
+    confirms = [(b, k) for b, k, tag in program.tags if tag == "confirm"]
+    assert confirms == [("a", 3), ("a", 4), ("a", 5), ("b", 2), ("b", 3), ("b", 4)] * 2 + [("a", 2)] * 2
+    assert all(tag != "climb" for _, _, tag in program.tags[-4:])            # no new step tried
+
+
 @pytest.mark.parametrize("outcome, top", [
     (lambda b, k: (True, False), 2 + MAX_STEPS_UP),       # held every step up to the hard stop
     (lambda b, k: (k < 4, k >= 4), 3),                    # stopped by the load generator, not the server

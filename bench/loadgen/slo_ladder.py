@@ -18,7 +18,8 @@ and the step above ``slo_confirm_tries`` more times, interleaved across backends
 of the two steps has a majority of three tries (with the climb's first) to decide it.
 A backend whose climb ended without one (its hard stop, the load generator's limit) tries
 its top step as many times. Each backend also tries the step below its top as many times
-(when it climbed through it): rooms whose tops are the same step or one step apart tie
+(when it climbed through it; and the step below that one when the confirmations move its
+top down a step): rooms whose tops are the same step or one step apart tie
 on the rate, and are compared on their p99 at the highest step they all held, from three
 tries each (:func:`bench.results.analysis.settled_on_p99`).
 When that majority finds the failed step held after all, the backend's limit is above
@@ -88,10 +89,12 @@ def climb(program: Program, users: int, capacity: dict[str, list[dict[str, Any]]
     # the climb ended without a failure above it
     ends: dict[str, tuple[int, ...]] = {}
     below: dict[str, int] = {}   # backend -> the step under its top, when it climbed through it
+    firsts: dict[tuple[str, int], bool] = {}   # (backend, step) -> did the step's first try hold
     while state:
         for b in [t.backend for t in program.targets if t.backend in state]:
             k, direction, held_any = state[b]
             w = program.window(targets[b], users, "slo", k, rate(k) / (users - 1), "climb")
+            firsts[(b, k)] = bool(w["held"])
             if not w["held"] and not _far_miss(w, spec):  # a step fails only when it fails twice
                 w = program.window(targets[b], users, "slo", k, rate(k) / (users - 1), "retry")
             following = _next(w, state[b], start[b], lowest, rate(k + 1) > top)
@@ -111,7 +114,7 @@ def climb(program: Program, users: int, capacity: dict[str, list[dict[str, Any]]
             else:
                 state[b] = following
     if confirm and ends:
-        _confirm(program, users, ends, rate, int(spec.get("slo_confirm_tries", 0)), top, below)
+        _confirm(program, users, ends, rate, int(spec.get("slo_confirm_tries", 0)), top, below, firsts)
 
 
 def _far_miss(w: dict[str, Any], spec: dict[str, Any]) -> bool:
@@ -121,40 +124,57 @@ def _far_miss(w: dict[str, Any], spec: dict[str, Any]) -> bool:
 
 
 def _confirm(program: Program, users: int, ends: dict[str, tuple[int, ...]], rate: Any, tries: int,
-             top: float, below: dict[str, int]) -> None:
+             top: float, below: dict[str, int], firsts: dict[tuple[str, int], bool]) -> None:
     """Try each backend's top step and the failed step above it ``tries`` more times: one
     round per try, every backend's steps in each round (interleaved, so a slow moment of
     the machine falls on several backends, not on one backend's every try). A backend whose
     climb ended without a failed step (``ends`` holds its top step only) tries that step.
     The step under each backend's top (``below``) is tried as often, in the same rounds:
     with the tops, every step where tied rooms are compared on their p99 has three tries.
+    ``firsts``: whether each step's first try on the climb held.
 
-    A failed step whose tries, the climb's first with these, hold by majority is held (as
-    :mod:`bench.results.points` decides it), and the step above it was never tried: that
-    backend tries it (a first try, then ``tries`` confirmations), and so on while the step
-    tried holds, up to :data:`MAX_EXTENSIONS` steps and never above ``top`` (rate/s)."""
+    A step is then decided by the majority of its first try and these (as
+    :mod:`bench.results.points` decides it). A failed step that holds by majority sends the
+    climb on: the step above it was never tried, so that backend tries it (a first try, then
+    ``tries`` confirmations), and so on while the step tried holds, up to
+    :data:`MAX_EXTENSIONS` steps and never above ``top`` (rate/s). A top that fails by
+    majority, over a step under it that holds, moves the backend's top down a step: the step
+    under that one, tried once on the climb, is confirmed too, so the new top also has its
+    step below with three tries (once: a top that falls two steps is left as it is)."""
     targets = {t.backend: t for t in program.targets}
     order = [t.backend for t in program.targets]
-    steps = {b: list(ks) for b, ks in ends.items()}   # the steps each backend confirms
-    first_held = dict.fromkeys(ends, 0)                 # the climb failed each failed step
+    # the steps each backend confirms in this pass, ascending: below its top, its top, above it
+    steps = {b: ([below[b]] if b in below else []) + list(ks) for b, ks in ends.items()}
     top_only = {b for b, ks in ends.items() if len(ks) == 1}  # nothing failed above: no climb on
+    held: dict[tuple[str, int], int] = {}                    # (backend, step) -> confirmations held
+    moved_down: set[str] = set()                               # their last confirmation was below the top
+
+    def majority(b: str, k: int) -> bool:
+        return 2 * (int(firsts.get((b, k), False)) + held.get((b, k), 0)) > tries + 1
+
     for extension in range(MAX_EXTENSIONS + 1):
-        held = dict.fromkeys(steps, 0)                  # confirmations of the highest step that held
         for _ in range(tries):
             for b in [b for b in order if b in steps]:
-                lower = [below[b]] if extension == 0 and b in below else []
-                for k in lower + steps[b]:
+                for k in steps[b]:
                     w = program.window(targets[b], users, "slo", k, rate(k) / (users - 1), "confirm")
-                    held[b] += int(k == steps[b][-1] and bool(w["held"]))
-        climbing = [b for b in steps if 2 * (first_held[b] + held[b]) > tries + 1
-                    and rate(steps[b][-1] + 1) <= top and b not in top_only]
-        if extension == MAX_EXTENSIONS or not climbing:
+                    held[(b, k)] = held.get((b, k), 0) + int(bool(w["held"]))
+        if extension == MAX_EXTENSIONS:
             return
-        tried, steps, first_held = steps, {}, {}
-        for b in [b for b in order if b in climbing]:
-            k = tried[b][-1] + 1
-            w = program.window(targets[b], users, "slo", k, rate(k) / (users - 1), "climb")
-            steps[b], first_held[b] = [k], int(bool(w["held"]))
+        following: dict[str, list[int]] = {}
+        for b in [b for b in order if b in steps and b not in moved_down]:
+            last = steps[b][-1]
+            if b not in top_only and majority(b, last) and rate(last + 1) <= top:
+                k = last + 1                                 # the climb goes on
+                w = program.window(targets[b], users, "slo", k, rate(k) / (users - 1), "climb")
+                firsts[(b, k)] = bool(w["held"])
+                following[b] = [k]
+            elif (extension == 0 and b in below and not majority(b, ends[b][0]) and majority(b, below[b])
+                  and (b, below[b] - 1) in firsts):
+                following[b] = [below[b] - 1]                # the top moved down a step
+                moved_down.add(b)
+        if not following:
+            return
+        steps = following
 
 
 def _next(w: dict[str, Any], now: State, start: int, lowest: int, above_top: bool) -> State | None:
