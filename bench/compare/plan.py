@@ -18,9 +18,11 @@ from typing import Any
 
 from bench.results.config import CompareConfig, answer_counts
 
-# Seconds to connect and disconnect a window's connections, and to start a mode's servers
-# and program (per backend): for the estimate only.
-CONNECT_S = 0.12
+# Seconds to connect and disconnect a window's connections (a mean over a default run's
+# windows, most of them at 100 connections or fewer), and to start a mode's servers and
+# program (per backend): for the estimate only. Default runs here took 5:00-5:10 with
+# these estimating 5.5 min.
+CONNECT_S = 0.05
 START_S = 0.6
 # Broadcast: one grid of room rates (deliveries/s) for every backend, base * factor**k;
 # a backend starts at the step nearest below this fraction of its own closed-loop
