@@ -10,6 +10,8 @@ a runner-up or the reference of a ratio, and the sentence at its load says why.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Callable
 
 from bench.results.figures import (capacity_figures, cost_figures, memory_figures, memory_slope,  # noqa: F401
@@ -156,23 +158,62 @@ def _answer(case: str, p: Pick, fmt: Callable[[float], str], why_none: str = "",
     return text + "."
 
 
-def shared_step(doc: Results, users: int, p: Pick) -> tuple[float, list[Figure]] | None:
+@dataclass(frozen=True)
+class SharedStep:
+    """Rooms tied on the rate, at the highest step they all held (``rate``): each one's p99
+    there (``figures``, lowest first; a :class:`Figure` per room with its tries as
+    ``samples``). ``above``: rooms whose p99 was taken at a higher step they held, rate by
+    backend (:func:`shared_step`)."""
+
+    rate: float
+    figures: list[Figure]
+    above: dict[str, float]
+
+
+def _stand_in(doc: Results, users: int, backend: str, rate: float) -> tuple[float, Figure] | None:
+    """``backend``'s p99 at the step of ``rate``, or, when that step has fewer than
+    :data:`SHARED_STEP_TRIES` counted tries, at the lowest higher step it held with that
+    many; (the step's rate, the figure), None when it held none of them."""
+    p = doc.point("broadcast", users, backend)
+    rates = sorted(s.deliveries_per_s for s in (p.slo.steps if p and p.slo else ()) if s.held
+                   and s.deliveries_per_s >= rate * (1 - 1e-6))
+    found = None
+    for r in rates:
+        figures = slo_step_p99(doc, users, r, [backend])
+        if figures and found is None:
+            found = (r, figures[0])
+        if figures and figures[0].samples >= SHARED_STEP_TRIES:
+            return r, figures[0]
+    return found
+
+
+def shared_step(doc: Results, users: int, p: Pick) -> SharedStep | None:
     """For a fan-out tie on the rate, the highest step every member held (the lowest
-    member's top: members tie only when their tops are the same step or one step apart) and
-    the p99 there of the members that held it (:func:`bench.results.figures.slo_step_p99`),
-    lowest first; None without a tie or when fewer than two held it."""
+    member's top) and each member's p99 there (:func:`bench.results.figures.slo_step_p99`);
+    None without a tie or when fewer than two members held it.
+
+    A member that tried that step fewer than :data:`SHARED_STEP_TRIES` times (a step it
+    climbed through once, well below its own top) stands in with its p99 at the lowest
+    higher step it held with that many tries: a room's p99 rises with its rate, so a lower
+    p99 at a higher rate is at least as low at the shared step. Such a figure may only win
+    (:func:`settled_on_p99`): a higher step is no evidence that the room is worse lower down."""
     if not p.is_tie or p.winner is None:
         return None
     rate = min(f.value for f in [p.winner] + p.tied)
-    figures = sorted(slo_step_p99(doc, users, rate, p.names()), key=lambda f: f.value)
-    return (rate, figures) if len(figures) >= 2 else None
+    found = {b: got for b in p.names() if (got := _stand_in(doc, users, b, rate))}
+    if len(found) < 2:
+        return None
+    figures = sorted((f for _, f in found.values()), key=lambda f: f.value)
+    above = {b: r for b, (r, _) in found.items() if not math.isclose(r, rate, rel_tol=1e-6)}
+    return SharedStep(rate, figures, above)
 
 
-def settled_on_p99(doc: Results, users: int, p: Pick) -> tuple[float, list[Figure], Pick] | None:
+def settled_on_p99(doc: Results, users: int, p: Pick) -> tuple[SharedStep, Pick] | None:
     """A fan-out tie on the rate that the p99 at the shared step (:func:`shared_step`) tells
-    apart: (the step's rate, the members' p99 there, the pick on them) when every member
-    held the step in at least :data:`SHARED_STEP_TRIES` counted tries and the lowest p99's
-    tier (:func:`bench.results.rules.pick`) leaves some member out; None otherwise.
+    apart: (the shared step, the pick on its p99s) when every member has a p99 there from
+    at least :data:`SHARED_STEP_TRIES` counted tries, the lowest p99's tier
+    (:func:`bench.results.rules.pick`) leaves some member out, and every member whose p99
+    was taken at a higher step is in that tier; None otherwise.
 
     Why a tie on the rate is settled there: the rate held is known to one grid step
     (1.5x), and a room near the target holds or misses a step by chance: asyncio's p99
@@ -183,13 +224,19 @@ def settled_on_p99(doc: Results, users: int, p: Pick) -> tuple[float, list[Figur
     shared = shared_step(doc, users, p)
     if shared is None:
         return None
-    rate, figures = shared
-    if len(figures) < len(p.names()) or any(f.samples < SHARED_STEP_TRIES for f in figures):
+    if len(shared.figures) < len(p.names()) or any(f.samples < SHARED_STEP_TRIES for f in shared.figures):
         return None
-    low = pick(figures, higher_is_better=False)
-    if low.runner_up is None or low.margin is None:
+    low = pick(shared.figures, higher_is_better=False)
+    if low.runner_up is None or low.margin is None or any(b not in low.names() for b in shared.above):
         return None
-    return rate, figures, low
+    return shared, low
+
+
+def _p99s(shared: SharedStep) -> str:
+    """Each room's p99 at the shared step, with the step it was taken at when higher."""
+    return ", ".join(f"{f.backend} {fmt_us(f.value)}"
+                     + (f" (at {fmt_rate(shared.above[f.backend])} deliveries/s)" if f.backend in shared.above else "")
+                     for f in shared.figures)
 
 
 def shared_step_clause(doc: Results, users: int, p: Pick) -> str:
@@ -199,12 +246,17 @@ def shared_step_clause(doc: Results, users: int, p: Pick) -> str:
     shared = shared_step(doc, users, p)
     if shared is None:
         return ""
-    rate, figures = shared
+    figures = shared.figures
     both = "both" if len(figures) == 2 else "all"
-    text = (f"; {join_names([f.backend for f in figures])} held {fmt_rate(rate)} deliveries/s, the highest "
-            f"step {both} held, p99 there " + ", ".join(f"{f.backend} {fmt_us(f.value)}" for f in figures))
+    text = (f"; {join_names([f.backend for f in figures])} held {fmt_rate(shared.rate)} deliveries/s, the "
+            f"highest step {both} held, p99 there {_p99s(shared)}")
     if any(f.samples < SHARED_STEP_TRIES for f in figures):
         return text + f" (fewer than {SHARED_STEP_TRIES} tries each: not ranked on it)"
+    low = pick(figures, higher_is_better=False)
+    losing = [b for b in shared.above if b not in low.names()]
+    if low.runner_up is not None and low.margin is not None and losing:
+        return text + (f" (not ranked on it: {join_names(losing)} tried it fewer than {SHARED_STEP_TRIES} times, "
+                       "and a p99 from a higher step can only show a room lower, not higher)")
     return text + " (a tie there too)"
 
 
@@ -224,7 +276,8 @@ def fan_out_answer(doc: Results, users: int) -> str:
     if settled is None:
         return _answer(case, rate_pick, lambda v: f"{fmt_rate(v)} deliveries/s", _why_none(doc, "broadcast", users, "slo"),
                        at_least=bounds, tie_clause=shared_step_clause(doc, users, rate_pick))
-    rate, figures, low = settled
+    shared, low = settled
+    figures = shared.figures
     by_name = {f.backend: f for f in [rate_pick.winner] + rate_pick.tied if f is not None}
     first, rest = low.names(), [f.backend for f in figures if f.backend not in low.names()]
     head = join_names([f"{b} ({show(by_name[b].value, b)})" for b in first])
@@ -233,11 +286,13 @@ def fan_out_answer(doc: Results, users: int) -> str:
     they = "it" if len(first) == 1 else "they"
     others = join_names([f"{b} ({show(by_name[b].value, b)})" for b in rest])
     both = "both" if len(figures) == 2 else "all"
-    p99s = ", ".join(f"{f.backend} {fmt_us(f.value)}" for f in figures)
+    stand_in = (f"; a p99 at a higher step stands for the shared one, tried fewer than {SHARED_STEP_TRIES} "
+                "times there: a room's p99 rises with its rate" if shared.above else "")
     text = (f"{case}: {head}. On the rate held {they} tie{'s' if they == 'it' else ''} with {others}; "
-            f"at {fmt_rate(rate)} deliveries/s, the highest step {both} held, {'its' if they == 'it' else 'their'} "
-            f"p99 is the lowest: {p99s}, a {fmt_ratio(low.margin)} margin over {low.runner_up.backend} "
-            f"({SHARED_STEP_TRIES} or more tries each){apart_clause(low)}.")
+            f"at {fmt_rate(shared.rate)} deliveries/s, the highest step {both} held, "
+            f"{'its' if they == 'it' else 'their'} p99 is the lowest: {_p99s(shared)}, a {fmt_ratio(low.margin)} "
+            f"margin over {low.runner_up.backend} ({SHARED_STEP_TRIES} or more tries each{stand_in})"
+            f"{apart_clause(low)}.")
     runner = rate_pick.runner_up
     if runner is None:
         return text
@@ -348,7 +403,9 @@ def _ladder_note(doc: Results) -> str | None:
             f"{confirmed} The limit lies between the highest step held and the failed one above it, so "
             "backends one step apart tie on the rate; tied backends are then compared on their p99 at the "
             f"highest step they all held (from {SHARED_STEP_TRIES} tries each, as ranges), and the lowest "
-            "p99 there is the pick.")
+            "p99 there is the pick; a room that tried that step fewer times stands in with its p99 at the "
+            f"lowest higher step it held in {SHARED_STEP_TRIES} tries, which may win but never lose (a room's "
+            "p99 rises with its rate).")
 
 
 def caveats(doc: Results) -> list[str]:
