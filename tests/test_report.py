@@ -645,8 +645,8 @@ def test_a_fan_out_tie_one_step_apart_is_settled_by_p99_at_the_step_both_held():
     fan = next(a for a in analysis.answers(loses) if a.startswith("Chat fan-out"))
     assert fan.startswith("Chat fan-out at p99 ≤ 10 ms (100 clients in one room): tie between asyncio and gevent")
     assert fan.endswith("p99 there gevent 2.0 ms, asyncio 8.5 ms (at 7.5M deliveries/s) (not ranked on it: asyncio "
-                        "tried it fewer than 3 times, and a p99 from a higher step can only show a room lower, "
-                        "not higher).")
+                        "tried it fewer than 3 times, and a p99 from a higher step can show a room ahead, "
+                        "not behind).")
     # with no higher step of three tries either, the tie says so
     few = docs.doc(tried_ladder("gevent", {5e6: [2_000], 7.5e6: [3_000], 11.25e6: [14_000] * 3}),
                    tried_ladder("asyncio", {5e6: [8_100, 9_000, 8_500], 7.5e6: [12_000] * 3}))

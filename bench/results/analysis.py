@@ -256,7 +256,7 @@ def shared_step_clause(doc: Results, users: int, p: Pick) -> str:
     losing = [b for b in shared.above if b not in low.names()]
     if low.runner_up is not None and low.margin is not None and losing:
         return text + (f" (not ranked on it: {join_names(losing)} tried it fewer than {SHARED_STEP_TRIES} times, "
-                       "and a p99 from a higher step can only show a room lower, not higher)")
+                       "and a p99 from a higher step can show a room ahead, not behind)")
     return text + " (a tie there too)"
 
 
