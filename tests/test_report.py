@@ -608,31 +608,32 @@ def tried_ladder(backend: str, tries: dict[float, list[int]]) -> Point:
     return docs.point(backend, "broadcast", 100, [1e6] * 3, sent=5_000, extra=extra)
 
 
+def fan_line(*points: Point) -> str:
+    """The answer's fan-out line for a run of these broadcast points."""
+    return next(a for a in analysis.answers(docs.doc(*points)) if a.startswith("Chat fan-out"))
+
+
 def test_a_fan_out_tie_one_step_apart_is_settled_by_p99_at_the_step_both_held():
     # asyncio's p99 sits near the target, so it held 5.0M and missed 7.5M; gevent held 7.5M
     # and failed 11.25M: one grid step apart, a tie on the rate. At 5.0M, where both held
     # in three tries, gevent's p99 is a quarter of asyncio's. select held only 3.3M.
-    d = docs.doc(tried_ladder("gevent", {3.3e6: [1_500], 5e6: [2_000, 1_800, 2_400], 7.5e6: [3_000, 2_800, 3_500],
-                                         11.25e6: [14_000, 15_000, 13_000]}),
-                 tried_ladder("asyncio", {3.3e6: [7_000, 7_500, 6_900], 5e6: [8_100, 9_000, 8_500],
-                                          7.5e6: [12_000, 11_000, 10_500]}),
-                 tried_ladder("select", {3.3e6: [6_000, 6_500, 7_000], 5e6: [13_000, 12_000, 14_000]}))
-    fan = next(a for a in analysis.answers(d) if a.startswith("Chat fan-out"))
+    rooms = (tried_ladder("gevent", {3.3e6: [1_500], 5e6: [2_000, 1_800, 2_400], 7.5e6: [3_000, 2_800, 3_500],
+                                     11.25e6: [14_000, 15_000, 13_000]}),
+             tried_ladder("asyncio", {3.3e6: [7_000, 7_500, 6_900], 5e6: [8_100, 9_000, 8_500],
+                                      7.5e6: [12_000, 11_000, 10_500]}))
+    fan = fan_line(*rooms, tried_ladder("select", {3.3e6: [6_000, 6_500, 7_000], 5e6: [13_000, 12_000, 14_000]}))
     assert fan == ("Chat fan-out at p99 ≤ 10 ms (100 clients in one room): gevent (7.5M deliveries/s). On the "
                    "rate held it ties with asyncio (5.0M deliveries/s); at 5.0M deliveries/s, the highest step both "
                    "held, its p99 is the lowest: gevent 2.0 ms, asyncio 8.5 ms, a 4.2x margin over asyncio (3 or "
                    "more tries each). Next on the rate: select (3.3M deliveries/s), which gevent beats by 1.5x or "
                    "more and which ties with asyncio.")
     # select two steps below asyncio: behind both
-    d = docs.doc(*[p for p in d.points if p.backend != "select"],
-                 tried_ladder("select", {2.2e6: [6_000, 6_500, 7_000], 3.3e6: [13_000, 12_000, 14_000]}))
-    fan = next(a for a in analysis.answers(d) if a.startswith("Chat fan-out"))
+    fan = fan_line(*rooms, tried_ladder("select", {2.2e6: [6_000, 6_500, 7_000], 3.3e6: [13_000, 12_000, 14_000]}))
     assert fan.endswith(" Next on the rate: select (2.2M deliveries/s), at least 2.3x behind both.")
     # the same rooms with gevent's 5.0M tried once (no confirmation there): its p99 at its
     # confirmed top, 7.5M, stands in, and being lower still settles the tie
-    once = docs.doc(tried_ladder("gevent", {5e6: [2_000], 7.5e6: [3_000, 2_800, 3_500], 11.25e6: [14_000] * 3}),
-                    tried_ladder("asyncio", {5e6: [8_100, 9_000, 8_500], 7.5e6: [12_000] * 3}))
-    fan = next(a for a in analysis.answers(once) if a.startswith("Chat fan-out"))
+    fan = fan_line(tried_ladder("gevent", {5e6: [2_000], 7.5e6: [3_000, 2_800, 3_500], 11.25e6: [14_000] * 3}),
+                   tried_ladder("asyncio", {5e6: [8_100, 9_000, 8_500], 7.5e6: [12_000] * 3}))
     assert fan == ("Chat fan-out at p99 ≤ 10 ms (100 clients in one room): gevent (7.5M deliveries/s). On the "
                    "rate held it ties with asyncio (5.0M deliveries/s); at 5.0M deliveries/s, the highest step both "
                    "held, its p99 is the lowest: gevent 3.0 ms (at 7.5M deliveries/s), asyncio 8.5 ms, a 2.8x margin "
@@ -640,17 +641,15 @@ def test_a_fan_out_tie_one_step_apart_is_settled_by_p99_at_the_step_both_held():
                    "fewer than 3 times there: a room's p99 rises with its rate).")
     # a stand-in may only win: asyncio's 5.0M tried once, its p99 at 7.5M higher than
     # gevent's at 5.0M, ranks nothing
-    loses = docs.doc(tried_ladder("gevent", {5e6: [2_000, 1_800, 2_400], 7.5e6: [12_000] * 3}),
-                     tried_ladder("asyncio", {5e6: [8_100], 7.5e6: [8_000, 9_000, 8_500], 11.25e6: [14_000] * 3}))
-    fan = next(a for a in analysis.answers(loses) if a.startswith("Chat fan-out"))
+    fan = fan_line(tried_ladder("gevent", {5e6: [2_000, 1_800, 2_400], 7.5e6: [12_000] * 3}),
+                   tried_ladder("asyncio", {5e6: [8_100], 7.5e6: [8_000, 9_000, 8_500], 11.25e6: [14_000] * 3}))
     assert fan.startswith("Chat fan-out at p99 ≤ 10 ms (100 clients in one room): tie between asyncio and gevent")
     assert fan.endswith("p99 there gevent 2.0 ms, asyncio 8.5 ms (at 7.5M deliveries/s) (not ranked on it: asyncio "
                         "tried it fewer than 3 times, and a p99 from a higher step can show a room ahead, "
                         "not behind).")
     # with no higher step of three tries either, the tie says so
-    few = docs.doc(tried_ladder("gevent", {5e6: [2_000], 7.5e6: [3_000], 11.25e6: [14_000] * 3}),
+    fan = fan_line(tried_ladder("gevent", {5e6: [2_000], 7.5e6: [3_000], 11.25e6: [14_000] * 3}),
                    tried_ladder("asyncio", {5e6: [8_100, 9_000, 8_500], 7.5e6: [12_000] * 3}))
-    fan = next(a for a in analysis.answers(few) if a.startswith("Chat fan-out"))
     assert fan.endswith("; gevent and asyncio held 5.0M deliveries/s, the highest step both held, p99 there "
                         "gevent 2.0 ms, asyncio 8.5 ms (fewer than 3 tries each: not ranked on it).")
 
