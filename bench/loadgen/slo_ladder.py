@@ -21,7 +21,7 @@ its top step as many times. Each backend also tries the step below its top as ma
 (when it climbed through it; and the step below that one when the confirmations move its
 top down a step): rooms whose tops are the same step or one step apart tie
 on the rate, and are compared on their p99 at the highest step they all held, from three
-tries each (:func:`bench.results.analysis.settled_on_p99`).
+tries each (:func:`bench.results.figures.shared_step`).
 When that majority finds the failed step held after all, the backend's limit is above
 it, so the climb goes on: the next step is tried and confirmed the same way, at most
 :data:`MAX_EXTENSIONS` times (a limit that none of these finds is shown as a lower bound).
@@ -88,7 +88,6 @@ def climb(program: Program, users: int, capacity: dict[str, list[dict[str, Any]]
     # backend -> (top held step, the step above it that failed), or (top held step,) when
     # the climb ended without a failure above it
     ends: dict[str, tuple[int, ...]] = {}
-    below: dict[str, int] = {}   # backend -> the step under its top, when it climbed through it
     firsts: dict[tuple[str, int], bool] = {}   # (backend, step) -> did the step's first try hold
     while state:
         for b in [t.backend for t in program.targets if t.backend in state]:
@@ -107,14 +106,12 @@ def climb(program: Program, users: int, capacity: dict[str, list[dict[str, Any]]
                 elif w["held"] or held_any:
                     # the climb's hard stop or the generator's limit: no failed step to
                     # confirm, but the top step's tries let rooms that tie there be
-                    # compared on their p99 (bench.results.figures.slo_step_p99)
+                    # compared on their p99 (bench.results.figures.shared_step)
                     ends[b] = (k if w["held"] else k - 1,)
-                if b in ends and ends[b][0] - 1 >= start[b] and direction >= 0:
-                    below[b] = ends[b][0] - 1
             else:
                 state[b] = following
     if confirm and ends:
-        _confirm(program, users, ends, rate, int(spec.get("slo_confirm_tries", 0)), top, below, firsts)
+        _confirm(program, users, ends, rate, int(spec.get("slo_confirm_tries", 0)), top, firsts)
 
 
 def _far_miss(w: dict[str, Any], spec: dict[str, Any]) -> bool:
@@ -124,14 +121,15 @@ def _far_miss(w: dict[str, Any], spec: dict[str, Any]) -> bool:
 
 
 def _confirm(program: Program, users: int, ends: dict[str, tuple[int, ...]], rate: Any, tries: int,
-             top: float, below: dict[str, int], firsts: dict[tuple[str, int], bool]) -> None:
+             top: float, firsts: dict[tuple[str, int], bool]) -> None:
     """Try each backend's top step and the failed step above it ``tries`` more times: one
     round per try, every backend's steps in each round (interleaved, so a slow moment of
     the machine falls on several backends, not on one backend's every try). A backend whose
     climb ended without a failed step (``ends`` holds its top step only) tries that step.
-    The step under each backend's top (``below``) is tried as often, in the same rounds:
-    with the tops, every step where tied rooms are compared on their p99 has three tries.
-    ``firsts``: whether each step's first try on the climb held.
+    The step under each backend's top is tried as often, in the same rounds, when the climb
+    went through it: with the tops, every step where tied rooms are compared on their p99
+    has three tries. ``firsts``: whether the first try of each step climbed held (a step
+    not in it was never tried: the start of a climb, or below a walk down).
 
     A step is then decided by the majority of its first try and these (as
     :mod:`bench.results.points` decides it). A failed step that holds by majority sends the
@@ -143,6 +141,7 @@ def _confirm(program: Program, users: int, ends: dict[str, tuple[int, ...]], rat
     step below with three tries (once: a top that falls two steps is left as it is)."""
     targets = {t.backend: t for t in program.targets}
     order = [t.backend for t in program.targets]
+    below = {b: ks[0] - 1 for b, ks in ends.items() if (b, ks[0] - 1) in firsts}
     # the steps each backend confirms in this pass, ascending: below its top, its top, above it
     steps = {b: ([below[b]] if b in below else []) + list(ks) for b, ks in ends.items()}
     top_only = {b for b, ks in ends.items() if len(ks) == 1}  # nothing failed above: no climb on

@@ -10,13 +10,11 @@ a runner-up or the reference of a ratio, and the sentence at its load says why.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Callable
 
 from bench.results.figures import (capacity_figures, cost_figures, memory_figures, memory_slope,  # noqa: F401
-                                   per_request, question_reason, set_rate_figures, slo_figures, slo_lower_bound,
-                                   slo_step_p99, unit, SHARED_STEP_TRIES)
+                                   per_request, question_reason, set_rate_figures, shared_step, slo_figures,
+                                   slo_lower_bound, unit, SharedStep, SHARED_STEP_TRIES)
 from bench.results.formatting import (connections, fmt_bytes, fmt_cost, fmt_rate, fmt_ratio, fmt_rps, fmt_us,
                                       join_names)
 from bench.results.config import answer_counts, reference_users
@@ -158,80 +156,6 @@ def _answer(case: str, p: Pick, fmt: Callable[[float], str], why_none: str = "",
     return text + "."
 
 
-@dataclass(frozen=True)
-class SharedStep:
-    """Rooms tied on the rate, at the highest step they all held (``rate``): each one's p99
-    there (``figures``, lowest first; a :class:`Figure` per room with its tries as
-    ``samples``). ``above``: rooms whose p99 was taken at a higher step they held, rate by
-    backend (:func:`shared_step`)."""
-
-    rate: float
-    figures: list[Figure]
-    above: dict[str, float]
-
-
-def _stand_in(doc: Results, users: int, backend: str, rate: float) -> tuple[float, Figure] | None:
-    """``backend``'s p99 at the step of ``rate``, or, when that step has fewer than
-    :data:`SHARED_STEP_TRIES` counted tries, at the lowest higher step it held with that
-    many; (the step's rate, the figure), None when it held none of them."""
-    p = doc.point("broadcast", users, backend)
-    rates = sorted(s.deliveries_per_s for s in (p.slo.steps if p and p.slo else ()) if s.held
-                   and s.deliveries_per_s >= rate * (1 - 1e-6))
-    found = None
-    for r in rates:
-        figures = slo_step_p99(doc, users, r, [backend])
-        if figures and found is None:
-            found = (r, figures[0])
-        if figures and figures[0].samples >= SHARED_STEP_TRIES:
-            return r, figures[0]
-    return found
-
-
-def shared_step(doc: Results, users: int, p: Pick) -> SharedStep | None:
-    """For a fan-out tie on the rate, the highest step every member held (the lowest
-    member's top) and each member's p99 there (:func:`bench.results.figures.slo_step_p99`);
-    None without a tie or when fewer than two members held it.
-
-    A member that tried that step fewer than :data:`SHARED_STEP_TRIES` times (a step it
-    climbed through once, well below its own top) stands in with its p99 at the lowest
-    higher step it held with that many tries: a room's p99 rises with its rate, so a lower
-    p99 at a higher rate is at least as low at the shared step. Such a figure may only win
-    (:func:`settled_on_p99`): a higher step is no evidence that the room is worse lower down."""
-    if not p.is_tie or p.winner is None:
-        return None
-    rate = min(f.value for f in [p.winner] + p.tied)
-    found = {b: got for b in p.names() if (got := _stand_in(doc, users, b, rate))}
-    if len(found) < 2:
-        return None
-    figures = sorted((f for _, f in found.values()), key=lambda f: f.value)
-    above = {b: r for b, (r, _) in found.items() if not math.isclose(r, rate, rel_tol=1e-6)}
-    return SharedStep(rate, figures, above)
-
-
-def settled_on_p99(doc: Results, users: int, p: Pick) -> tuple[SharedStep, Pick] | None:
-    """A fan-out tie on the rate that the p99 at the shared step (:func:`shared_step`) tells
-    apart: (the shared step, the pick on its p99s) when every member has a p99 there from
-    at least :data:`SHARED_STEP_TRIES` counted tries, the lowest p99's tier
-    (:func:`bench.results.rules.pick`) leaves some member out, and every member whose p99
-    was taken at a higher step is in that tier; None otherwise.
-
-    Why a tie on the rate is settled there: the rate held is known to one grid step
-    (1.5x), and a room near the target holds or misses a step by chance: asyncio's p99
-    sat at 7-10 ms from 2.2M to 7.5M deliveries/s at 100 clients (eight default runs), so
-    its top moved between 3.3M and 5.0M, one step below gevent's or two, and the answer
-    between "gevent" and "a tie". Where both held, gevent's p99 was 1.5-5 ms in every try:
-    the room with the lower p99 at the rate both held has the headroom the grid cannot show."""
-    shared = shared_step(doc, users, p)
-    if shared is None:
-        return None
-    if len(shared.figures) < len(p.names()) or any(f.samples < SHARED_STEP_TRIES for f in shared.figures):
-        return None
-    low = pick(shared.figures, higher_is_better=False)
-    if low.runner_up is None or low.margin is None or any(b not in low.names() for b in shared.above):
-        return None
-    return shared, low
-
-
 def _p99s(shared: SharedStep) -> str:
     """Each room's p99 at the shared step, with the step it was taken at when higher."""
     return ", ".join(f"{f.backend} {fmt_us(f.value)}"
@@ -239,32 +163,22 @@ def _p99s(shared: SharedStep) -> str:
                      for f in shared.figures)
 
 
-def shared_step_clause(doc: Results, users: int, p: Pick) -> str:
+def shared_step_clause(shared: SharedStep | None) -> str:
     """For a fan-out tie on the rate that p99 does not settle, what its members did at the
     highest step they all held, as a clause: each one's p99 there, and why it does not
     rank them ("" when fewer than two held it)."""
-    shared = shared_step(doc, users, p)
     if shared is None:
         return ""
-    figures = shared.figures
-    both = "both" if len(figures) == 2 else "all"
-    text = (f"; {join_names([f.backend for f in figures])} held {fmt_rate(shared.rate)} deliveries/s, the "
-            f"highest step {both} held, p99 there {_p99s(shared)}")
-    if any(f.samples < SHARED_STEP_TRIES for f in figures):
-        return text + f" (fewer than {SHARED_STEP_TRIES} tries each: not ranked on it)"
-    low = pick(figures, higher_is_better=False)
-    losing = [b for b in shared.above if b not in low.names()]
-    if low.runner_up is not None and low.margin is not None and losing:
-        return text + (f" (not ranked on it: {join_names(losing)} tried it fewer than {SHARED_STEP_TRIES} times, "
-                       "and a p99 from a higher step can show a room ahead, not behind)")
-    return text + " (a tie there too)"
+    names = [f.backend for f in shared.figures]
+    return (f"; {join_names(names)} held {fmt_rate(shared.rate)} deliveries/s, the highest step "
+            f"{'both' if len(names) == 2 else 'all'} held, p99 there {_p99s(shared)} ({shared.why_not})")
 
 
 def fan_out_answer(doc: Results, users: int) -> str:
     """The answer's fan-out line: the room that holds the highest send rate at the p99
     target (:func:`bench.results.figures.slo_figures`), and, among rooms that tie on that
     rate, the one with the lowest p99 at the highest step they all held
-    (:func:`settled_on_p99`)."""
+    (:func:`bench.results.figures.shared_step`)."""
     case = f"Chat fan-out at p99 ≤ {doc.config.slo_ms:g} ms ({users} clients in one room)"
     rate_pick = pick(slo_figures(doc, users))
     bounds = frozenset(p.backend for p in doc.points_at("broadcast", users) if slo_lower_bound(p))
@@ -272,12 +186,11 @@ def fan_out_answer(doc: Results, users: int) -> str:
     def show(v: float, backend: str) -> str:
         return ("≥ " if backend in bounds else "") + f"{fmt_rate(v)} deliveries/s"
 
-    settled = settled_on_p99(doc, users, rate_pick)
-    if settled is None:
+    shared = shared_step(doc, users, rate_pick)
+    if shared is None or shared.low is None:
         return _answer(case, rate_pick, lambda v: f"{fmt_rate(v)} deliveries/s", _why_none(doc, "broadcast", users, "slo"),
-                       at_least=bounds, tie_clause=shared_step_clause(doc, users, rate_pick))
-    shared, low = settled
-    figures = shared.figures
+                       at_least=bounds, tie_clause=shared_step_clause(shared))
+    low, figures = shared.low, shared.figures
     by_name = {f.backend: f for f in [rate_pick.winner] + rate_pick.tied if f is not None}
     first, rest = low.names(), [f.backend for f in figures if f.backend not in low.names()]
     head = join_names([f"{b} ({show(by_name[b].value, b)})" for b in first])

@@ -21,8 +21,7 @@ two backends measured in the same rounds are compared round by round):
   the lowest failed step above it (:func:`slo_limit`; open-ended when none failed): the
   limit lies between them, so backends one step apart tie and two steps apart rank.
   Backends tied on it are told apart, where they can be, by their p99 at the highest step
-  they all held (:func:`slo_step_p99`, :func:`bench.results.analysis.settled_on_p99`),
-  compared as ranges of the step's tries.
+  they all held (:func:`shared_step`), compared as ranges of the step's tries.
 - **memory per connection**: the slope of server RSS between two connection counts
   (:func:`memory_slope`), idle (echo, one round trip each) and active (during capacity):
   one measurement per side, no spread, so only the minimum effect separates two slopes.
@@ -36,10 +35,11 @@ windows count too: a point whose set-rate windows were disturbed, or whose ladde
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
-from bench.results.rules import DISTURBED, Figure, interval, why_not_ranked
+from bench.results.formatting import join_names
+from bench.results.rules import DISTURBED, Figure, Pick, interval, pick, why_not_ranked
 from bench.results.schema import Results
 from bench.results.summary import Point, Samples
 
@@ -147,31 +147,87 @@ def slo_figures(doc: Results, users: int) -> list[Figure]:
     return out
 
 
-# A ladder step's p99 ranks backends tied on the ladder (slo_step_p99) only from this
+# A ladder step's p99 ranks backends tied on the ladder (shared_step) only from this
 # many counted tries each (its first try and confirmations): one try's p99 is one window's,
 # with that window's own stalls.
 SHARED_STEP_TRIES = 3
 
 
-def slo_step_p99(doc: Results, users: int, rate: float, backends: Sequence[str]) -> list[Figure]:
-    """p99 delivery latency (µs) at the ladder step of ``rate`` deliveries/s, of each of
-    ``backends`` that held that step at ``users``: the median of the step's counted tries,
-    their range as the interval (no rounds: like the set rate's p99, compared as ranges),
-    and the number of tries as ``samples``.
+@dataclass(frozen=True)
+class SharedStep:
+    """Rooms tied on the rate held, compared at the highest step they all held (``rate``):
+    each one's p99 there (``figures``, lowest first; the median of the step's counted tries,
+    their range as the interval, compared as ranges like the set rate's p99, and the number
+    of tries as ``samples``). ``above``: rooms whose p99 stands in from a higher step, that
+    step's rate by backend. ``low``: the pick on those p99s when they settle the tie, else
+    None, and ``why_not`` says why (:func:`shared_step`)."""
 
-    Why: at 100 clients the fastest rooms hold the ladder's last step below the load
-    generator's own limit (7.5M deliveries/s; the generator receives about 10M on one core,
-    the next step is 11.2M), so they hold the same top step, or one step apart, and tie on the rate;
-    measured on three default runs, one held it at p99 2.1-3.4 ms and another at 7.9-9.0 ms,
-    in every try. That headroom is what the rate cannot show."""
-    out = []
-    for p in doc.points_at("broadcast", users):
-        # every backend steps on one grid, so an equal rate is the same step
-        step = next((s for s in p.slo.steps if s.held and math.isclose(s.deliveries_per_s, rate, rel_tol=1e-6)),
-                    None) if p.backend in backends and p.slo else None
-        if step is not None:
-            out.append(_fig(p.backend, step.p99_tries or (step.p99_us,), step.p99_us, ()))
-    return out
+    rate: float
+    figures: list[Figure]
+    above: dict[str, float]
+    low: Pick | None
+    why_not: str = ""
+
+
+def same_step(a: float, b: float) -> bool:
+    """Two ladder rates are the same step: every backend steps on one grid."""
+    return math.isclose(a, b, rel_tol=1e-6)
+
+
+def _step_p99(p: Point, rate: float) -> tuple[float, Figure] | None:
+    """``p``'s p99 at the held step of ``rate``, or, when that step has fewer than
+    :data:`SHARED_STEP_TRIES` counted tries, at the lowest higher step it held with that
+    many (else the lowest held step from ``rate`` up); with the rate of the step it comes
+    from. None when it held no step from ``rate`` up."""
+    held = [s for s in (p.slo.steps if p.slo else ()) if s.held
+            and (same_step(s.deliveries_per_s, rate) or s.deliveries_per_s > rate)]
+    held.sort(key=lambda s: s.deliveries_per_s)
+    if not held:
+        return None
+    step = next((s for s in held if (s.tries or 1) >= SHARED_STEP_TRIES), held[0])
+    return step.deliveries_per_s, _fig(p.backend, step.p99_tries or (step.p99_us,), step.p99_us, ())
+
+
+def shared_step(doc: Results, users: int, p: Pick) -> SharedStep | None:
+    """For a fan-out tie on the rate (``p``, :func:`slo_figures`), the tied rooms' p99 at the
+    highest step they all held, the lowest member's top; None without a tie or when fewer
+    than two members held it. The lowest p99 there is the pick (``low``) when every member
+    has it from at least :data:`SHARED_STEP_TRIES` counted tries and its tier leaves some
+    member out.
+
+    Why: the rate held is known to one grid step (1.5x), and a room near the target holds
+    or misses a step by chance: asyncio's p99 sat at 7-10 ms from 2.2M to 7.5M
+    deliveries/s at 100 clients (eight default runs), so its top moved between 3.3M and
+    5.0M, one step below gevent's or two, and the answer between "gevent" and "a tie".
+    Where both held, gevent's p99 was 1.5-5 ms in every try: the room with the lower p99
+    at the rate both held has the headroom the grid cannot show.
+
+    A member that tried the shared step fewer times (a step it climbed through once, well
+    below its own top) stands in with its p99 at the lowest higher step it held in that
+    many tries: a room's p99 rises with its rate, so a lower p99 at a higher rate is at
+    least as low at the shared step. Such a figure may only win: a higher step is no
+    evidence that the room is worse lower down."""
+    if not p.is_tie or p.winner is None:
+        return None
+    rate = min(f.value for f in [p.winner] + p.tied)
+    names = p.names()
+    found = {q.backend: got for q in doc.points_at("broadcast", users)
+             if q.backend in names and (got := _step_p99(q, rate))}
+    if len(found) < 2:
+        return None
+    figures = sorted((f for _, f in found.values()), key=lambda f: f.value)
+    above = {b: r for b, (r, _) in found.items() if not same_step(r, rate)}
+    shared = SharedStep(rate, figures, above, None)
+    if len(found) < len(names) or any(f.samples < SHARED_STEP_TRIES for f in figures):
+        return replace(shared, why_not=f"fewer than {SHARED_STEP_TRIES} tries each: not ranked on it")
+    low = pick(figures, higher_is_better=False)
+    if low.runner_up is None or low.margin is None:
+        return replace(shared, why_not="a tie there too")
+    losing = [b for b in above if b not in low.names()]
+    if losing:
+        return replace(shared, why_not=f"not ranked on it: {join_names(losing)} tried it fewer than "
+                       f"{SHARED_STEP_TRIES} times, and a p99 from a higher step can show a room ahead, not behind")
+    return replace(shared, low=low)
 
 
 def question_reason(p: Point, question: str) -> str | None:

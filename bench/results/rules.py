@@ -314,6 +314,6 @@ def pick(figures: list[Figure], higher_is_better: bool = True) -> Pick:
         # a member known only as a lower bound (a ladder that never failed) may sit below
         # the runner-up: then no margin holds for the whole tier
         result.margin = margin if margin >= 1 else None
-        result.runner_up_lead = lead(best, runner, higher_is_better)
+        result.runner_up_lead = leads[0]   # the best's (tier[0])
         result.runner_up_ties = [f.backend for f in tier[1:] if tied(f, runner, higher_is_better)]
     return result
